@@ -1,0 +1,118 @@
+// One storage call as a sans-I/O state machine: it hands out the bytes of each
+// round trip, is fed the reply bytes, and ends with a Result. Both transports
+// (native sockets in C++, ngx.socket.tcp in Lua) drive the same Operation.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "commands.hpp"
+#include "keys.hpp"
+#include "resp.hpp"
+
+namespace rsh {
+
+// Redis versions as major * 10000 + minor * 100 + patch; 0 when unknown
+// (treated as the oldest: upstream's command sequence).
+constexpr long kRedis7 = 70000;
+long parse_redis_version(const std::string& text);
+
+struct Metadata {
+    std::vector<std::pair<std::string, std::string>> entries;  // (audience, subject)
+};
+
+struct SetArgs {
+    std::string name, key, value;
+    long long ttl = 0;
+    double current_time = 0;
+    std::optional<std::string> old_key;
+    long long stale_ttl = 0;
+    std::optional<Metadata> metadata;
+};
+
+struct GetArgs {
+    std::string name, key;
+};
+
+struct DeleteArgs {
+    std::string name, key;
+    double current_time = 0;
+    std::optional<Metadata> metadata;
+};
+
+struct ReadMetadataArgs {
+    std::string name, audience, subject;
+    double current_time = 0;
+};
+
+struct HandshakeArgs {
+    std::optional<std::string> username, password;  // AUTH when password is set
+    std::optional<long long> database;              // SELECT when set
+    bool hello = true;                              // HELLO 2: learn the server version
+};
+
+struct Result {
+    enum class Kind { Ok, Nil, String, Map, Version, Error };
+    Kind kind = Kind::Ok;
+    std::string text;                                       // String value or error message
+    std::vector<std::pair<std::string, std::string>> map;  // read_metadata: key -> score
+    long version = 0;                                       // handshake
+
+    static Result error(std::string message) {
+        Result r;
+        r.kind = Kind::Error;
+        r.text = std::move(message);
+        return r;
+    }
+};
+
+class Operation {
+public:
+    static Operation set(const KeyNaming& naming, SetArgs args);
+    static Operation get(const KeyNaming& naming, const GetArgs& args);
+    static Operation remove(const KeyNaming& naming, const DeleteArgs& args);
+    static Operation read_metadata(const KeyNaming& naming, const ReadMetadataArgs& args);
+    // nullopt when the handshake has nothing to send.
+    static std::optional<Operation> handshake(const HandshakeArgs& args);
+
+    // Bytes of the next round trip, or nullopt once the result is known.
+    // server_version picks the command forms (see kRedis7).
+    std::optional<std::string> next_request(long server_version);
+    // Feeds reply bytes of the current round trip; true once all its replies
+    // are in. Throws ProtocolError on malformed or unexpected bytes.
+    bool feed(const char* data, std::size_t len);
+    bool finished() const { return finished_; }
+    const Result& result() const { return result_; }
+
+private:
+    enum class Kind { SetPlain, SetTransaction, Get, DeletePlain, DeleteTransaction, ReadMetadata, Handshake };
+    enum class Stage { Start, OldKeyTtl, Main };
+
+    Operation(Kind kind, const KeyNaming& naming) : kind_(kind), naming_(naming) {}
+    void build_main(std::optional<long long> old_ttl);
+    void complete_round();
+    void finish(Result result);
+    Result transaction_result() const;
+
+    Kind kind_;
+    KeyNaming naming_;
+    Stage stage_ = Stage::Start;
+    long server_version_ = 0;
+    // The arguments of the kind at hand; the others stay empty.
+    SetArgs set_;
+    GetArgs get_;
+    DeleteArgs delete_;
+    ReadMetadataArgs read_;
+    HandshakeArgs handshake_;
+    CommandBuffer commands_;          // the round trip being built
+    std::size_t expected_replies_ = 0;  // replies of the round trip in flight
+    std::vector<ReplyPtr> replies_;
+    ReplyReader reader_;
+    bool finished_ = false;
+    Result result_;
+};
+
+}  // namespace rsh

@@ -1,0 +1,54 @@
+#include "socket_io.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <poll.h>
+
+#include "errors.hpp"
+
+namespace rsh {
+
+Deadline::Deadline(double timeout_ms)
+    : at_(Clock::now() + std::chrono::microseconds(static_cast<long long>(timeout_ms * 1000.0))) {}
+
+int Deadline::remaining_ms() const {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(at_ - Clock::now()).count();
+    if (left <= 0) {
+        // Sub-millisecond remainders still get one poll tick.
+        return at_ > Clock::now() ? 1 : 0;
+    }
+    return left > 0x7fffffff ? 0x7fffffff : static_cast<int>(left);
+}
+
+void wait_ready(int fd, Ready what, const Deadline& deadline) {
+    pollfd pfd{fd, static_cast<short>(what == Ready::Read ? POLLIN : POLLOUT), 0};
+    for (;;) {
+        int left = deadline.remaining_ms();
+        if (left == 0) throw IoError("timeout");
+        int n = ::poll(&pfd, 1, left);
+        if (n > 0) return;  // errors and hang-ups surface in the following read/write
+        if (n == 0) throw IoError("timeout");
+        if (errno != EINTR) throw IoError(errno_message(errno));
+    }
+}
+
+std::string errno_message(int err) {
+    switch (err) {
+    case ECONNREFUSED: return "connection refused";
+    case ETIMEDOUT: return "timeout";
+    case ECONNRESET: return "connection reset by peer";
+    case EPIPE: return "closed";
+    case ENOENT: return "no such file or directory";
+    default: return std::strerror(err);
+    }
+}
+
+void set_nonblocking(int fd) {
+    int flags = ::fcntl(fd, F_GETFL, 0);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+        throw IoError(errno_message(errno));
+    }
+}
+
+}  // namespace rsh
