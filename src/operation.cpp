@@ -148,6 +148,7 @@ void Operation::build_main(std::optional<long long> old_ttl) {
 
 bool Operation::feed(const char* data, std::size_t len) {
     if (expected_replies_ == 0) throw ProtocolError("protocol error: unexpected data from the server");
+    if (len > 0) received_bytes_ = true;
     reader_.feed(data, len);
     while (replies_.size() < expected_replies_) {
         ReplyPtr reply = reader_.next();
@@ -160,6 +161,17 @@ bool Operation::feed(const char* data, std::size_t len) {
     expected_replies_ = 0;
     complete_round();
     return true;
+}
+
+void Operation::restart() {
+    stage_ = Stage::Start;
+    commands_ = CommandBuffer{};
+    expected_replies_ = 0;
+    replies_.clear();
+    reader_ = ReplyReader{};
+    finished_ = false;
+    received_bytes_ = false;
+    result_ = Result{};
 }
 
 void Operation::finish(Result result) {

@@ -85,6 +85,10 @@ public:
     // are in. Throws ProtocolError on malformed or unexpected bytes.
     bool feed(const char* data, std::size_t len);
     bool finished() const { return finished_; }
+    // True once any reply byte of this operation arrived (then a retry is unsafe).
+    bool received_bytes() const { return received_bytes_; }
+    // Back to the start, keeping the arguments: for a retry on a fresh connection.
+    void restart();
     const Result& result() const { return result_; }
 
 private:
@@ -112,6 +116,7 @@ private:
     std::vector<ReplyPtr> replies_;
     ReplyReader reader_;
     bool finished_ = false;
+    bool received_bytes_ = false;
     Result result_;
 };
 

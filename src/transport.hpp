@@ -44,7 +44,8 @@ public:
     std::string authenticated_as;     // digest of (username, password); "" = none
     long long selected_database = 0;  // Redis starts every connection on 0
     Clock::time_point idle_since{};
-    unsigned long reused_times = 0;
+    double keepalive_ms = 0;        // set when handed back to the pool
+    bool greeted = false;             // HELLO sent (server_version known)
 
 private:
     explicit Connection(int fd) : fd_(fd) {}

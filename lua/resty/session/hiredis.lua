@@ -8,6 +8,8 @@ local core = require "resty.session.hiredis.core"
 
 local setmetatable = setmetatable
 local rawget = rawget
+local pcall = pcall
+local error = error
 
 local CORE = {}  -- private key: the core instance inside each storage table
 
@@ -16,6 +18,10 @@ local _M = {
 }
 
 local methods = {}
+
+local function set_field(core_instance, k, v)
+  core_instance[k] = v
+end
 
 function methods:set(...)
   return self[CORE]:set(...)
@@ -44,7 +50,10 @@ local mt = {
     return rawget(self, CORE)[k]
   end,
   __newindex = function(self, k, v)
-    rawget(self, CORE)[k] = v
+    local ok, err = pcall(set_field, rawget(self, CORE), k, v)
+    if not ok then
+      error(err, 2)
+    end
   end,
 }
 
@@ -52,7 +61,11 @@ local mt = {
 -- Creates a storage instance.
 -- @tparam[opt] table configuration see README; invalid fields raise an error naming the field
 function _M.new(configuration)
-  return setmetatable({ [CORE] = core.new(configuration) }, mt)
+  local ok, instance = pcall(core.new, configuration)
+  if not ok then
+    error(instance, 2)
+  end
+  return setmetatable({ [CORE] = instance }, mt)
 end
 
 return _M

@@ -1,0 +1,18 @@
+// Configuration fields between Lua and Config: read at new(), and read or
+// written one at a time on an instance.
+#pragma once
+
+#include <lua.hpp>
+
+#include "config.hpp"
+
+namespace rsh {
+
+// Reads the table at idx (nil: defaults); throws ArgumentError naming the field.
+Config read_config(lua_State* L, int idx);
+// Pushes field `name` (nil when unset); returns false for an unknown name.
+bool push_config_field(lua_State* L, const Config& config, const char* name);
+// Sets field `name` from the value at idx; throws ArgumentError.
+void set_config_field(lua_State* L, Config& config, const char* name, int idx);
+
+}  // namespace rsh
