@@ -1,0 +1,85 @@
+# lua-resty-session-hiredis: install, build, test, demo.
+#   make deps    install the Debian packages that are missing
+#   make build   configure and build with CMake (module, unit tests)
+#   make test    deps + build + ctest + busted specs against throwaway redis-servers
+#   make demo    deps + build + a round trip through resty.session.hiredis
+#   make asan    ctest under ASan/UBSan (build-asan/)
+#   make valgrind  the busted specs under valgrind
+#   make lint    luacheck (when installed)
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+BUILD_DIR ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS ?= 2
+LUAJIT ?= luajit
+BUSTED ?= /usr/bin/busted
+BUSTED_ARGS ?=
+WITH_SERVERS := spec/support/with-servers.sh
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+DEB_PACKAGES := build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libhiredis-dev \
+	libssl-dev lua-busted luarocks redis-server redis-tools redis-sentinel nginx \
+	libnginx-mod-http-lua lua-resty-core lua-nginx-redis openssl googletest libgtest-dev \
+	libbenchmark-dev valgrind wrk clang lua-socket
+
+# package.path / package.cpath for running the module from the work tree.
+LUA_PATHS := package.path = "lua/?.lua;lua/?/init.lua;" .. package.path; \
+	package.cpath = "$(BUILD_DIR)/lib/?.so;" .. package.cpath
+
+.PHONY: deps build test unit spec demo asan valgrind lint clean
+
+deps:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | grep -q ' installed$$' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing$$missing"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	else \
+		echo "deps: all Debian packages present"; \
+	fi
+
+build:
+	flock build.lock sh -c 'cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DRSH_BUILD_TESTS=ON && \
+		cmake --build $(BUILD_DIR) -j$(JOBS)'
+
+# ctest, then the busted specs; both always run, the target fails when either did.
+test: deps build
+	@status=0; \
+	$(MAKE) --no-print-directory unit || status=1; \
+	$(MAKE) --no-print-directory spec || status=1; \
+	exit $$status
+
+unit:
+	ctest --test-dir $(BUILD_DIR) --output-on-failure
+
+spec:
+	$(WITH_SERVERS) $(LUAJIT) $(BUSTED) $(BUSTED_ARGS)
+
+demo: deps build
+	$(WITH_SERVERS) --only plain $(LUAJIT) -e '$(LUA_PATHS)' examples/demo.lua
+
+# AddressSanitizer + UBSan build of the C++ core; its unit tests run under ASan.
+# (The Lua specs run under valgrind instead: LD_PRELOADing ASan into luajit
+# aborts on LuaJIT's own allocator tricks; see `make valgrind`.)
+asan: deps
+	flock build.lock sh -c 'cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DRSH_BUILD_TESTS=ON -DRSH_SANITIZE=ON && \
+		cmake --build build-asan -j$(JOBS)'
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build-asan --output-on-failure
+
+valgrind: deps build
+	$(WITH_SERVERS) valgrind --error-exitcode=1 --leak-check=no --track-origins=no -q \
+		$(LUAJIT) $(BUSTED) $(BUSTED_ARGS)
+
+lint:
+	@if command -v luacheck >/dev/null 2>&1; then \
+		luacheck lua spec examples; \
+	else \
+		echo "lint: luacheck not installed (apt-get install lua-check), skipping"; \
+	fi
+
+clean:
+	rm -rf $(BUILD_DIR) build-asan build.lock

@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# Runs a command against throwaway redis-server instances on free loopback ports.
+#
+#   spec/support/with-servers.sh [--only NAME[,NAME...]] CMD [ARGS...]
+#
+# Servers (all bound to 127.0.0.1 and, when available, ::1):
+#   plain       TCP port + unix socket
+#   pass        requirepass
+#   acl         ACL user "app" plus a default user with another password
+#   tls         TLS only, server certificate signed by the test CA
+#   tls_client  like tls, client certificates required (tls-auth-clients yes)
+#   tls_self    TLS with a self-signed certificate
+#   tls_other   TLS with a CA-signed certificate for another name (other.invalid)
+#
+# Exports HIREDIS_TEST_* variables (see below), runs CMD, then always stops every
+# server and removes the temporary directory. Exits with CMD's status.
+set -euo pipefail
+
+ALL_SERVERS="plain pass acl tls tls_client tls_self tls_other"
+only=""
+if [[ "${1:-}" == "--only" ]]; then
+    only="${2:?--only needs a comma-separated list of servers}"
+    shift 2
+elif [[ "${1:-}" == --only=* ]]; then
+    only="${1#--only=}"
+    shift
+fi
+if [[ $# -eq 0 ]]; then
+    echo "usage: $0 [--only NAME[,NAME...]] CMD [ARGS...]" >&2
+    exit 2
+fi
+
+servers="$ALL_SERVERS"
+if [[ -n "$only" ]]; then
+    servers="${only//,/ }"
+    for s in $servers; do
+        [[ " $ALL_SERVERS " == *" $s "* ]] || { echo "with-servers: unknown server '$s'" >&2; exit 2; }
+    done
+fi
+
+for tool in redis-server redis-cli; do
+    command -v "$tool" >/dev/null || { echo "with-servers: $tool not found (make deps)" >&2; exit 2; }
+done
+
+TMP_ROOT="$(mktemp -d "${TMPDIR:-/tmp}/rsh.XXXXXX")"
+declare -A PIDS=()
+declare -A PORTS=()
+USED_PORTS=" "
+
+log() { echo "with-servers: $*" >&2; }
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        local i
+        for i in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP_ROOT"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A port in 20000-60000 that nothing listens on (checked with bash's /dev/tcp)
+# and that this script has not handed out yet.
+port_in_use() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+# Sets FREE_PORT (not echoed: a command substitution's subshell would lose USED_PORTS).
+free_port() {
+    local port
+    while :; do
+        port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40001 ))
+        [[ "$USED_PORTS" == *" $port "* ]] && continue
+        port_in_use "$port" && continue
+        USED_PORTS+="$port "
+        FREE_PORT=$port
+        return
+    done
+}
+
+PASSWORD="pass-$RANDOM$RANDOM-secret"
+ACL_USER="app"
+ACL_PASSWORD="apppass"
+ACL_DEFAULT_PASSWORD="default-$RANDOM$RANDOM-secret"
+CERTS="$TMP_ROOT/certs"
+
+need_tls=0
+for s in $servers; do [[ "$s" == tls* ]] && need_tls=1; done
+
+make_certs() {
+    mkdir -p "$CERTS"
+    local cnf="$CERTS/openssl.cnf"
+    cat >"$cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = placeholder
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost,IP:127.0.0.1,IP:::1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[other]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:other.invalid
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[self]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost,IP:127.0.0.1,IP:::1
+subjectKeyIdentifier = hash
+[client]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+    local name
+    for name in ca server other self client; do
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$CERTS/$name.key" 2>/dev/null
+    done
+    openssl req -new -x509 -config "$cnf" -extensions ca -key "$CERTS/ca.key" \
+        -subj "/CN=lua-resty-session-hiredis test CA" -days 2 -out "$CERTS/ca.crt"
+    openssl req -new -x509 -config "$cnf" -extensions self -key "$CERTS/self.key" \
+        -subj "/CN=localhost" -days 2 -out "$CERTS/self.crt"
+    local cn
+    for name in server other client; do
+        case "$name" in
+            server) cn=localhost ;;
+            other) cn=other.invalid ;;
+            client) cn=app-client ;;
+        esac
+        openssl req -new -config "$cnf" -key "$CERTS/$name.key" -subj "/CN=$cn" -out "$CERTS/$name.csr"
+        openssl x509 -req -in "$CERTS/$name.csr" -CA "$CERTS/ca.crt" -CAkey "$CERTS/ca.key" \
+            -set_serial "$((RANDOM * 32768 + RANDOM))" -days 2 \
+            -extfile "$cnf" -extensions "$name" -out "$CERTS/$name.crt" 2>/dev/null
+        rm -f "$CERTS/$name.csr"
+    done
+    chmod 644 "$CERTS"/*.key
+}
+
+# redis-cli arguments reaching server $1 (for PING and the IPv6 probe).
+cli_args() {
+    local name=$1 port=${PORTS[$1]}
+    case "$name" in
+        plain) echo "-p $port" ;;
+        pass) echo "-p $port --user default --pass $PASSWORD" ;;
+        acl) echo "-p $port --user $ACL_USER --pass $ACL_PASSWORD" ;;
+        tls) echo "-p $port --tls --cacert $CERTS/ca.crt" ;;
+        tls_client) echo "-p $port --tls --cacert $CERTS/ca.crt --cert $CERTS/client.crt --key $CERTS/client.key" ;;
+        tls_self) echo "-p $port --tls --insecure" ;;
+        tls_other) echo "-p $port --tls --cacert $CERTS/ca.crt" ;;
+    esac
+}
+
+write_config() {
+    local name=$1 port=$2 conf="$TMP_ROOT/$1.conf"
+    mkdir -p "$TMP_ROOT/$name.data"
+    {
+        echo "bind 127.0.0.1 -::1"
+        echo "protected-mode no"
+        echo "daemonize no"
+        echo "save \"\""
+        echo "appendonly no"
+        echo "enable-debug-command yes"
+        echo "dir $TMP_ROOT/$name.data"
+        echo "logfile $TMP_ROOT/$name.log"
+        echo "loglevel notice"
+        case "$name" in
+            tls*) echo "port 0"; echo "tls-port $port" ;;
+            *) echo "port $port" ;;
+        esac
+        case "$name" in
+            plain)
+                echo "unixsocket $TMP_ROOT/plain.sock"
+                echo "unixsocketperm 777"
+                ;;
+            pass)
+                echo "requirepass $PASSWORD"
+                ;;
+            acl)
+                echo "requirepass $ACL_DEFAULT_PASSWORD"
+                echo "user $ACL_USER on >$ACL_PASSWORD ~* &* +@all"
+                ;;
+            tls | tls_client | tls_other)
+                local cert=server
+                [[ "$name" == tls_other ]] && cert=other
+                echo "tls-cert-file $CERTS/$cert.crt"
+                echo "tls-key-file $CERTS/$cert.key"
+                echo "tls-ca-cert-file $CERTS/ca.crt"
+                if [[ "$name" == tls_client ]]; then
+                    echo "tls-auth-clients yes"
+                else
+                    echo "tls-auth-clients no"
+                fi
+                ;;
+            tls_self)
+                echo "tls-cert-file $CERTS/self.crt"
+                echo "tls-key-file $CERTS/self.key"
+                echo "tls-ca-cert-file $CERTS/ca.crt"
+                echo "tls-auth-clients no"
+                ;;
+        esac
+    } >"$conf"
+}
+
+# Starts server $1 on a fresh port; retries with another port when the first dies
+# (e.g. the port was taken between the check and the bind).
+start_server() {
+    local name=$1 attempt
+    for attempt in 1 2 3 4 5; do
+        free_port
+        local port=$FREE_PORT
+        PORTS[$name]=$port
+        write_config "$name" "$port"
+        redis-server "$TMP_ROOT/$name.conf" >>"$TMP_ROOT/$name.out" 2>&1 &
+        PIDS[$name]=$!
+        local i
+        for i in $(seq 1 100); do
+            if ! kill -0 "${PIDS[$name]}" 2>/dev/null; then
+                break
+            fi
+            # shellcheck disable=SC2046
+            if [[ "$(redis-cli --no-auth-warning $(cli_args "$name") ping 2>/dev/null)" == "PONG" ]]; then
+                return 0
+            fi
+            sleep 0.05
+        done
+        kill -KILL "${PIDS[$name]}" 2>/dev/null || true
+        wait "${PIDS[$name]}" 2>/dev/null || true
+        unset "PIDS[$name]"
+        log "$name did not start on port $port (attempt $attempt):"
+        tail -n 5 "$TMP_ROOT/$name.log" "$TMP_ROOT/$name.out" >&2 2>/dev/null || true
+    done
+    log "giving up on $name"
+    exit 1
+}
+
+if [[ $need_tls -eq 1 ]]; then
+    command -v openssl >/dev/null || { log "openssl not found (make deps)"; exit 2; }
+    make_certs
+fi
+
+for s in $servers; do
+    start_server "$s"
+done
+
+export HIREDIS_TEST_HOST=127.0.0.1
+export HIREDIS_TEST_TMP="$TMP_ROOT"
+for s in $servers; do
+    case "$s" in
+        plain)
+            export HIREDIS_TEST_PORT="${PORTS[plain]}"
+            export HIREDIS_TEST_SOCKET="$TMP_ROOT/plain.sock"
+            if [[ "$(redis-cli -h ::1 -p "${PORTS[plain]}" ping 2>/dev/null)" == "PONG" ]]; then
+                export HIREDIS_TEST_IPV6=1
+            fi
+            ;;
+        pass)
+            export HIREDIS_TEST_PASS_PORT="${PORTS[pass]}"
+            export HIREDIS_TEST_PASSWORD="$PASSWORD"
+            ;;
+        acl)
+            export HIREDIS_TEST_ACL_PORT="${PORTS[acl]}"
+            export HIREDIS_TEST_ACL_USER="$ACL_USER"
+            export HIREDIS_TEST_ACL_PASSWORD="$ACL_PASSWORD"
+            export HIREDIS_TEST_ACL_DEFAULT_PASSWORD="$ACL_DEFAULT_PASSWORD"
+            ;;
+        tls) export HIREDIS_TEST_TLS_PORT="${PORTS[tls]}" ;;
+        tls_client) export HIREDIS_TEST_TLS_CLIENT_PORT="${PORTS[tls_client]}" ;;
+        tls_self) export HIREDIS_TEST_TLS_SELF_PORT="${PORTS[tls_self]}" ;;
+        tls_other) export HIREDIS_TEST_TLS_OTHER_PORT="${PORTS[tls_other]}" ;;
+    esac
+done
+if [[ $need_tls -eq 1 ]]; then
+    export HIREDIS_TEST_CERTS="$CERTS"
+fi
+
+summary=""
+for s in $servers; do summary+=" $s=${PORTS[$s]}"; done
+log "redis-server ready:$summary${HIREDIS_TEST_IPV6:+ (ipv6)}"
+
+set +e
+"$@"
+status=$?
+set -e
+exit "$status"
