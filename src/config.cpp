@@ -54,6 +54,7 @@ std::string Config::pool_name() const {
         if (server_name) name += ":sni=" + *server_name;
         if (ssl_trusted_certificate) name += ":ca=" + *ssl_trusted_certificate;
         if (ssl_client_cert) name += ":cert=" + *ssl_client_cert;
+        if (ssl_client_priv_key) name += ":key=" + *ssl_client_priv_key;
     }
     if (username) name += ":user=" + *username;
     if (password) name += ":pass=" + short_digest(*password);

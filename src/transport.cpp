@@ -106,7 +106,9 @@ std::unique_ptr<Connection> Connection::open(const Endpoint& endpoint, const Dea
     std::unique_ptr<Connection> conn(new Connection(fd.release()));
     conn->owner_pid_ = ::getpid();
     if (endpoint.ssl) {
-        conn->tls_ = std::make_unique<TlsStream>(tls_context_for(endpoint.tls), conn->fd_, endpoint.host, deadline);
+        // Over a unix socket only server_name names the peer (host is unused there).
+        const std::string peer = endpoint.unix_path.empty() ? endpoint.host : std::string();
+        conn->tls_ = std::make_unique<TlsStream>(tls_context_for(endpoint.tls), conn->fd_, peer, deadline);
     }
     return conn;
 }
