@@ -3,8 +3,8 @@
 #   make build   configure and build with CMake (module, unit tests)
 #   make test    deps + build + ctest + busted specs against throwaway redis-servers
 #   make demo    deps + build + a round trip through resty.session.hiredis
-#   make asan    ctest under ASan/UBSan (build-asan/)
-#   make valgrind  the busted specs under valgrind
+#   make asan    unit tests and native specs under ASan/UBSan (build-asan/)
+#   make valgrind  the native specs under valgrind
 #   make lint    luacheck (when installed)
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
@@ -62,17 +62,25 @@ spec:
 demo: deps build
 	$(WITH_SERVERS) --only plain $(LUAJIT) -e '$(LUA_PATHS)' examples/demo.lua
 
-# AddressSanitizer + UBSan build of the C++ core; its unit tests run under ASan.
-# (The Lua specs run under valgrind instead: LD_PRELOADing ASan into luajit
-# aborts on LuaJIT's own allocator tricks; see `make valgrind`.)
+# The specs that need no nginx (the nginx ones start nginx processes, which must
+# not inherit LD_PRELOAD or run under valgrind).
+NATIVE_SPECS = $(wildcard spec/*_spec.lua)
+
+# AddressSanitizer + UBSan build of the core (build-asan/): the unit tests, then
+# the native specs in luajit with the sanitizer runtimes preloaded.
 asan: deps
 	flock build.lock sh -c 'cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DRSH_BUILD_TESTS=ON -DRSH_SANITIZE=ON && \
 		cmake --build build-asan -j$(JOBS)'
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build-asan --output-on-failure
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest --test-dir build-asan --output-on-failure
+	$(WITH_SERVERS) env LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+		ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		$(LUAJIT) $(BUSTED) --cpath='build-asan/lib/?.so' $(BUSTED_ARGS) $(NATIVE_SPECS)
 
+# The native specs under valgrind (memcheck) against the normal build.
 valgrind: deps build
-	$(WITH_SERVERS) valgrind --error-exitcode=1 --leak-check=no --track-origins=no -q \
-		$(LUAJIT) $(BUSTED) $(BUSTED_ARGS)
+	$(WITH_SERVERS) valgrind --error-exitcode=1 -q \
+		$(LUAJIT) $(BUSTED) $(BUSTED_ARGS) $(NATIVE_SPECS)
 
 lint:
 	@if command -v luacheck >/dev/null 2>&1; then \

@@ -15,10 +15,7 @@ local socket = require "socket"
 local raw = require "raw_redis"
 
 local mode = arg[1] or "silent"
-local server = assert(socket.tcp())
-assert(server:setoption("reuseaddr", true))
-assert(server:bind("127.0.0.1", 0))
-assert(server:listen(32))
+local server = assert(socket.bind("127.0.0.1", 0, 32))
 local _, port = server:getsockname()
 io.stdout:write("port ", port, "\n")
 io.stdout:flush()

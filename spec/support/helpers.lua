@@ -116,10 +116,7 @@ end
 
 -- A listener that accepts TCP connections (kernel backlog) and never answers.
 function _M.silent_listener()
-    local s = assert(socket.tcp())
-    assert(s:setoption("reuseaddr", true))
-    assert(s:bind("127.0.0.1", 0))
-    assert(s:listen(32))
+    local s = assert(socket.bind("127.0.0.1", 0, 32))
     local _, port = s:getsockname()
     return s, tonumber(port)
 end
