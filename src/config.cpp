@@ -24,6 +24,23 @@ std::string short_digest(const std::string& secret) {
 
 bool is_integer(double v) { return std::isfinite(v) && std::floor(v) == v; }
 
+// Field values are percent-encoded so that no value can forge another field
+// (a username "alice:pass=..." must not name alice's authenticated pool).
+std::string escaped(const std::string& value) {
+    static const char hex[] = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : value) {
+        if (c == '%' || c == ':' || c == '=' || c < 0x20 || c >= 0x7f) {
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    return out;
+}
+
 }  // namespace
 
 std::string normalize_socket_path(const std::string& socket) {
@@ -44,19 +61,21 @@ std::string Config::pool_name() const {
     if (pool) return *pool;
     std::string name = "resty.session.hiredis:";
     if (socket) {
-        name += "unix:" + normalize_socket_path(*socket);
+        name += "unix=" + escaped(normalize_socket_path(*socket));
     } else {
-        name += host + ":" + std::to_string(port);
+        const bool ipv6 = host.find(':') != std::string::npos &&
+                          host.find_first_not_of("0123456789abcdefABCDEF:.") == std::string::npos;
+        name += (ipv6 ? "[" + host + "]" : escaped(host)) + ":" + std::to_string(port);
     }
     if (ssl) {
         name += ":ssl";
         if (ssl_verify.value_or(false)) name += ":verify";
-        if (server_name) name += ":sni=" + *server_name;
-        if (ssl_trusted_certificate) name += ":ca=" + *ssl_trusted_certificate;
-        if (ssl_client_cert) name += ":cert=" + *ssl_client_cert;
-        if (ssl_client_priv_key) name += ":key=" + *ssl_client_priv_key;
+        if (server_name) name += ":sni=" + escaped(*server_name);
+        if (ssl_trusted_certificate) name += ":ca=" + escaped(*ssl_trusted_certificate);
+        if (ssl_client_cert) name += ":cert=" + escaped(*ssl_client_cert);
+        if (ssl_client_priv_key) name += ":key=" + escaped(*ssl_client_priv_key);
     }
-    if (username) name += ":user=" + *username;
+    if (username) name += ":user=" + escaped(*username);
     if (password) name += ":pass=" + short_digest(*password);
     if (database) name += ":db=" + std::to_string(*database);
     return name;

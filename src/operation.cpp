@@ -233,7 +233,13 @@ void Operation::complete_round() {
         } else {
             result.kind = Result::Kind::Map;
             for (std::size_t i = 0; i + 1 < first.elements.size(); i += 2) {
-                result.map.emplace_back(first.elements[i]->str, first.elements[i + 1]->str);
+                const Reply& member = *first.elements[i];
+                const Reply& score = *first.elements[i + 1];
+                if (member.type != Reply::Type::String || score.type != Reply::Type::String) {
+                    result = Result::error("unexpected reply to ZRANGEBYSCORE");
+                    break;
+                }
+                result.map.emplace_back(member.str, score.str);
             }
         }
         break;

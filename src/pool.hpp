@@ -45,7 +45,7 @@ public:
         T& operator*() const { return *conn_; }
         T* operator->() const { return conn_.get(); }
         bool reused() const { return reused_; }
-        void keep() { pool_->release(std::move(conn_), true); }
+        void keep() { if (conn_) pool_->release(std::move(conn_), true); }
 
     private:
         Pool* pool_;
@@ -111,7 +111,14 @@ private:
         std::unique_ptr<T> evicted;
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            if (reusable && conn->owner_pid() == pid_) {
+            forget_if_forked();
+            if (conn->owner_pid() != pid_) {
+                // Leased by the parent before a fork: never counted in this process.
+                evicted = std::move(conn);
+                changed_.notify_one();
+                return;
+            }
+            if (reusable) {
                 conn->idle_since = Clock::now();
                 idle_.push_front(std::move(conn));
                 if (idle_.size() > size_) {  // least recently used goes

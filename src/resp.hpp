@@ -25,8 +25,8 @@ using ReplyPtr = std::unique_ptr<Reply>;
 struct ReaderLimits {
     // Bytes one reply may take on the wire (Redis caps a bulk string at 512 MiB).
     std::size_t max_reply_bytes = (512u << 20) + 4096;
-    // Elements one array may declare.
-    long long max_array_elements = 1 << 22;
+    // Elements one array may declare (each costs a pointer up front).
+    long long max_array_elements = 1 << 20;
     // Nesting is capped by hiredis 0.14 itself at 7 levels.
 };
 

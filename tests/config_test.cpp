@@ -46,7 +46,7 @@ TEST(PoolName, DefaultNamesTheEndpoint) {
     EXPECT_NE(c.pool_name().find("127.0.0.1:6379"), string::npos) << c.pool_name();
     c.host = "::1";
     c.port = 7000;
-    EXPECT_NE(c.pool_name().find("::1:7000"), string::npos) << c.pool_name();
+    EXPECT_NE(c.pool_name().find("[::1]:7000"), string::npos) << c.pool_name();
     c.socket = "unix:/run/redis.sock";
     EXPECT_NE(c.pool_name().find("/run/redis.sock"), string::npos) << c.pool_name();
     EXPECT_EQ(c.pool_name().find("unix:unix:"), string::npos) << c.pool_name();
