@@ -5,6 +5,7 @@
 -- @module resty.session.hiredis
 
 local core = require "resty.session.hiredis.core"
+local cosocket = require "resty.session.hiredis.cosocket"
 
 local setmetatable = setmetatable
 local rawget = rawget
@@ -23,20 +24,53 @@ local function set_field(core_instance, k, v)
   core_instance[k] = v
 end
 
+local cosocket_available = cosocket.available
+local cosocket_call = cosocket.call
+
+-- Which transport serves a call: `transport = "native" | "cosocket"` forces one;
+-- otherwise cosockets wherever nginx allows them (rewrite, access, content, timer,
+-- ssl_cert...), so the event loop never blocks, and the core's native sockets
+-- everywhere else (init, init_worker, set, header/body filters, log, plain LuaJIT).
+local function use_cosocket(inst)
+  local transport = inst.transport
+  if transport == "cosocket" then
+    return true
+  elseif transport == "native" then
+    return false
+  end
+  return cosocket_available()
+end
+
 function methods:set(...)
-  return self[CORE]:set(...)
+  local inst = self[CORE]
+  if use_cosocket(inst) then
+    return cosocket_call(inst, "set", ...)
+  end
+  return inst:set(...)
 end
 
 function methods:get(...)
-  return self[CORE]:get(...)
+  local inst = self[CORE]
+  if use_cosocket(inst) then
+    return cosocket_call(inst, "get", ...)
+  end
+  return inst:get(...)
 end
 
 function methods:delete(...)
-  return self[CORE]:delete(...)
+  local inst = self[CORE]
+  if use_cosocket(inst) then
+    return cosocket_call(inst, "delete", ...)
+  end
+  return inst:delete(...)
 end
 
 function methods:read_metadata(...)
-  return self[CORE]:read_metadata(...)
+  local inst = self[CORE]
+  if use_cosocket(inst) then
+    return cosocket_call(inst, "read_metadata", ...)
+  end
+  return inst:read_metadata(...)
 end
 
 -- Instances are plain tables (lua-resty-session asserts `type(storage) == "table"`);
