@@ -76,6 +76,18 @@ describe("authentication", function()
             refute_leak(gerr, "rotated-away")
         end)
 
+        it("applies a runtime password change within a custom pool too", function()
+            local store = hiredis.new({ port = h.pass_port, password = h.password, pool = h.unique("pool") })
+            assert.equal(true, store:set(name, "k", "v", 60, os.time()))
+            store.password = "rotated-wrong"
+            local value, err = store:get(name, "k")
+            assert.is_nil(value)
+            assert.matches("^WRONGPASS", err)
+            refute_leak(err, "rotated-wrong")
+            store.password = h.password
+            assert.equal("v", store:get(name, "k"))
+        end)
+
         it("clears the password at run time (nil)", function()
             local store = hiredis.new({ port = h.pass_port, password = h.password })
             assert.equal(true, store:set(name, "k", "v", 60, os.time()))

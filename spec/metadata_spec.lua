@@ -44,6 +44,23 @@ describe("metadata", function()
             assert.same({ name .. ":a1:s1", name .. ":a1:s3", name .. ":a2:s2", name .. ":k" }, keys)
         end)
 
+        it("writes hundreds of audience/subject pairs in one transaction", function()
+            local now = os.time()
+            local audiences, subjects = {}, {}
+            for i = 1, 300 do
+                audiences[i] = "aud" .. i
+                subjects[i] = "sub" .. i
+            end
+            local before = h.command_calls(r, "exec")
+            assert.equal(true, store:set(name, "k", "v", 100, now, nil, nil, meta(audiences, subjects)))
+            assert.equal(before + 1, h.command_calls(r, "exec"))
+            for _, i in ipairs({ 1, 150, 300 }) do
+                assert.same({ k = tostring(now + 100) }, r:zscores(name .. ":aud" .. i .. ":sub" .. i))
+            end
+            assert.equal(true, store:delete(name, "k", now, meta(audiences, subjects)))
+            assert.equal(0, r:call("EXISTS", name .. ":aud300:sub300"))
+        end)
+
         it("accepts empty metadata arrays and still stores the session", function()
             assert.equal(true, store:set(name, "k", "v", 100, os.time(), nil, nil, meta({}, {})))
             assert.equal("v", r:call("GET", name .. ":k"))
@@ -240,6 +257,26 @@ describe("metadata", function()
             local before = h.command_calls(r, "zrangebyscore")
             assert.is_table(store:read_metadata(name, "aud", "sub", os.time()))
             assert.equal(before + 1, h.command_calls(r, "zrangebyscore"))
+        end)
+
+        it("returns fractional scores as Redis prints them", function()
+            local now = os.time() + 0.5
+            assert.equal(true, store:set(name, "k", "v", 60, now, nil, nil, meta({ "aud" }, { "sub" })))
+            assert.same({ k = tostring(now + 60) }, r:zscores(name .. ":aud:sub"))
+            assert.same({ k = tostring(now + 60) }, store:read_metadata(name, "aud", "sub", now))
+        end)
+
+        it("returns thousands of members", function()
+            local now = os.time()
+            local mk = name .. ":aud:sub"
+            local expected, commands = {}, {}
+            for i = 1, 5000 do
+                commands[i] = { "ZADD", mk, now + i, "key-" .. i }
+                expected["key-" .. i] = tostring(now + i)
+            end
+            r:pipeline(commands)
+            assert.equal(5000, r:call("ZCARD", mk))
+            assert.same(expected, store:read_metadata(name, "aud", "sub", now))
         end)
 
         it("returns an empty table when the zset does not exist", function()

@@ -125,6 +125,16 @@ describe("set and get", function()
             end)
         end
 
+        it("round-trips a 16 MiB value (many partial reads and writes)", function()
+            local store = hiredis.new({ port = h.port })
+            local value = string.rep(h.all_bytes() .. "\r\n", 65536)
+            assert.equal(true, store:set(name, "big", value, 60, os.time()))
+            local got = store:get(name, "big")
+            assert.equal(#value, #got)
+            assert.is_true(got == value)
+            assert.equal(#value, r:call("STRLEN", name .. ":big"))
+        end)
+
         it("returns an empty value as an empty string, not nil", function()
             local store = hiredis.new({ port = h.port })
             assert.equal(true, store:set(name, "empty", "", 60, os.time()))

@@ -49,10 +49,15 @@ USED_PORTS=" "
 
 log() { echo "with-servers: $*" >&2; }
 
+CMD_PID=""
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
     local pid
+    if [[ -n "$CMD_PID" ]]; then
+        kill -TERM "$CMD_PID" 2>/dev/null || true
+        wait "$CMD_PID" 2>/dev/null || true
+    fi
     for pid in "${PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
@@ -304,8 +309,14 @@ summary=""
 for s in $servers; do summary+=" $s=${PORTS[$s]}"; done
 log "redis-server ready:$summary${HIREDIS_TEST_IPV6:+ (ipv6)}"
 
+# CMD runs in the background (with our stdin) so that a TERM/INT sent to this
+# script is handled at once: cleanup stops CMD, then the servers.
+exec 3<&0
+"$@" <&3 3<&- &
+CMD_PID=$!
 set +e
-"$@"
+wait "$CMD_PID"
 status=$?
+CMD_PID=""
 set -e
 exit "$status"
