@@ -67,8 +67,9 @@ describe("nginx phases", function()
     lazy_teardown(function()
         if r then r:close() end
         if srv then
-            assert.same({}, srv:errors())
+            local errors = srv:errors()
             srv:stop()
+            assert.same({}, errors)
         end
     end)
 
@@ -191,8 +192,9 @@ describe("nginx init_worker", function()
     lazy_teardown(function()
         if r then r:close() end
         if srv then
-            assert.same({}, srv:errors())
+            local errors = srv:errors()
             srv:stop()
+            assert.same({}, errors)
         end
     end)
 
