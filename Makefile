@@ -27,7 +27,7 @@ DEB_PACKAGES := build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libh
 LUA_PATHS := package.path = "lua/?.lua;lua/?/init.lua;" .. package.path; \
 	package.cpath = "$(BUILD_DIR)/lib/?.so;" .. package.cpath
 
-.PHONY: deps build test unit spec demo asan valgrind lint clean
+.PHONY: deps build test unit spec demo asan valgrind bench fuzz rock-check lint clean
 
 deps:
 	@missing=""; \
@@ -49,12 +49,14 @@ build:
 # ctest, then the busted specs; both always run, the target fails when either did.
 test: deps build
 	@status=0; \
+	$(MAKE) --no-print-directory rock-check || status=1; \
 	$(MAKE) --no-print-directory unit || status=1; \
 	$(MAKE) --no-print-directory spec || status=1; \
 	exit $$status
 
+# Under the servers too: the TLS unit tests connect to them (they skip otherwise).
 unit:
-	ctest --test-dir $(BUILD_DIR) --output-on-failure
+	$(WITH_SERVERS) ctest --test-dir $(BUILD_DIR) --output-on-failure
 
 spec:
 	$(WITH_SERVERS) $(LUAJIT) $(BUSTED) $(BUSTED_ARGS)
@@ -82,12 +84,58 @@ valgrind: deps build
 	$(WITH_SERVERS) valgrind --error-exitcode=1 -q \
 		$(LUAJIT) $(BUSTED) $(BUSTED_ARGS) $(NATIVE_SPECS)
 
+# Micro benchmarks (Google Benchmark) and round trips through the native transport.
+bench: deps
+	flock build.lock sh -c 'cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DRSH_BUILD_BENCH=ON && \
+		cmake --build build-bench -j$(JOBS)'
+	build-bench/micro_bench
+	$(WITH_SERVERS) --only plain env RSH_BUILD_DIR=build-bench $(LUAJIT) bench/native_bench.lua 20000
+
+# libFuzzer on the reply parser and operations (clang); FUZZ_SECONDS to taste.
+FUZZ_SECONDS ?= 120
+fuzz: deps
+	flock build.lock sh -c 'CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRSH_BUILD_FUZZ=ON && \
+		cmake --build build-fuzz -j$(JOBS) --target fuzz_reply'
+	mkdir -p build-fuzz/corpus
+	build-fuzz/fuzz_reply -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus tests/fuzz_corpus
+
+# luarocks builds and installs both modules into a throwaway tree, and LuaJIT loads them from it.
+rock-check: deps
+	tree=$$(mktemp -d) && trap 'rm -rf "$$tree"' EXIT && \
+	luarocks --lua-version 5.1 --tree "$$tree" make lua-resty-session-hiredis-*.rockspec >"$$tree/build.log" 2>&1 || \
+		{ tail -30 "$$tree/build.log"; exit 1; }; \
+	LUA_PATH="$$tree/share/lua/5.1/?.lua;;" LUA_CPATH="$$tree/lib/lua/5.1/?.so;;" \
+		$(LUAJIT) -e 'local h = require "resty.session.hiredis"; print("rock-check: loaded " .. h._VERSION .. " from " .. package.searchpath("resty.session.hiredis.core", package.cpath))'
+
 lint:
 	@if command -v luacheck >/dev/null 2>&1; then \
 		luacheck lua spec examples; \
 	else \
-		echo "lint: luacheck not installed (apt-get install lua-check), skipping"; \
+		echo "# Micro benchmarks (Google Benchmark) and round trips through the native transport.
+bench: deps
+	flock build.lock sh -c 'cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DRSH_BUILD_BENCH=ON && \
+		cmake --build build-bench -j$(JOBS)'
+	build-bench/micro_bench
+	$(WITH_SERVERS) --only plain env RSH_BUILD_DIR=build-bench $(LUAJIT) bench/native_bench.lua 20000
+
+# libFuzzer on the reply parser and operations (clang); FUZZ_SECONDS to taste.
+FUZZ_SECONDS ?= 120
+fuzz: deps
+	flock build.lock sh -c 'CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRSH_BUILD_FUZZ=ON && \
+		cmake --build build-fuzz -j$(JOBS) --target fuzz_reply'
+	mkdir -p build-fuzz/corpus
+	build-fuzz/fuzz_reply -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus tests/fuzz_corpus
+
+# luarocks builds and installs both modules into a throwaway tree, and LuaJIT loads them from it.
+rock-check: deps
+	tree=$$(mktemp -d) && trap 'rm -rf "$$tree"' EXIT && \
+	luarocks --lua-version 5.1 --tree "$$tree" make lua-resty-session-hiredis-*.rockspec >"$$tree/build.log" 2>&1 || \
+		{ tail -30 "$$tree/build.log"; exit 1; }; \
+	LUA_PATH="$$tree/share/lua/5.1/?.lua;;" LUA_CPATH="$$tree/lib/lua/5.1/?.so;;" \
+		$(LUAJIT) -e 'local h = require "resty.session.hiredis"; print("rock-check: loaded " .. h._VERSION .. " from " .. package.searchpath("resty.session.hiredis.core", package.cpath))'
+
+lint: luacheck not installed (apt-get install lua-check), skipping"; \
 	fi
 
 clean:
-	rm -rf $(BUILD_DIR) build-asan build.lock
+	rm -rf $(BUILD_DIR) build-asan build-bench build-fuzz build.lock
