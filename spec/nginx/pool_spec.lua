@@ -231,3 +231,74 @@ describe("nginx cosocket timeouts", function()
         assert.same(out[1], native[1])
     end)
 end)
+
+describe("nginx cosocket stale and broken connections", function()
+    local srv
+
+    lazy_setup(function()
+        srv = nginx.start_kit({ workers = 1 })
+    end)
+
+    lazy_teardown(function()
+        if srv then
+            local errors = srv:errors()
+            srv:stop()
+            assert.same({}, errors)
+        end
+    end)
+
+    it("retries on a fresh connection when a reused one was closed before replying", function()
+        -- each connection through the proxy is closed when it is used a second time
+        -- (chunk 1: HELLO, chunk 2: the first GET, chunk 3: the reused GET)
+        local proxy_port, stop_proxy = nginx.delay_proxy(h.host, h.port, 0, 2)
+        local name = h.unique("stale")
+        local r = h.raw()
+        r:call("SET", name .. ":k", "v")
+        local ok, err = pcall(function()
+            for i = 1, 4 do
+                local res = srv:run("content", GET, { cfg = { port = proxy_port }, name = name })
+                assert.is_true(res.ok, tostring(res[1]))
+                assert.same({ "v" }, res[1], "request " .. i)
+                -- the first request connects once; each later one finds its pooled
+                -- connection closed and retries on a fresh one
+                assert.equal(i == 1 and 1 or 2, res.tcp, "request " .. i)
+            end
+        end)
+        stop_proxy()
+        r:close()
+        assert(ok, err)
+    end)
+
+    for _, case in ipairs({
+        { mode = "garbage", read_timeout = 2000 },
+        { mode = "extra", read_timeout = 2000 },
+        { mode = "partial", read_timeout = 2000 },
+        { mode = "silent", read_timeout = 200 },
+    }) do
+        it("a misbehaving server (" .. case.mode .. ") gives the same error through both transports", function()
+            local port, stop = h.fake_server(case.mode)
+            local args = { cfg = { port = port, read_timeout = case.read_timeout }, name = "n" }
+            local ok, err = pcall(function()
+                local cosocket = srv:run("content", GET, args)
+                local native = srv:run("log", GET, args)
+                assert.is_true(cosocket.ok, tostring(cosocket[1]))
+                assert.is_true(native.ok, tostring(native[1]))
+                assert.is_nil(cosocket[1][1])
+                assert.is_string(cosocket[1][2])
+                assert.same(native[1], cosocket[1])
+                if case.mode == "silent" then
+                    assert.equal("timeout", cosocket[1][2])
+                elseif case.mode == "partial" then
+                    assert.equal("closed", cosocket[1][2])
+                else
+                    assert.matches("^protocol error", cosocket[1][2])
+                end
+                -- the connection was closed, not pooled: the next call starts over
+                -- (the fake server serves one connection at a time)
+                assert.same(cosocket[1], srv:run("content", GET, args)[1])
+            end)
+            stop()
+            assert(ok, err)
+        end)
+    end
+end)

@@ -2,8 +2,10 @@
 -- without serialising connections: N clients waiting on it wait in parallel.
 -- Runs as its own LuaJIT process (LuaSocket, one select loop):
 --
---   luajit spec/support/delay_proxy.lua UPSTREAM_HOST UPSTREAM_PORT DELAY_MS PORT_FILE
+--   luajit spec/support/delay_proxy.lua UPSTREAM_HOST UPSTREAM_PORT DELAY_MS PORT_FILE [DROP_AFTER]
 --
+-- With DROP_AFTER = n, a connection is closed (without forwarding) when its client
+-- sends chunk n + 1: a pooled connection "closed by the server" just as it is reused.
 -- Listens on 127.0.0.1 on a free port and writes "port N" to PORT_FILE once ready.
 -- Client -> upstream bytes pass at once; upstream -> client chunks are held
 -- DELAY_MS each (in order).
@@ -13,6 +15,7 @@ local upstream_host = assert(arg[1], "upstream host")
 local upstream_port = assert(tonumber(arg[2]), "upstream port")
 local delay = assert(tonumber(arg[3]), "delay in ms") / 1000
 local port_file = assert(arg[4], "port file")
+local drop_after = tonumber(arg[5])
 
 local server = assert(socket.bind("127.0.0.1", 0))
 server:settimeout(0)
@@ -108,7 +111,12 @@ while true do
             if link and not link.dead then
                 local chunk, closed = read_chunk(sock)
                 if sock == link.client then
-                    if chunk and not send_all(link.upstream, chunk) then
+                    if chunk then
+                        link.chunks = (link.chunks or 0) + 1
+                    end
+                    if chunk and drop_after and link.chunks > drop_after then
+                        close_link(link)
+                    elseif chunk and not send_all(link.upstream, chunk) then
                         close_link(link)
                     elseif closed then
                         close_link(link)

@@ -338,13 +338,15 @@ end
 ---
 -- Starts spec/support/delay_proxy.lua in front of host:port, delaying every reply
 -- chunk by delay_ms. Returns the proxy's port and a stop function.
-function _M.delay_proxy(host, port, delay_ms)
+-- With drop_after = n, each connection is closed when its client sends chunk n + 1.
+function _M.delay_proxy(host, port, delay_ms, drop_after)
     local dir = make_temp_dir("rsh-proxy")
     local port_file = dir .. "/port"
     local luajit = os.getenv("LUAJIT") or "luajit"
-    local cmd = string.format("%s %s %s %d %d %s > %s 2>&1 & echo $!",
+    local cmd = string.format("%s %s %s %d %d %s %s > %s 2>&1 & echo $!",
         luajit, shell_quote(_M.root .. "/spec/support/delay_proxy.lua"), shell_quote(host), port,
-        delay_ms, shell_quote(port_file), shell_quote(dir .. "/log"))
+        delay_ms, shell_quote(port_file), drop_after and tostring(drop_after) or "",
+        shell_quote(dir .. "/log"))
     local pid = tonumber((run(cmd):match("%d+")))
     assert(pid, "could not start the delay proxy")
     local proxy_port
