@@ -21,11 +21,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libhiredis-dev \
 	libssl-dev lua-busted luarocks redis-server redis-tools redis-sentinel nginx \
 	libnginx-mod-http-lua lua-resty-core lua-nginx-redis openssl googletest libgtest-dev \
-	libbenchmark-dev valgrind wrk clang lua-socket
-
-# package.path / package.cpath for running the module from the work tree.
-LUA_PATHS := package.path = "lua/?.lua;lua/?/init.lua;" .. package.path; \
-	package.cpath = "$(BUILD_DIR)/lib/?.so;" .. package.cpath
+	libbenchmark-dev valgrind wrk clang lua-socket curl
 
 .PHONY: deps build test unit spec demo asan valgrind bench fuzz rock-check lint clean
 
@@ -61,8 +57,10 @@ unit:
 spec:
 	$(WITH_SERVERS) $(LUAJIT) $(BUSTED) $(BUSTED_ARGS)
 
+# Plain LuaJIT (native transport), then the same round trip inside nginx.
 demo: deps build
-	$(WITH_SERVERS) --only plain $(LUAJIT) -e '$(LUA_PATHS)' examples/demo.lua
+	$(WITH_SERVERS) --only plain examples/run_demo.sh
+
 
 # The specs that need no nginx (the nginx ones start nginx processes, which must
 # not inherit LD_PRELOAD or run under valgrind).
@@ -111,30 +109,7 @@ lint:
 	@if command -v luacheck >/dev/null 2>&1; then \
 		luacheck lua spec examples; \
 	else \
-		echo "# Micro benchmarks (Google Benchmark) and round trips through the native transport.
-bench: deps
-	flock build.lock sh -c 'cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DRSH_BUILD_BENCH=ON && \
-		cmake --build build-bench -j$(JOBS)'
-	build-bench/micro_bench
-	$(WITH_SERVERS) --only plain env RSH_BUILD_DIR=build-bench $(LUAJIT) bench/native_bench.lua 20000
-
-# libFuzzer on the reply parser and operations (clang); FUZZ_SECONDS to taste.
-FUZZ_SECONDS ?= 120
-fuzz: deps
-	flock build.lock sh -c 'CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRSH_BUILD_FUZZ=ON && \
-		cmake --build build-fuzz -j$(JOBS) --target fuzz_reply'
-	mkdir -p build-fuzz/corpus
-	build-fuzz/fuzz_reply -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus tests/fuzz_corpus
-
-# luarocks builds and installs both modules into a throwaway tree, and LuaJIT loads them from it.
-rock-check: deps
-	tree=$$(mktemp -d) && trap 'rm -rf "$$tree"' EXIT && \
-	luarocks --lua-version 5.1 --tree "$$tree" make lua-resty-session-hiredis-*.rockspec >"$$tree/build.log" 2>&1 || \
-		{ tail -30 "$$tree/build.log"; exit 1; }; \
-	LUA_PATH="$$tree/share/lua/5.1/?.lua;;" LUA_CPATH="$$tree/lib/lua/5.1/?.so;;" \
-		$(LUAJIT) -e 'local h = require "resty.session.hiredis"; print("rock-check: loaded " .. h._VERSION .. " from " .. package.searchpath("resty.session.hiredis.core", package.cpath))'
-
-lint: luacheck not installed (apt-get install lua-check), skipping"; \
+		echo "lint: luacheck not installed (apt-get install lua-check), skipping"; \
 	fi
 
 clean:
