@@ -42,7 +42,8 @@ build:
 	flock build.lock sh -c 'cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DRSH_BUILD_TESTS=ON && \
 		cmake --build $(BUILD_DIR) -j$(JOBS)'
 
-# ctest, then the busted specs; both always run, the target fails when either did.
+# rock-check, ctest, then the busted specs (its summary is the last line); all
+# always run, the target fails when any did.
 test: deps build
 	@status=0; \
 	$(MAKE) --no-print-directory rock-check || status=1; \
