@@ -434,6 +434,19 @@ void wait_or_break(SSL* ssl, int fd, Ready what, const Deadline& deadline) {
     }
 }
 
+// After a failed SSL_read_ex/SSL_write_ex: waits for what OpenSSL asked for, or
+// throws. A TLS 1.3 server may reject a client certificate only after the
+// client's handshake completed: "ssl read failed: tlsv13 alert certificate required".
+void settle(SSL* ssl, int fd, int rc, int saved_errno, const char* op, const Deadline& deadline) {
+    int err = SSL_get_error(ssl, rc);
+    if (err == SSL_ERROR_WANT_READ) return wait_or_break(ssl, fd, Ready::Read, deadline);
+    if (err == SSL_ERROR_WANT_WRITE) return wait_or_break(ssl, fd, Ready::Write, deadline);
+    mark_broken(ssl);
+    std::string reason = failure_reason(err, saved_errno);
+    if (reason == "closed" || err != SSL_ERROR_SSL) throw IoError(reason);
+    throw IoError(std::string("ssl ") + op + " failed: " + reason);
+}
+
 }  // namespace
 
 TlsStream::TlsStream(std::shared_ptr<TlsContext> context, int fd, const std::string& host,
@@ -527,18 +540,7 @@ void TlsStream::write_all(const char* data, std::size_t len, const Deadline& dea
             len -= written;
             continue;
         }
-        int saved_errno = errno;
-        int err = SSL_get_error(ssl_, rc);
-        if (err == SSL_ERROR_WANT_WRITE) {
-            wait_or_break(ssl_, fd_, Ready::Write, deadline);
-        } else if (err == SSL_ERROR_WANT_READ) {
-            wait_or_break(ssl_, fd_, Ready::Read, deadline);
-        } else {
-            mark_broken(ssl_);
-            std::string reason = failure_reason(err, saved_errno);
-            if (reason == "closed" || err != SSL_ERROR_SSL) throw IoError(reason);
-            throw IoError("ssl write failed: " + reason);
-        }
+        settle(ssl_, fd_, rc, errno, "write", deadline);
     }
 }
 
@@ -549,20 +551,7 @@ std::size_t TlsStream::read_some(char* buf, std::size_t cap, const Deadline& dea
         std::size_t got = 0;
         int rc = SSL_read_ex(ssl_, buf, cap, &got);
         if (rc == 1) return got;
-        int saved_errno = errno;
-        int err = SSL_get_error(ssl_, rc);
-        if (err == SSL_ERROR_WANT_READ) {
-            wait_or_break(ssl_, fd_, Ready::Read, deadline);
-        } else if (err == SSL_ERROR_WANT_WRITE) {
-            wait_or_break(ssl_, fd_, Ready::Write, deadline);
-        } else {
-            mark_broken(ssl_);
-            std::string reason = failure_reason(err, saved_errno);
-            if (reason == "closed" || err != SSL_ERROR_SSL) throw IoError(reason);
-            // e.g. "tlsv13 alert certificate required": a TLS 1.3 server rejects
-            // the client certificate after the client's handshake completed.
-            throw IoError("ssl read failed: " + reason);
-        }
+        settle(ssl_, fd_, rc, errno, "read", deadline);
     }
 }
 

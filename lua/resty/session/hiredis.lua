@@ -11,6 +11,7 @@ local setmetatable = setmetatable
 local rawget = rawget
 local pcall = pcall
 local error = error
+local ipairs = ipairs
 
 local CORE = {}  -- private key: the core instance inside each storage table
 
@@ -41,36 +42,16 @@ local function use_cosocket(inst)
   return cosocket_available()
 end
 
-function methods:set(...)
-  local inst = self[CORE]
-  if use_cosocket(inst) then
-    return cosocket_call(inst, "set", ...)
+-- set, get, delete, read_metadata: the same signatures and results whichever
+-- transport serves the call.
+for _, method in ipairs({ "set", "get", "delete", "read_metadata" }) do
+  methods[method] = function(self, ...)
+    local inst = self[CORE]
+    if use_cosocket(inst) then
+      return cosocket_call(inst, method, ...)
+    end
+    return inst[method](inst, ...)
   end
-  return inst:set(...)
-end
-
-function methods:get(...)
-  local inst = self[CORE]
-  if use_cosocket(inst) then
-    return cosocket_call(inst, "get", ...)
-  end
-  return inst:get(...)
-end
-
-function methods:delete(...)
-  local inst = self[CORE]
-  if use_cosocket(inst) then
-    return cosocket_call(inst, "delete", ...)
-  end
-  return inst:delete(...)
-end
-
-function methods:read_metadata(...)
-  local inst = self[CORE]
-  if use_cosocket(inst) then
-    return cosocket_call(inst, "read_metadata", ...)
-  end
-  return inst:read_metadata(...)
 end
 
 -- Instances are plain tables (lua-resty-session asserts `type(storage) == "table"`);
