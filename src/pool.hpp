@@ -137,7 +137,7 @@ private:
     // A child process never uses (or says goodbye on) its parent's connections:
     // they are dropped by closing the fd copy, which sends nothing.
     void forget_if_forked() {
-        pid_t now = ::getpid();
+        pid_t now = current_pid();
         if (now == pid_) return;
         pid_ = now;
         idle_.clear();
@@ -151,7 +151,7 @@ private:
     std::size_t open_ = 0;                 // idle + leased
     std::size_t waiting_ = 0;
     std::size_t size_ = 30;
-    pid_t pid_ = ::getpid();
+    pid_t pid_ = current_pid();
 };
 
 // Pools by name, created on first use and kept for the life of the process.

@@ -4,6 +4,10 @@
 #include <cstring>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
 
 #include "errors.hpp"
 
@@ -42,6 +46,21 @@ std::string errno_message(int err) {
     case ENOENT: return "no such file or directory";
     default: return std::strerror(err);
     }
+}
+
+namespace {
+std::atomic<pid_t> g_pid{0};
+void refresh_pid() { g_pid.store(::getpid(), std::memory_order_relaxed); }
+}  // namespace
+
+pid_t current_pid() {
+    static const bool registered = [] {
+        refresh_pid();
+        ::pthread_atfork(nullptr, nullptr, refresh_pid);
+        return true;
+    }();
+    (void)registered;
+    return g_pid.load(std::memory_order_relaxed);
 }
 
 void set_nonblocking(int fd) {

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <string>
+#include <sys/types.h>
 
 namespace rsh {
 
@@ -27,6 +28,9 @@ void wait_ready(int fd, Ready what, const Deadline& deadline);
 
 // "connection refused", "timeout", ...: errno as cosockets word it.
 std::string errno_message(int err);
+
+// getpid() without a system call per use: cached, refreshed in fork children.
+pid_t current_pid();
 
 // Puts fd in non-blocking mode; throws IoError on failure.
 void set_nonblocking(int fd);

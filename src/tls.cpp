@@ -479,7 +479,7 @@ TlsStream::TlsStream(std::shared_ptr<TlsContext> context, int fd, const std::str
 
     // Resume the last session with this server, if any.
     auto* state = new StreamState{
-        context_->server_name() + "\n" + host + "\n" + peer_address(fd), ::getpid()};
+        context_->server_name() + "\n" + host + "\n" + peer_address(fd), current_pid()};
     if (SSL_set_ex_data(ssl.get(), stream_state_index(), state) != 1) {
         delete state;
         throw IoError("ssl handshake failed: " + take_openssl_reason("cannot keep state"));
@@ -515,7 +515,7 @@ TlsStream::TlsStream(std::shared_ptr<TlsContext> context, int fd, const std::str
 TlsStream::~TlsStream() {
     if (!ssl_) return;
     StreamState* state = stream_state(ssl_);
-    if (state && !state->broken && state->owner == ::getpid()) {
+    if (state && !state->broken && state->owner == current_pid()) {
         // One non-blocking attempt to send close_notify; never waits for the
         // peer's. Servers drop the session of a connection closed without it
         // (no resumption next time).

@@ -104,7 +104,7 @@ std::unique_ptr<Connection> Connection::open(const Endpoint& endpoint, const Dea
     UniqueFd fd = endpoint.unix_path.empty() ? connect_tcp(endpoint.host, endpoint.port, deadline)
                                              : connect_unix(endpoint.unix_path, deadline);
     std::unique_ptr<Connection> conn(new Connection(fd.release()));
-    conn->owner_pid_ = ::getpid();
+    conn->owner_pid_ = current_pid();
     if (endpoint.ssl) {
         // Over a unix socket only server_name names the peer (host is unused there).
         const std::string peer = endpoint.unix_path.empty() ? endpoint.host : std::string();
