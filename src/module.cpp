@@ -7,6 +7,7 @@
 #include "lua_operation.hpp"
 #include "lua_util.hpp"
 #include "session_client.hpp"
+#include "session_state.hpp"
 
 namespace rsh {
 namespace {
@@ -16,7 +17,9 @@ constexpr const char* kOperationType = "resty.session.hiredis.core.operation";
 constexpr const char* kVersion = "0.1.0";
 
 struct Instance {
+    explicit Instance(Config c) : config(std::move(c)), pool_name(config.pool_name()) {}
     Config config;
+    std::string pool_name;  // derived from config: computed at new() and on each field write, not per call
     KeyNaming naming() const { return KeyNaming{config.prefix, config.suffix}; }
 };
 
@@ -33,7 +36,7 @@ Operation* check_operation(lua_State* L) {
 int instance_new(lua_State* L) {
     lua_settop(L, 1);
     return lua_barrier(L, OnError::Raise, [&] {
-        push_object<Instance>(L, kInstanceType, Instance{read_config(L, 1)});
+        push_object<Instance>(L, kInstanceType, read_config(L, 1));
         return 1;
     });
 }
@@ -45,7 +48,7 @@ int native_call(lua_State* L) {
     Instance* self = check_instance(L);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         Operation op = operation_from_lua(L, M, self->naming(), 2);
-        return push_result(L, execute(self->config, op));
+        return push_result(L, execute(self->config, self->pool_name, op));
     });
 }
 
@@ -71,13 +74,7 @@ int instance_prepare_handshake(lua_State* L) {
     const bool fresh = lua_toboolean(L, 2) != 0;
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         const Config& c = self->config;
-        HandshakeArgs args;
-        if (c.password && (fresh || c.force_auth.value_or(false))) {
-            args.username = c.username;
-            args.password = c.password;
-        }
-        if (fresh) args.database = c.database;
-        args.hello = fresh;
+        const HandshakeArgs args = handshake_args(c, fresh ? SessionState{} : SessionState::pooled_for(c));
         auto op = Operation::handshake(args);
         if (!op) {
             lua_pushnil(L);
@@ -90,11 +87,8 @@ int instance_prepare_handshake(lua_State* L) {
 
 int instance_pool_name(lua_State* L) {
     Instance* self = check_instance(L);
-    return lua_barrier(L, OnError::Raise, [&] {
-        const std::string name = self->config.pool_name();
-        lua_pushlstring(L, name.data(), name.size());
-        return 1;
-    });
+    lua_pushlstring(L, self->pool_name.data(), self->pool_name.size());
+    return 1;
 }
 
 int instance_cosocket_target(lua_State* L) {
@@ -142,7 +136,9 @@ int instance_newindex(lua_State* L) {
     return lua_barrier(L, OnError::Raise, [&] {
         Config updated = self->config;
         set_config_field(L, updated, field, 3);
+        std::string pool_name = updated.pool_name();
         self->config = std::move(updated);
+        self->pool_name = std::move(pool_name);
         return 0;
     });
 }

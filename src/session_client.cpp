@@ -4,6 +4,7 @@
 
 #include "errors.hpp"
 #include "pool.hpp"
+#include "session_state.hpp"
 #include "transport.hpp"
 
 namespace rsh {
@@ -17,7 +18,7 @@ PoolRegistry<Connection>& pools() {
 // Sends each round trip and feeds replies until the operation is finished.
 void run(Connection& conn, Operation& op, double send_timeout, double read_timeout) {
     std::array<char, 16384> buf;
-    while (auto request = op.next_request(conn.server_version)) {
+    while (auto request = op.next_request(conn.session.server_version)) {
         conn.send_all(*request, Deadline(send_timeout));
         bool complete = false;
         while (!complete) {
@@ -27,24 +28,9 @@ void run(Connection& conn, Operation& op, double send_timeout, double read_timeo
     }
 }
 
-std::string identity_of(const Config& config) {
-    if (!config.password) return "";
-    return config.username.value_or("") + '\n' + *config.password;
-}
-
-// AUTH when the connection is not authenticated as config says (or force_auth),
-// SELECT when on another database, HELLO once. Redis refusals end the call.
+// Brings the connection's session to what config asks for. Redis refusals end the call.
 std::optional<Result> greet(Connection& conn, const Config& config, const Deadline& deadline) {
-    HandshakeArgs args;
-    const std::string identity = identity_of(config);
-    const bool auth = config.password && (conn.authenticated_as != identity || config.force_auth.value_or(false));
-    if (auth) {
-        args.username = config.username;
-        args.password = config.password;
-    }
-    const long long database = config.database.value_or(0);
-    if (database != conn.selected_database) args.database = database;
-    args.hello = !conn.greeted;
+    const HandshakeArgs args = handshake_args(config, conn.session);
     auto op = Operation::handshake(args);
     if (!op) return std::nullopt;
 
@@ -52,23 +38,18 @@ std::optional<Result> greet(Connection& conn, const Config& config, const Deadli
     run(conn, *op, left, left);
     const Result& result = op->result();
     if (result.kind == Result::Kind::Error) return result;
-    if (auth) conn.authenticated_as = identity;
-    conn.selected_database = database;
-    if (args.hello) {
-        conn.greeted = true;
-        conn.server_version = result.version;
-    }
+    conn.session.apply(config, args, result);
     return std::nullopt;
 }
 
 }  // namespace
 
-Result execute(const Config& config, Operation& op) {
+Result execute(const Config& config, const std::string& pool_name, Operation& op) {
     const Endpoint endpoint = Endpoint::from(config);
     PoolOptions options;
     options.size = static_cast<std::size_t>(config.pool_size);
     if (config.backlog) options.backlog = static_cast<std::size_t>(*config.backlog);
-    Pool<Connection>& pool = pools().get(config.pool_name(), options.size);
+    Pool<Connection>& pool = pools().get(pool_name, options.size);
 
     // A pooled connection that turns out dead before any reply byte is replaced
     // once by a fresh one; the call itself does not fail.

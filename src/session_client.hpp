@@ -2,13 +2,15 @@
 // handshake (AUTH, SELECT, HELLO), then the operation's round trips.
 #pragma once
 
+#include <string>
+
 #include "config.hpp"
 #include "operation.hpp"
 
 namespace rsh {
 
-// Runs op over a connection of config's pool. Never throws for I/O or Redis
-// failures: they come back as Result::Kind::Error.
-Result execute(const Config& config, Operation& op);
+// Runs op over a connection of the pool named pool_name (config.pool_name()).
+// Never throws for I/O or Redis failures: they come back as Result::Kind::Error.
+Result execute(const Config& config, const std::string& pool_name, Operation& op);
 
 }  // namespace rsh

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "config.hpp"
+#include "session_state.hpp"
 #include "socket_io.hpp"
 #include "tls.hpp"
 
@@ -39,13 +40,9 @@ public:
     bool usable_when_idle() const;
 
     pid_t owner_pid() const { return owner_pid_; }
-    // Per-connection state of the Redis session.
-    long server_version = 0;
-    std::string authenticated_as;     // digest of (username, password); "" = none
-    long long selected_database = 0;  // Redis starts every connection on 0
+    SessionState session;  // AUTH / SELECT / HELLO done on this connection
     Clock::time_point idle_since{};
     double keepalive_ms = 0;        // set when handed back to the pool
-    bool greeted = false;             // HELLO sent (server_version known)
 
 private:
     explicit Connection(int fd) : fd_(fd) {}
