@@ -83,28 +83,26 @@ std::string Config::pool_name() const {
 
 void check_port(double value) {
     if (!is_integer(value) || value < 1 || value > 65535) {
-        throw ArgumentError("invalid port: must be an integer from 1 to 65535");
+        invalid("port", "must be an integer from 1 to 65535");
     }
 }
 
 void check_timeout(const char* field, double value, bool zero_allowed) {
     if (!std::isfinite(value) || value < 0 || (!zero_allowed && value == 0)) {
-        throw ArgumentError(std::string("invalid ") + field +
-                            (zero_allowed ? ": must be a non-negative number of milliseconds"
-                                          : ": must be a positive number of milliseconds"));
+        invalid(field, zero_allowed ? "must be a non-negative number of milliseconds"
+                                    : "must be a positive number of milliseconds");
     }
 }
 
 void check_count(const char* field, double value, double min) {
     if (!is_integer(value) || value < min || value > 2147483647.0) {
-        throw ArgumentError(std::string("invalid ") + field + ": must be an integer >= " +
-                            std::to_string(static_cast<long long>(min)));
+        invalid(field, "must be an integer >= " + std::to_string(static_cast<long long>(min)));
     }
 }
 
 void check_transport(const std::string& value) {
     if (value != "cosocket" && value != "native") {
-        throw ArgumentError("invalid transport: must be \"cosocket\" or \"native\"");
+        invalid("transport", "must be \"cosocket\" or \"native\"");
     }
 }
 

@@ -22,4 +22,9 @@ struct ArgumentError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// Throws ArgumentError("invalid <what>: <why>"), the form of every rejection.
+[[noreturn]] inline void invalid(const std::string& what, const std::string& why) {
+    throw ArgumentError("invalid " + what + ": " + why);
+}
+
 }  // namespace rsh

@@ -17,10 +17,6 @@ constexpr const char* kFields[] = {
     "ssl_client_priv_key", "force_auth", "transport",
 };
 
-[[noreturn]] void invalid(const char* field, const char* why) {
-    throw ArgumentError(std::string("invalid ") + field + ": " + why);
-}
-
 std::optional<std::string> opt_string(lua_State* L, int idx, const char* field) {
     if (lua_isnil(L, idx)) return std::nullopt;
     if (lua_type(L, idx) != LUA_TSTRING) invalid(field, "must be a string");
@@ -131,7 +127,7 @@ void set_config_field(lua_State* L, Config& c, const char* name, int idx) {
         c.transport = opt_string(L, idx, name);
         if (c.transport) check_transport(*c.transport);
     } else {
-        throw ArgumentError(std::string("invalid field: ") + name + " is not a configuration field");
+        invalid("field", std::string(name) + " is not a configuration field");
     }
 }
 

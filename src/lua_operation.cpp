@@ -10,10 +10,6 @@
 namespace rsh {
 namespace {
 
-[[noreturn]] void invalid(const char* arg, const char* why) {
-    throw ArgumentError(std::string("invalid ") + arg + ": " + why);
-}
-
 std::string string_arg(lua_State* L, int idx, const char* arg) {
     if (lua_type(L, idx) != LUA_TSTRING) invalid(arg, "must be a string");
     return to_string(L, idx);
@@ -46,7 +42,7 @@ std::vector<std::string> string_array(lua_State* L, int idx, const char* field) 
     lua_getfield(L, idx, field);
     if (lua_type(L, -1) != LUA_TTABLE) {
         lua_pop(L, 1);
-        throw ArgumentError(std::string("invalid metadata: ") + field + " must be an array of strings");
+        invalid("metadata", std::string(field) + " must be an array of strings");
     }
     std::vector<std::string> out;
     const std::size_t n = lua_objlen(L, -1);
@@ -54,7 +50,7 @@ std::vector<std::string> string_array(lua_State* L, int idx, const char* field) 
         lua_rawgeti(L, -1, static_cast<int>(i));
         if (lua_type(L, -1) != LUA_TSTRING) {
             lua_pop(L, 2);
-            throw ArgumentError(std::string("invalid metadata: ") + field + " must be an array of strings");
+            invalid("metadata", std::string(field) + " must be an array of strings");
         }
         out.push_back(to_string(L, -1));
         lua_pop(L, 1);
