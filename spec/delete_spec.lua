@@ -2,9 +2,7 @@
 local hiredis = require "resty.session.hiredis"
 local h = require "helpers"
 
-local function meta(audiences, subjects)
-    return { audiences = audiences, subjects = subjects }
-end
+local meta = h.meta
 
 describe("delete", function()
     local r, name, store

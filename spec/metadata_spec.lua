@@ -3,9 +3,7 @@
 local hiredis = require "resty.session.hiredis"
 local h = require "helpers"
 
-local function meta(audiences, subjects)
-    return { audiences = audiences, subjects = subjects }
-end
+local meta = h.meta
 
 describe("metadata", function()
     local r, name, store

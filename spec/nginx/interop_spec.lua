@@ -15,11 +15,7 @@ describe("nginx interop", function()
     end)
 
     lazy_teardown(function()
-        if srv then
-            local errors = srv:errors()
-            srv:stop()
-            assert.same({}, errors)
-        end
+        if srv then assert.same({}, srv:shutdown()) end
     end)
 
     local function run(phase, code, args)

@@ -35,11 +35,7 @@ describe("nginx event loop", function()
     end)
 
     lazy_teardown(function()
-        if srv then
-            local errors = srv:errors()
-            srv:stop()
-            assert.same({}, errors)
-        end
+        if srv then assert.same({}, srv:shutdown()) end
         if stop_proxy then stop_proxy() end
     end)
 

@@ -66,35 +66,31 @@ describe("nginx phases", function()
 
     lazy_teardown(function()
         if r then r:close() end
-        if srv then
-            local errors = srv:errors()
-            srv:stop()
-            assert.same({}, errors)
-        end
+        if srv then assert.same({}, srv:shutdown()) end
     end)
+
+    -- Runs every method in phase and checks results and Redis data; returns the
+    -- number of ngx.socket.tcp() calls made.
+    local function serves_every_method(phase)
+        local name = h.unique(phase)
+        local value = "v\0\r\n" .. h.all_bytes()
+        local res = srv:run(phase, EVERY_METHOD,
+                            { cfg = { port = h.port }, name = name, now = 1700000000, value = value })
+        assert.equal(phase, res.phase)
+        check_every_method(res, r, name, value)
+        return res.tcp
+    end
 
     for _, phase in ipairs(COSOCKET) do
         it("serves every method through cosockets in " .. phase, function()
-            local name = h.unique(phase)
-            local value = "v\0\r\n" .. h.all_bytes()
-            local res = srv:run(phase, EVERY_METHOD,
-                                { cfg = { port = h.port }, name = name, now = 1700000000, value = value })
-            assert.equal(phase, res.phase)
-            check_every_method(res, r, name, value)
             -- one socket per call that reached the network (11); the invalid call never connects
-            assert.equal(11, res.tcp)
+            assert.equal(11, serves_every_method(phase))
         end)
     end
 
     for _, phase in ipairs(NATIVE) do
         it("serves every method through the native transport in " .. phase, function()
-            local name = h.unique(phase)
-            local value = "v\0\r\n" .. h.all_bytes()
-            local res = srv:run(phase, EVERY_METHOD,
-                                { cfg = { port = h.port }, name = name, now = 1700000000, value = value })
-            assert.equal(phase, res.phase)
-            check_every_method(res, r, name, value)
-            assert.equal(0, res.tcp)
+            assert.equal(0, serves_every_method(phase))
         end)
     end
 
@@ -191,11 +187,7 @@ describe("nginx init_worker", function()
 
     lazy_teardown(function()
         if r then r:close() end
-        if srv then
-            local errors = srv:errors()
-            srv:stop()
-            assert.same({}, errors)
-        end
+        if srv then assert.same({}, srv:shutdown()) end
     end)
 
     it("uses the native transport directly in init_worker_by_lua", function()

@@ -18,11 +18,7 @@ describe("nginx cosocket pools", function()
     end)
 
     lazy_teardown(function()
-        if srv then
-            local errors = srv:errors()
-            srv:stop()
-            assert.same({}, errors)
-        end
+        if srv then assert.same({}, srv:shutdown()) end
     end)
 
     local function content(code, args)
@@ -240,11 +236,7 @@ describe("nginx cosocket stale and broken connections", function()
     end)
 
     lazy_teardown(function()
-        if srv then
-            local errors = srv:errors()
-            srv:stop()
-            assert.same({}, errors)
-        end
+        if srv then assert.same({}, srv:shutdown()) end
     end)
 
     it("retries on a fresh connection when a reused one was closed before replying", function()

@@ -44,6 +44,11 @@ function _M.unique(what)
     return string.format("%s-%d-%d", what or "u", os.time(), counter)
 end
 
+-- The metadata argument of set/delete: parallel arrays of audiences and subjects.
+function _M.meta(audiences, subjects)
+    return { audiences = audiences, subjects = subjects }
+end
+
 -- A raw client on the plain server (or the given port/socket and options).
 function _M.raw(target, opts)
     return assert(raw.connect(target or _M.port, opts))
@@ -106,13 +111,8 @@ function _M.server_counters(r)
     return tonumber(info.total_commands_processed), tonumber(info.total_connections_received)
 end
 
--- A port on 127.0.0.1 with nothing listening.
-function _M.unused_port()
-    local s = assert(socket.bind("127.0.0.1", 0))
-    local _, port = s:getsockname()
-    s:close()
-    return tonumber(port)
-end
+-- A port on 127.0.0.1 with nothing listening (the nginx harness picks its ports so too).
+_M.unused_port = require("nginx").free_port
 
 -- A listener that accepts TCP connections (kernel backlog) and never answers.
 function _M.silent_listener()

@@ -90,9 +90,8 @@ local function find_nginx()
 end
 _M.binary = find_nginx()
 
--- Dynamic modules directory from `nginx -V` (--modules-path), else the prefix's modules/.
-local function modules_path()
-    local info = run(shell_quote(_M.binary) .. " -V")
+-- Dynamic modules directory from `nginx -V` output (--modules-path), else the prefix's modules/.
+local function modules_path(info)
     local path = info:match("%-%-modules%-path=(%S+)")
     if path then return path end
     local prefix = info:match("%-%-prefix=(%S+)") or "/usr/share/nginx"
@@ -106,7 +105,7 @@ local function load_modules()
     if info:find("lua-nginx-module", 1, true) or info:find("ngx_lua", 1, true) then
         return ""
     end
-    local dir = modules_path()
+    local dir = modules_path(info)
     local lines = {}
     for _, name in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
         local path = dir .. "/" .. name
@@ -284,6 +283,15 @@ function server:errors()
         end
     end
     return out
+end
+
+---
+-- Stops nginx and returns the [error]-or-worse lines it logged (for teardowns:
+-- `assert.same({}, srv:shutdown())`).
+function server:shutdown()
+    local errors = self:errors()
+    self:stop()
+    return errors
 end
 
 ---
