@@ -57,8 +57,32 @@ TlsSettings Config::tls() const {
     return t;
 }
 
+namespace {
+
+// What a connection's session is set up as, beyond its endpoint: TLS settings,
+// credentials (the password as a digest) and the database. No database and
+// database 0 are the same session.
+std::string session_identity(const Config& c) {
+    std::string id;
+    if (c.ssl) {
+        id += ":ssl";
+        if (c.ssl_verify.value_or(false)) id += ":verify";
+        if (c.server_name) id += ":sni=" + escaped(*c.server_name);
+        if (c.ssl_trusted_certificate) id += ":ca=" + escaped(*c.ssl_trusted_certificate);
+        if (c.ssl_client_cert) id += ":cert=" + escaped(*c.ssl_client_cert);
+        if (c.ssl_client_priv_key) id += ":key=" + escaped(*c.ssl_client_priv_key);
+    }
+    if (c.username) id += ":user=" + escaped(*c.username);
+    if (c.password) id += ":pass=" + short_digest(*c.password);
+    if (c.database.value_or(0) != 0) id += ":db=" + std::to_string(*c.database);
+    return id;
+}
+
+}  // namespace
+
 std::string Config::pool_name() const {
-    if (pool) return *pool;
+    // The user's name (escaped: it never contains ':') plus a digest of the identity.
+    if (pool) return escaped(*pool) + ":id=" + short_digest(session_identity(*this));
     std::string name = "resty.session.hiredis:";
     if (socket) {
         name += "unix=" + escaped(normalize_socket_path(*socket));
@@ -67,19 +91,16 @@ std::string Config::pool_name() const {
                           host.find_first_not_of("0123456789abcdefABCDEF:.") == std::string::npos;
         name += (ipv6 ? "[" + host + "]" : escaped(host)) + ":" + std::to_string(port);
     }
-    if (ssl) {
-        name += ":ssl";
-        if (ssl_verify.value_or(false)) name += ":verify";
-        if (server_name) name += ":sni=" + escaped(*server_name);
-        if (ssl_trusted_certificate) name += ":ca=" + escaped(*ssl_trusted_certificate);
-        if (ssl_client_cert) name += ":cert=" + escaped(*ssl_client_cert);
-        if (ssl_client_priv_key) name += ":key=" + escaped(*ssl_client_priv_key);
-    }
-    if (username) name += ":user=" + escaped(*username);
-    if (password) name += ":pass=" + short_digest(*password);
-    if (database) name += ":db=" + std::to_string(*database);
-    return name;
+    return name + session_identity(*this);
 }
+
+ReaderLimits Config::reader_limits() const {
+    ReaderLimits limits;
+    limits.max_reply_bytes = static_cast<std::size_t>(max_reply_size);
+    return limits;
+}
+
+double native_timeout_ms(double configured) { return configured == 0 ? kDefaultTimeoutMs : configured; }
 
 void check_port(double value) {
     if (!is_integer(value) || value < 1 || value > 65535) {
@@ -87,10 +108,15 @@ void check_port(double value) {
     }
 }
 
-void check_timeout(const char* field, double value, bool zero_allowed) {
-    if (!std::isfinite(value) || value < 0 || (!zero_allowed && value == 0)) {
-        invalid(field, zero_allowed ? "must be a non-negative number of milliseconds"
-                                    : "must be a positive number of milliseconds");
+void check_timeout(const char* field, double value) {
+    if (!std::isfinite(value) || value < 0 || value > kMaxTimeoutMs) {
+        invalid(field, "must be a number of milliseconds from 0 to 2147483647 (0: the default)");
+    }
+}
+
+void check_max_reply_size(double value) {
+    if (!is_integer(value) || value < kMinMaxReplySize || value > 2147483647.0) {
+        invalid("max_reply_size", "must be an integer number of bytes from 1024 to 2147483647");
     }
 }
 

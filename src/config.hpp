@@ -2,8 +2,11 @@
 // extensions, with defaults and the identity used to name connection pools.
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
+
+#include "resp_scanner.hpp"
 
 namespace rsh {
 
@@ -22,7 +25,13 @@ struct TlsSettings {
 };
 
 constexpr double kDefaultTimeoutMs = 60000;  // OpenResty's cosocket defaults
+// The largest timeout cosockets take (settimeouts raises above it); ours too.
+constexpr double kMaxTimeoutMs = 2147483647;
 constexpr int kDefaultPoolSize = 30;
+// Sessions are small: a reply (a value, or a subject's metadata) past 32 MiB is
+// refused at its header unless max_reply_size raises the ceiling.
+constexpr double kDefaultMaxReplySize = 32 << 20;
+constexpr double kMinMaxReplySize = 1024;
 
 struct Config {
     std::optional<std::string> prefix, suffix;
@@ -31,6 +40,7 @@ struct Config {
     std::optional<std::string> socket;  // unix socket path without "unix:"
     std::optional<std::string> username, password;
     std::optional<long long> database;
+    // 0: the transport's default (nginx's lua_socket_*_timeout; native: kDefaultTimeoutMs)
     double connect_timeout = kDefaultTimeoutMs;
     double send_timeout = kDefaultTimeoutMs;
     double read_timeout = kDefaultTimeoutMs;
@@ -44,12 +54,19 @@ struct Config {
     std::optional<std::string> ssl_trusted_certificate, ssl_client_cert, ssl_client_priv_key;
     std::optional<bool> force_auth;
     std::optional<std::string> transport;  // "cosocket" | "native" | nil (by phase)
+    double max_reply_size = kDefaultMaxReplySize;  // bytes; see ReaderLimits
 
-    // The pool this configuration's connections live in: `pool` when set, else a
-    // name built from every field that makes a connection different.
+    // The pool this configuration's connections live in: a name built from every
+    // field that makes a connection different; a custom `pool` stands for the
+    // endpoint but is still namespaced by the session identity (TLS settings,
+    // username, password digest, database), so no pool name can cross them.
     std::string pool_name() const;
     TlsSettings tls() const;
+    ReaderLimits reader_limits() const;
 };
+
+// A configured timeout as the native transport applies it (0: kDefaultTimeoutMs).
+double native_timeout_ms(double configured);
 
 // Strips the cosocket form's "unix:" prefix.
 std::string normalize_socket_path(const std::string& socket);
@@ -57,7 +74,8 @@ std::string normalize_socket_path(const std::string& socket);
 // Validation shared by the Lua binding (new() and field writes); each throws
 // ArgumentError("invalid <field>: <why>").
 void check_port(double value);
-void check_timeout(const char* field, double value, bool zero_allowed);
+void check_timeout(const char* field, double value);
+void check_max_reply_size(double value);
 void check_count(const char* field, double value, double min);
 void check_transport(const std::string& value);
 

@@ -14,7 +14,14 @@ constexpr const char* kFields[] = {
     "prefix", "suffix", "host", "port", "socket", "username", "password", "database",
     "connect_timeout", "send_timeout", "read_timeout", "keepalive_timeout", "pool", "pool_size",
     "backlog", "ssl", "ssl_verify", "server_name", "ssl_trusted_certificate", "ssl_client_cert",
-    "ssl_client_priv_key", "force_auth", "transport",
+    "ssl_client_priv_key", "force_auth", "transport", "max_reply_size",
+};
+
+// Upstream routes these to its cluster and sentinel storages; connecting to a
+// single node instead would be a silent surprise.
+constexpr const char* kUnsupportedFields[][2] = {
+    {"nodes", "Redis Cluster (nodes) is not supported by this module yet"},
+    {"sentinels", "Redis Sentinel (sentinels) is not supported by this module yet"},
 };
 
 std::optional<std::string> opt_string(lua_State* L, int idx, const char* field) {
@@ -35,16 +42,19 @@ std::optional<bool> opt_bool(lua_State* L, int idx, const char* field) {
     return lua_toboolean(L, idx) != 0;
 }
 
+// Numbers, and strings that Lua's tonumber() converts (lua-resty-redis and
+// cosockets convert so; configurations read from the environment are strings).
 std::optional<double> opt_number(lua_State* L, int idx, const char* field) {
     if (lua_isnil(L, idx)) return std::nullopt;
-    if (lua_type(L, idx) != LUA_TNUMBER) invalid(field, "must be a number");
-    return lua_tonumber(L, idx);
+    const int type = lua_type(L, idx);
+    if (type == LUA_TNUMBER || (type == LUA_TSTRING && lua_isnumber(L, idx))) return lua_tonumber(L, idx);
+    invalid(field, type == LUA_TSTRING ? "must be a number (a string that is not numeric)" : "must be a number");
 }
 
-double timeout(lua_State* L, int idx, const char* field, bool zero_allowed) {
+double timeout(lua_State* L, int idx, const char* field) {
     auto value = opt_number(L, idx, field);
     if (!value) return kDefaultTimeoutMs;
-    check_timeout(field, *value, zero_allowed);
+    check_timeout(field, *value);
     return *value;
 }
 
@@ -59,6 +69,25 @@ void push_opt(lua_State* L, const std::optional<N>& v) {
     if (v) lua_pushnumber(L, static_cast<lua_Number>(*v)); else lua_pushnil(L);
 }
 
+// storage.options with upstream's keys and the values in effect: a snapshot
+// built per read (like every field read), so writing into it changes nothing;
+// options change through their configuration fields (storage.pool_size = 10).
+void push_options(lua_State* L, const Config& c) {
+    lua_createtable(L, 0, 6);
+    push_opt(L, c.pool);
+    lua_setfield(L, -2, "pool");
+    lua_pushinteger(L, c.pool_size);
+    lua_setfield(L, -2, "pool_size");
+    push_opt(L, c.backlog);
+    lua_setfield(L, -2, "backlog");
+    lua_pushboolean(L, c.ssl);
+    lua_setfield(L, -2, "ssl");
+    push_opt(L, c.ssl_verify);
+    lua_setfield(L, -2, "ssl_verify");
+    push_opt(L, c.server_name);
+    lua_setfield(L, -2, "server_name");
+}
+
 bool is(const char* a, const char* b) { return std::strcmp(a, b) == 0; }
 
 }  // namespace
@@ -68,6 +97,13 @@ Config read_config(lua_State* L, int idx) {
     if (lua_isnil(L, idx) || lua_isnone(L, idx)) return config;
     if (lua_type(L, idx) != LUA_TTABLE) invalid("configuration", "must be a table");
     idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+    for (const auto& [field, why] : kUnsupportedFields) {
+        lua_pushstring(L, field);
+        lua_rawget(L, idx);
+        const bool present = !lua_isnil(L, -1);
+        lua_pop(L, 1);
+        if (present) invalid(field, why);
+    }
     for (const char* field : kFields) {
         lua_pushstring(L, field);
         lua_rawget(L, idx);
@@ -103,10 +139,10 @@ void set_config_field(lua_State* L, Config& c, const char* name, int idx) {
         auto db = opt_number(L, idx, name);
         if (db) check_count(name, *db, 0);
         c.database = db ? std::optional<long long>(static_cast<long long>(*db)) : std::nullopt;
-    } else if (is(name, "connect_timeout")) c.connect_timeout = timeout(L, idx, name, false);
-    else if (is(name, "send_timeout")) c.send_timeout = timeout(L, idx, name, false);
-    else if (is(name, "read_timeout")) c.read_timeout = timeout(L, idx, name, false);
-    else if (is(name, "keepalive_timeout")) c.keepalive_timeout = timeout(L, idx, name, true);
+    } else if (is(name, "connect_timeout")) c.connect_timeout = timeout(L, idx, name);
+    else if (is(name, "send_timeout")) c.send_timeout = timeout(L, idx, name);
+    else if (is(name, "read_timeout")) c.read_timeout = timeout(L, idx, name);
+    else if (is(name, "keepalive_timeout")) c.keepalive_timeout = timeout(L, idx, name);
     else if (is(name, "pool")) c.pool = opt_nonempty(L, idx, name);
     else if (is(name, "pool_size")) {
         auto size = opt_number(L, idx, name);
@@ -126,6 +162,10 @@ void set_config_field(lua_State* L, Config& c, const char* name, int idx) {
     else if (is(name, "transport")) {
         c.transport = opt_string(L, idx, name);
         if (c.transport) check_transport(*c.transport);
+    } else if (is(name, "max_reply_size")) {
+        auto size = opt_number(L, idx, name);
+        if (size) check_max_reply_size(*size);
+        c.max_reply_size = size.value_or(kDefaultMaxReplySize);
     } else {
         invalid("field", std::string(name) + " is not a configuration field");
     }
@@ -155,6 +195,8 @@ bool push_config_field(lua_State* L, const Config& c, const char* name) {
     else if (is(name, "ssl_client_priv_key")) push_opt(L, c.ssl_client_priv_key);
     else if (is(name, "force_auth")) push_opt(L, c.force_auth);
     else if (is(name, "transport")) push_opt(L, c.transport);
+    else if (is(name, "max_reply_size")) lua_pushnumber(L, c.max_reply_size);
+    else if (is(name, "options")) push_options(L, c);
     else return false;
     return true;
 }

@@ -64,7 +64,8 @@ int instance_prepare(lua_State* L) {
     else if (std::strcmp(name, "read_metadata") == 0) method = Method::ReadMetadata;
     else return luaL_argerror(L, 2, "unknown method");
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
-        push_object<Operation>(L, kOperationType, operation_from_lua(L, method, self->naming(), 3));
+        Operation* op = push_object<Operation>(L, kOperationType, operation_from_lua(L, method, self->naming(), 3));
+        op->set_reader_limits(self->config.reader_limits());
         return 1;
     });
 }
@@ -80,7 +81,7 @@ int instance_prepare_handshake(lua_State* L) {
             lua_pushnil(L);
             return 1;
         }
-        push_object<Operation>(L, kOperationType, std::move(*op));
+        push_object<Operation>(L, kOperationType, std::move(*op))->set_reader_limits(c.reader_limits());
         return 1;
     });
 }

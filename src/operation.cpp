@@ -168,10 +168,15 @@ void Operation::restart() {
     commands_ = CommandBuffer{};
     expected_replies_ = 0;
     replies_.clear();
-    reader_ = ReplyReader{};
+    reader_ = ReplyReader{limits_};
     finished_ = false;
     received_bytes_ = false;
     result_ = Result{};
+}
+
+void Operation::set_reader_limits(const ReaderLimits& limits) {
+    limits_ = limits;
+    reader_ = ReplyReader{limits_};
 }
 
 void Operation::finish(Result result) {

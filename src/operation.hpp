@@ -89,6 +89,8 @@ public:
     bool received_bytes() const { return received_bytes_; }
     // Back to the start, keeping the arguments: for a retry on a fresh connection.
     void restart();
+    // The reply limits (the configuration's max_reply_size); before the first feed.
+    void set_reader_limits(const ReaderLimits& limits);
     const Result& result() const { return result_; }
 
 private:
@@ -114,6 +116,7 @@ private:
     CommandBuffer commands_;          // the round trip being built
     std::size_t expected_replies_ = 0;  // replies of the round trip in flight
     std::vector<ReplyPtr> replies_;
+    ReaderLimits limits_;
     ReplyReader reader_;
     bool finished_ = false;
     bool received_bytes_ = false;

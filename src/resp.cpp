@@ -79,7 +79,7 @@ redisReplyObjectFunctions kReplyFunctions = {
 void ReplyReader::ReaderDeleter::operator()(redisReader* r) const { redisReaderFree(r); }
 
 ReplyReader::ReplyReader(ReaderLimits limits)
-    : reader_(redisReaderCreateWithFunctions(&kReplyFunctions)), limits_(limits) {
+    : reader_(redisReaderCreateWithFunctions(&kReplyFunctions)), limits_(limits), scanner_(limits) {
     if (!reader_) throw std::bad_alloc();
 }
 
@@ -87,11 +87,11 @@ ReplyReader::~ReplyReader() = default;
 
 void ReplyReader::feed(const char* data, std::size_t len) {
     if (failed_) throw ProtocolError("protocol error: reader failed earlier");
-    bytes_in_reply_ += len;
-    if (bytes_in_reply_ > limits_.max_reply_bytes) {
+    try {
+        scanner_.scan(data, len);
+    } catch (...) {
         failed_ = true;
-        throw ProtocolError("protocol error: reply larger than " +
-                            std::to_string(limits_.max_reply_bytes) + " bytes");
+        throw;
     }
     if (redisReaderFeed(reader_.get(), data, len) != REDIS_OK) {
         failed_ = true;
@@ -115,8 +115,6 @@ ReplyPtr ReplyReader::next() {
         throw ProtocolError("protocol error: " + reason);
     }
     if (!raw) return nullptr;
-    // Bytes of later replies already buffered count towards the next reply.
-    bytes_in_reply_ = reader_->len - reader_->pos;
     return ReplyPtr(static_cast<Reply*>(raw));
 }
 

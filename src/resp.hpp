@@ -1,11 +1,14 @@
 // RESP decoding: hiredis's redisReader with our own reply objects, no I/O.
-// Fed arbitrary byte fragments; hands out whole replies.
+// Fed arbitrary byte fragments; hands out whole replies. Our ReplyScanner sees
+// every byte first and enforces the limits at the headers.
 #pragma once
 
 #include <cstddef>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "resp_scanner.hpp"
 
 struct redisReader;
 
@@ -22,14 +25,6 @@ struct Reply {
 };
 using ReplyPtr = std::unique_ptr<Reply>;
 
-struct ReaderLimits {
-    // Bytes one reply may take on the wire (Redis caps a bulk string at 512 MiB).
-    std::size_t max_reply_bytes = (512u << 20) + 4096;
-    // Elements one array may declare (each costs a pointer up front).
-    long long max_array_elements = 1 << 20;
-    // Nesting is capped by hiredis 0.14 itself at 7 levels.
-};
-
 class ReplyReader {
 public:
     explicit ReplyReader(ReaderLimits limits = {});
@@ -39,7 +34,8 @@ public:
     ReplyReader(ReplyReader&&) noexcept = default;
     ReplyReader& operator=(ReplyReader&&) noexcept = default;
 
-    // Buffers bytes; throws ProtocolError when a limit is crossed.
+    // Checks the bytes (ReplyScanner), then buffers them; throws ProtocolError
+    // at once when they break the protocol or a limit.
     void feed(const char* data, std::size_t len);
     // The next complete reply, or nullptr when more bytes are needed.
     // Throws ProtocolError on malformed input; the reader is then unusable.
@@ -51,7 +47,7 @@ private:
     struct ReaderDeleter { void operator()(redisReader* r) const; };
     std::unique_ptr<redisReader, ReaderDeleter> reader_;
     ReaderLimits limits_;
-    std::size_t bytes_in_reply_ = 0;  // fed since the last complete reply
+    ReplyScanner scanner_;
     bool failed_ = false;
 };
 

@@ -33,6 +33,7 @@ std::optional<Result> greet(Connection& conn, const Config& config, const Deadli
     const HandshakeArgs args = handshake_args(config, conn.session);
     auto op = Operation::handshake(args);
     if (!op) return std::nullopt;
+    op->set_reader_limits(config.reader_limits());
 
     const double left = deadline.remaining_ms();
     run(conn, *op, left, left);
@@ -50,18 +51,22 @@ Result execute(const Config& config, const std::string& pool_name, Operation& op
     options.size = static_cast<std::size_t>(config.pool_size);
     if (config.backlog) options.backlog = static_cast<std::size_t>(*config.backlog);
     Pool<Connection>& pool = pools().get(pool_name, options.size);
+    op.set_reader_limits(config.reader_limits());
+    const double connect_timeout = native_timeout_ms(config.connect_timeout);
+    const double send_timeout = native_timeout_ms(config.send_timeout);
+    const double read_timeout = native_timeout_ms(config.read_timeout);
 
     // A pooled connection that turns out dead before any reply byte is replaced
     // once by a fresh one; the call itself does not fail.
     for (int attempt = 0;; ++attempt) {
-        const Deadline connect_deadline(config.connect_timeout);
+        const Deadline connect_deadline(connect_timeout);
         std::optional<Pool<Connection>::Lease> lease;
         try {
             lease.emplace(pool.acquire(options, connect_deadline,
                                        [&] { return Connection::open(endpoint, connect_deadline); }));
-            const Deadline greet_deadline = lease->reused() ? Deadline(config.read_timeout) : connect_deadline;
+            const Deadline greet_deadline = lease->reused() ? Deadline(read_timeout) : connect_deadline;
             if (auto refused = greet(**lease, config, greet_deadline)) return *refused;  // lease closes it
-            run(**lease, op, config.send_timeout, config.read_timeout);
+            run(**lease, op, send_timeout, read_timeout);
         } catch (const IoError& e) {
             const bool retry = attempt == 0 && lease && lease->reused() && !op.received_bytes() &&
                                std::string(e.what()) != "timeout";

@@ -13,8 +13,16 @@
 
 namespace rsh {
 
-Deadline::Deadline(double timeout_ms)
-    : at_(Clock::now() + std::chrono::microseconds(static_cast<long long>(timeout_ms * 1000.0))) {}
+namespace {
+// Configurations cap timeouts at 2^31-1 ms; clamping here too keeps the clock
+// arithmetic in range (about 68 years of nanoseconds) for any caller.
+constexpr double kMaxDeadlineMs = 2147483647.0;
+}  // namespace
+
+Deadline::Deadline(double timeout_ms) {
+    const double ms = timeout_ms > 0 ? (timeout_ms < kMaxDeadlineMs ? timeout_ms : kMaxDeadlineMs) : 0;  // NaN: 0
+    at_ = Clock::now() + std::chrono::microseconds(static_cast<long long>(ms * 1000.0));
+}
 
 int Deadline::remaining_ms() const {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(at_ - Clock::now()).count();

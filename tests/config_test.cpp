@@ -32,13 +32,65 @@ TEST(ConfigDefaults, MatchTheContract) {
     EXPECT_FALSE(c.tls().verify);
 }
 
-TEST(PoolName, CustomPoolWins) {
+TEST(PoolName, CustomPoolIsNamespacedByTheSessionIdentity) {
     Config c;
     c.pool = "mine";
     c.password = "secret";
     c.database = 3;
     c.ssl = true;
-    EXPECT_EQ(c.pool_name(), "mine");
+    const string name = c.pool_name();
+    EXPECT_EQ(name.rfind("mine:id=", 0), 0u) << name;
+    EXPECT_EQ(name.find("secret"), string::npos) << name;
+
+    // TLS settings, credentials and the database each give another pool.
+    const std::vector<std::function<void(Config&)>> changes = {
+        [](Config& x) { x.ssl = false; },
+        [](Config& x) { x.ssl_verify = true; },
+        [](Config& x) { x.server_name = "other.example"; },
+        [](Config& x) { x.ssl_trusted_certificate = "/ca.pem"; },
+        [](Config& x) { x.username = "bob"; },
+        [](Config& x) { x.password = "other"; },
+        [](Config& x) { x.password.reset(); },
+        [](Config& x) { x.database = 4; },
+        [](Config& x) { x.database.reset(); },
+        [](Config& x) { x.pool = "yours"; },
+    };
+    std::set<string> names{name};
+    for (std::size_t i = 0; i < changes.size(); ++i) {
+        Config changed = c;
+        changes[i](changed);
+        EXPECT_TRUE(names.insert(changed.pool_name()).second) << "change " << i << " gave " << changed.pool_name();
+    }
+
+    // The user's name stands for the endpoint (as with cosockets); fields that
+    // do not change a session do not change the pool.
+    Config same = c;
+    same.host = "10.0.0.9";
+    same.port = 7000;
+    same.prefix = "p";
+    same.read_timeout = 5;
+    EXPECT_EQ(same.pool_name(), name);
+}
+
+TEST(PoolName, NoDatabaseAndDatabaseZeroAreOneSession) {
+    Config none, zero;
+    zero.database = 0;
+    EXPECT_EQ(none.pool_name(), zero.pool_name());
+    none.pool = zero.pool = "p";
+    EXPECT_EQ(none.pool_name(), zero.pool_name());
+}
+
+TEST(PoolName, CustomNamesCannotForgeAnIdentity) {
+    // The user's name is escaped: it never supplies the ":id=" part itself.
+    Config plain, tls;
+    tls.pool = "p";
+    tls.ssl = true;
+    const string tls_name = tls.pool_name();
+    plain.pool = tls_name;
+    EXPECT_NE(plain.pool_name(), tls_name);
+    Config as_default;
+    as_default.pool = Config{}.pool_name();
+    EXPECT_NE(as_default.pool_name(), Config{}.pool_name());
 }
 
 TEST(PoolName, DefaultNamesTheEndpoint) {
@@ -197,20 +249,38 @@ TEST(CheckPort, Range) {
     }
 }
 
-TEST(CheckTimeout, Messages) {
-    EXPECT_NO_THROW(rsh::check_timeout("read_timeout", 1, false));
-    EXPECT_NO_THROW(rsh::check_timeout("read_timeout", 0.5, false));
-    EXPECT_NO_THROW(rsh::check_timeout("keepalive_timeout", 0, true));
-    EXPECT_EQ(message([] { rsh::check_timeout("read_timeout", 0, false); }),
-              "invalid read_timeout: must be a positive number of milliseconds");
-    EXPECT_EQ(message([] { rsh::check_timeout("connect_timeout", -1, false); }),
-              "invalid connect_timeout: must be a positive number of milliseconds");
-    EXPECT_EQ(message([] { rsh::check_timeout("keepalive_timeout", -1, true); }),
-              "invalid keepalive_timeout: must be a non-negative number of milliseconds");
-    EXPECT_EQ(message([] { rsh::check_timeout("send_timeout", NAN, false); }),
-              "invalid send_timeout: must be a positive number of milliseconds");
-    EXPECT_EQ(message([] { rsh::check_timeout("send_timeout", INFINITY, true); }),
-              "invalid send_timeout: must be a non-negative number of milliseconds");
+TEST(CheckTimeout, ZeroToTheCosocketMaximum) {
+    // 0 is the transport's default, as cosockets take it.
+    for (double ok : {0.0, 0.5, 1.0, 60000.0, 2147483647.0}) {
+        EXPECT_NO_THROW(rsh::check_timeout("read_timeout", ok)) << ok;
+    }
+    for (double bad : {-1.0, -0.5, 2147483648.0, 1e13, 1e16, double(NAN), double(INFINITY), -double(INFINITY)}) {
+        EXPECT_EQ(message([&] { rsh::check_timeout("connect_timeout", bad); }),
+                  "invalid connect_timeout: must be a number of milliseconds from 0 to 2147483647 (0: the default)")
+            << bad;
+    }
+}
+
+TEST(NativeTimeout, ZeroMeansTheDefault) {
+    EXPECT_EQ(rsh::native_timeout_ms(0), rsh::kDefaultTimeoutMs);
+    EXPECT_EQ(rsh::native_timeout_ms(1), 1);
+    EXPECT_EQ(rsh::native_timeout_ms(2147483647), 2147483647);
+}
+
+TEST(CheckMaxReplySize, Range) {
+    for (double ok : {1024.0, 33554432.0, 2147483647.0}) EXPECT_NO_THROW(rsh::check_max_reply_size(ok)) << ok;
+    for (double bad : {0.0, 1023.0, 1e12, 2048.5, -1.0, double(NAN)}) {
+        EXPECT_EQ(message([&] { rsh::check_max_reply_size(bad); }),
+                  "invalid max_reply_size: must be an integer number of bytes from 1024 to 2147483647")
+            << bad;
+    }
+}
+
+TEST(ReaderLimitsFromConfig, MaxReplySize) {
+    Config c;
+    EXPECT_EQ(c.reader_limits().max_reply_bytes, 32u << 20);
+    c.max_reply_size = 4096;
+    EXPECT_EQ(c.reader_limits().max_reply_bytes, 4096u);
 }
 
 TEST(CheckCount, Messages) {

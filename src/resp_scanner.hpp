@@ -1,0 +1,52 @@
+// RESP2 reply headers checked as bytes arrive, before the codec buffers them:
+// a bulk length, an element count or a nesting depth beyond our limits fails at
+// once (no buffering toward a 1 TB "bulk string"), whatever hiredis's version.
+// Also strict where hiredis versions differ: lengths and integers must be
+// canonical numbers, a bulk string must end in CRLF, only RESP2 type bytes.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace rsh {
+
+struct ReaderLimits {
+    // Bytes one reply may take on the wire, headers included. Sessions are small:
+    // the configuration's max_reply_size (32 MiB by default) sets it.
+    std::size_t max_reply_bytes = 32u << 20;
+    // Elements of all arrays in one reply together (each costs a pointer up front).
+    long long max_array_elements = 1 << 20;
+    // Arrays inside arrays: 8 levels (the most hiredis 0.14 parses; 1.x has no limit).
+    int max_depth = 8;
+};
+
+class ReplyScanner {
+public:
+    explicit ReplyScanner(const ReaderLimits& limits);
+
+    // Follows the replies in data; throws ProtocolError at the first byte that
+    // breaks the protocol or a limit. Unusable after a throw.
+    void scan(const char* data, std::size_t len);
+
+private:
+    enum class State : unsigned char { Type, Header, Line, Bulk, BulkCr, BulkLf };
+
+    void count(std::size_t bytes);
+    void header_done();
+    void element_done();
+    [[noreturn]] void fail(const std::string& why);
+
+    ReaderLimits limits_;
+    State state_ = State::Type;
+    char kind_ = 0;             // type byte of the line being read
+    bool cr_ = false;           // the previous line byte was '\r'
+    char header_[24];           // digits of a length or integer line
+    std::size_t header_len_ = 0;
+    unsigned long long bulk_left_ = 0;
+    std::size_t reply_bytes_ = 0;      // of the reply being read
+    long long reply_elements_ = 0;     // declared by its arrays
+    std::vector<long long> open_;      // elements still to come, per open array
+};
+
+}  // namespace rsh
