@@ -90,13 +90,20 @@ bench: deps
 	build-bench/micro_bench
 	$(WITH_SERVERS) --only plain env RSH_BUILD_DIR=build-bench $(LUAJIT) bench/native_bench.lua 20000
 
-# libFuzzer on the reply parser and operations (clang); FUZZ_SECONDS to taste.
+# libFuzzer (clang, ASan + UBSan) on the reply parser (fuzz_reply) and on the command
+# builder / Operation state machine (fuzz_operation), FUZZ_SECONDS each. Inputs up to
+# 1 KiB and small reader limits keep each run fast and its memory bounded (a crash
+# is reported past 512 MiB of RSS or one 512 MiB allocation). malloc_context_size=0
+# saves a stack unwind per allocation; rerun a crash input without it for the report.
 FUZZ_SECONDS ?= 120
+FUZZ_FLAGS = -max_len=1024 -rss_limit_mb=512 -malloc_limit_mb=512 -print_final_stats=1 -artifact_prefix=build-fuzz/
+FUZZ_ENV = ASAN_OPTIONS=quarantine_size_mb=16:malloc_context_size=0
 fuzz: deps
 	flock build.lock sh -c 'CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRSH_BUILD_FUZZ=ON && \
-		cmake --build build-fuzz -j$(JOBS) --target fuzz_reply'
-	mkdir -p build-fuzz/corpus
-	build-fuzz/fuzz_reply -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus tests/fuzz_corpus
+		cmake --build build-fuzz -j$(JOBS) --target fuzz_reply fuzz_operation'
+	mkdir -p build-fuzz/corpus-reply build-fuzz/corpus-operation
+	$(FUZZ_ENV) build-fuzz/fuzz_reply -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) build-fuzz/corpus-reply tests/fuzz_corpus
+	$(FUZZ_ENV) build-fuzz/fuzz_operation -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) build-fuzz/corpus-operation
 
 # luarocks builds and installs both modules into a throwaway tree, and LuaJIT loads them from it.
 rock-check: deps

@@ -42,6 +42,8 @@ public:
     ReplyPtr next();
     // True when bytes beyond the replies handed out are buffered.
     bool has_pending_bytes() const;
+    // True when the bytes fed end exactly after a complete reply (or are none).
+    bool between_replies() const { return scanner_.between_replies(); }
 
 private:
     struct ReaderDeleter { void operator()(redisReader* r) const; };

@@ -51,7 +51,7 @@ const char* bad_number_message(char kind) {
 }  // namespace
 
 ReplyScanner::ReplyScanner(const ReaderLimits& limits) : limits_(limits) {
-    open_.reserve(static_cast<std::size_t>(limits_.max_depth > 0 ? limits_.max_depth : 0));
+    if (limits_.max_depth > kMaxDepth) limits_.max_depth = kMaxDepth;
 }
 
 void ReplyScanner::fail(const std::string& why) { throw ProtocolError("protocol error: " + why); }
@@ -67,9 +67,9 @@ void ReplyScanner::count(std::size_t bytes) {
 // complete that array in turn; with no array open the reply is done.
 void ReplyScanner::element_done() {
     state_ = State::Type;
-    while (!open_.empty()) {
-        if (--open_.back() > 0) return;
-        open_.pop_back();
+    while (depth_ > 0) {
+        if (--open_[depth_ - 1] > 0) return;
+        --depth_;
     }
     reply_bytes_ = 0;
     reply_elements_ = 0;
@@ -98,11 +98,11 @@ void ReplyScanner::header_done() {
         fail("more than " + std::to_string(limits_.max_array_elements) + " elements in one reply (an array of " +
              std::to_string(value) + ")");
     }
-    if (static_cast<int>(open_.size()) >= limits_.max_depth) {
+    if (depth_ >= limits_.max_depth) {
         fail("arrays nested beyond depth " + std::to_string(limits_.max_depth));
     }
     reply_elements_ += value;
-    open_.push_back(value);
+    open_[depth_++] = value;
     state_ = State::Type;
 }
 

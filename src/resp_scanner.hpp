@@ -7,9 +7,10 @@
 
 #include <cstddef>
 #include <string>
-#include <vector>
 
 namespace rsh {
+
+constexpr int kMaxDepth = 16;
 
 struct ReaderLimits {
     // Bytes one reply may take on the wire, headers included. Sessions are small:
@@ -17,7 +18,8 @@ struct ReaderLimits {
     std::size_t max_reply_bytes = 32u << 20;
     // Elements of all arrays in one reply together (each costs a pointer up front).
     long long max_array_elements = 1 << 20;
-    // Arrays inside arrays: 8 levels (the most hiredis 0.14 parses; 1.x has no limit).
+    // Arrays inside arrays: 8 levels (the most hiredis 0.14 parses; 1.x has no
+    // limit). At most kMaxDepth.
     int max_depth = 8;
 };
 
@@ -28,6 +30,8 @@ public:
     // Follows the replies in data; throws ProtocolError at the first byte that
     // breaks the protocol or a limit. Unusable after a throw.
     void scan(const char* data, std::size_t len);
+    // True when the bytes so far end exactly after a complete reply (or are none).
+    bool between_replies() const { return state_ == State::Type && depth_ == 0; }
 
 private:
     enum class State : unsigned char { Type, Header, Line, Bulk, BulkCr, BulkLf };
@@ -46,7 +50,8 @@ private:
     unsigned long long bulk_left_ = 0;
     std::size_t reply_bytes_ = 0;      // of the reply being read
     long long reply_elements_ = 0;     // declared by its arrays
-    std::vector<long long> open_;      // elements still to come, per open array
+    long long open_[kMaxDepth];        // elements still to come, per open array
+    int depth_ = 0;                    // arrays open
 };
 
 }  // namespace rsh
