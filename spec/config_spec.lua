@@ -106,6 +106,16 @@ describe("configuration", function()
             { "ssl_verify", "yes" },
             { "server_name", {} }, { "server_name", 1 },
             { "force_auth", "yes" }, { "force_auth", 1 },
+            -- strings are converted as tonumber() does, then checked like numbers
+            { "port", "0" }, { "port", "65536" }, { "port", "6379x" }, { "port", "" }, { "port", "1.5" },
+            { "database", "-1" }, { "database", "db3" },
+            { "connect_timeout", "-1" }, { "read_timeout", "1e13" },
+            { "pool_size", "0" }, { "backlog", "many" },
+            -- cosockets take at most 2^31-1 ms
+            { "connect_timeout", 2147483648 }, { "send_timeout", 1e13 }, { "read_timeout", 1e16 },
+            { "keepalive_timeout", 2 ^ 31 }, { "read_timeout", math.huge },
+            { "max_reply_size", 1023 }, { "max_reply_size", 2 ^ 31 }, { "max_reply_size", 4096.5 },
+            { "max_reply_size", "big" },
         }
         for _, case in ipairs(cases) do
             local field, value = case[1], case[2]
@@ -132,7 +142,11 @@ describe("configuration", function()
             { port = 1 }, { port = 65535 }, { port = 6379.0 },
             { database = 0 }, { database = 15 },
             { keepalive_timeout = 0 },
+            { connect_timeout = 0, send_timeout = 0, read_timeout = 0 },
+            { connect_timeout = 2147483647, send_timeout = 2147483647, read_timeout = 2147483647,
+              keepalive_timeout = 2147483647 },
             { connect_timeout = 1, send_timeout = 1, read_timeout = 1 },
+            { max_reply_size = 1024 }, { max_reply_size = 2147483647 },
             { connect_timeout = 1.5 },
             { pool_size = 1 }, { backlog = 0 },
             { host = "::1" }, { host = "localhost" },
@@ -146,6 +160,133 @@ describe("configuration", function()
             it(table.concat(parts, " ") .. " (#" .. i .. ")", function()
                 local ok, err = pcall(hiredis.new, config)
                 assert.is_true(ok, tostring(err))
+            end)
+        end
+    end)
+
+    describe("as upstream accepts it", function()
+        it("numeric strings, converted as tonumber() does (configurations from the environment)", function()
+            local store = hiredis.new({
+                port = tostring(h.port), database = "3", connect_timeout = "1000", send_timeout = "1500",
+                read_timeout = " 2000 ", keepalive_timeout = "0", pool_size = "7", backlog = "4",
+                max_reply_size = "65536",
+            })
+            assert.equal(h.port, store.port)
+            assert.equal(3, store.database)
+            assert.equal(1000, store.connect_timeout)
+            assert.equal(1500, store.send_timeout)
+            assert.equal(2000, store.read_timeout)
+            assert.equal(0, store.keepalive_timeout)
+            assert.equal(7, store.pool_size)
+            assert.equal(4, store.backlog)
+            assert.equal(65536, store.max_reply_size)
+            -- and it works: the data lands in database 3
+            local name = h.unique("strings")
+            assert.equal(true, store:set(name, "k", "v3", 60, os.time()))
+            local r3 = h.raw(h.port, { database = 3 })
+            assert.equal("v3", r3:call("GET", name .. ":k"))
+            r3:close()
+            local r0 = h.raw()
+            assert.is_nil(r0:call("GET", name .. ":k"))
+            r0:close()
+        end)
+
+        it("numeric strings on field writes", function()
+            local store = hiredis.new()
+            store.port = "6380"
+            store.read_timeout = "250"
+            store.database = "2"
+            assert.equal(6380, store.port)
+            assert.equal(250, store.read_timeout)
+            assert.equal(2, store.database)
+        end)
+
+        it("0 timeouts: the transport's default (native: 60000 ms), read back as 0", function()
+            local store = hiredis.new({ port = h.port, connect_timeout = 0, send_timeout = 0, read_timeout = 0 })
+            assert.equal(0, store.connect_timeout)
+            assert.equal(0, store.read_timeout)
+            local name = h.unique("zero")
+            assert.equal(true, store:set(name, "k", "v", 60, os.time()))
+            assert.equal("v", store:get(name, "k"))
+        end)
+
+        it("0 read_timeout waits for a slow reply instead of timing out at once", function()
+            local nginx = require "nginx"
+            local proxy_port, stop = nginx.delay_proxy(h.host, h.port, 100)
+            local ok, err = pcall(function()
+                local name = h.unique("zero-slow")
+                local r = h.raw()
+                r:call("SET", name .. ":k", "slow")
+                r:close()
+                local store = hiredis.new({ port = proxy_port, connect_timeout = 0, read_timeout = 0 })
+                assert.same({ "slow" }, { store:get(name, "k") })
+            end)
+            stop()
+            assert(ok, err)
+        end)
+
+        it("the largest timeouts do not overflow the deadline arithmetic", function()
+            -- before: 1e13 made every call time out at once, ~1e16 overflowed (UBSan);
+            -- now the maximum, 2^31-1 ms, is a real (long) deadline
+            local nginx = require "nginx"
+            local proxy_port, stop = nginx.delay_proxy(h.host, h.port, 50)
+            local ok, err = pcall(function()
+                local name = h.unique("max-timeout")
+                local r = h.raw()
+                r:call("SET", name .. ":k", "patient")
+                r:close()
+                local store = hiredis.new({ port = proxy_port, connect_timeout = 2147483647,
+                                            send_timeout = 2147483647, read_timeout = 2147483647 })
+                assert.same({ "patient" }, { store:get(name, "k") })
+            end)
+            stop()
+            assert(ok, err)
+        end)
+
+        it("names the maximum timeout in the error, at new() and on field writes", function()
+            local ok, err = pcall(hiredis.new, { read_timeout = 1e13 })
+            assert.is_false(ok)
+            assert.matches("invalid read_timeout: must be a number of milliseconds from 0 to 2147483647",
+                           tostring(err), 1, true)
+            local store = hiredis.new()
+            ok, err = pcall(function() store.connect_timeout = 2 ^ 31 end)
+            assert.is_false(ok)
+            assert.matches("invalid connect_timeout: must be a number of milliseconds from 0 to 2147483647",
+                           tostring(err), 1, true)
+            assert.equal(60000, store.connect_timeout)
+        end)
+
+        it("storage.options mirrors upstream's { pool, pool_size, backlog, ssl, ssl_verify, server_name }", function()
+            local store = hiredis.new({ pool = "mine", pool_size = 12, backlog = 3 })
+            assert.same({ pool = "mine", pool_size = 12, backlog = 3, ssl = false }, store.options)
+            store.pool_size = 20
+            store.ssl = true
+            store.server_name = "redis.example"
+            assert.same({ pool = "mine", pool_size = 20, backlog = 3, ssl = true, server_name = "redis.example" },
+                        store.options)
+            -- defaults: the values in effect
+            assert.same({ pool_size = 30, ssl = false }, hiredis.new().options)
+        end)
+
+        it("storage.options is a view: writing into it never changes the configuration", function()
+            local store = hiredis.new({ pool_size = 12 })
+            local options = store.options
+            options.pool_size = 99
+            assert.equal(12, store.pool_size)
+            assert.equal(12, store.options.pool_size)
+            assert_rejects("field", function() store.options = { pool_size = 1 } end)
+        end)
+
+        for _, field in ipairs({ "nodes", "sentinels" }) do
+            it(field .. " raise at new(): not supported by this module yet (no silent single node)", function()
+                local cfg = { [field] = { { ip = "127.0.0.1", port = h.port } } }
+                for _, new in ipairs({ hiredis.new, require("resty.session.hiredis.core").new }) do
+                    local ok, err = pcall(new, cfg)
+                    assert.is_false(ok)
+                    assert.matches("invalid " .. field .. ": .* is not supported by this module yet", tostring(err))
+                end
+                -- also an empty list: upstream would route it away from a single node too
+                assert.is_false(pcall(hiredis.new, { [field] = {} }))
             end)
         end
     end)

@@ -226,6 +226,109 @@ describe("connection pool", function()
             core.new({ port = h.port }):pool_name())
         assert.are_not.equal(core.new({ port = h.port, username = "a", password = "p" }):pool_name(),
             core.new({ port = h.port, username = "b", password = "p" }):pool_name())
-        assert.equal("mine", core.new({ port = h.port, pool = "mine" }):pool_name())
+        -- a custom name is namespaced by the session identity (TLS, credentials, database)
+        local mine = core.new({ port = h.port, pool = "mine" }):pool_name()
+        assert.matches("^mine:id=%x+$", mine)
+        assert.equal(mine, core.new({ port = h.port + 1, pool = "mine", prefix = "p" }):pool_name())
+        assert.are_not.equal(mine, core.new({ port = h.port, pool = "mine", ssl = true }):pool_name())
+        assert.are_not.equal(mine, core.new({ port = h.port, pool = "mine", password = "p" }):pool_name())
+        assert.are_not.equal(mine, core.new({ port = h.port, pool = "mine", database = 2 }):pool_name())
+    end)
+end)
+
+-- A custom pool name shared by configurations of different identities: each call
+-- still runs on a connection of its own kind (checked on the server side).
+describe("shared custom pool names never cross identities", function()
+    local certs = h.env("HIREDIS_TEST_CERTS")
+    local tls_port = tonumber(h.env("HIREDIS_TEST_TLS_PORT"))
+
+    -- redis-cli over TLS (the raw Lua client speaks plain TCP only)
+    local function tls_cli(...)
+        local args = { "redis-cli", "--tls", "--cacert", certs .. "/ca.crt", "-h", "127.0.0.1",
+                       "-p", tostring(tls_port), ... }
+        for i, a in ipairs(args) do args[i] = "'" .. tostring(a):gsub("'", "'\\''") .. "'" end
+        local p = assert(io.popen(table.concat(args, " ") .. " 2>&1"))
+        local out = p:read("*a"):gsub("%s+$", "")
+        p:close()
+        return out
+    end
+
+    it("plain and TLS: a TLS call never runs on a pooled plaintext connection", function()
+        if not tls_port then
+            pending("no tls server (HIREDIS_TEST_TLS_PORT): run through spec/support/with-servers.sh")
+            return
+        end
+        local pool = h.unique("shared-tls")
+        local name = h.unique("cross-tls")
+        local plain = hiredis.new({ port = h.port, pool = pool })
+        assert.equal(true, plain:set(name, "k", "on the plain server", 60, os.time()))  -- now pooled
+        local tls = hiredis.new({ port = tls_port, ssl = true, pool = pool })
+        -- before: served by the pooled plaintext connection to the plain server
+        assert.same({ nil }, { tls:get(name, "k") })
+        assert.equal(true, tls:set(name, "k", "on the TLS server", 60, os.time()))
+        assert.equal("on the TLS server", tls_cli("GET", name .. ":k"))
+        local r = h.raw()
+        assert.equal("on the plain server", r:call("GET", name .. ":k"))
+        r:close()
+        assert.equal("on the plain server", plain:get(name, "k"))
+    end)
+
+    it("two ACL users: each call runs authenticated as its own user", function()
+        if not h.acl_port then
+            pending("no acl server (HIREDIS_TEST_ACL_PORT): run through spec/support/with-servers.sh")
+            return
+        end
+        local r = h.raw_acl()
+        h.kill_others(r)
+        local pool = h.unique("shared-acl")
+        local name = h.unique("cross-acl")
+        local app = hiredis.new({ port = h.acl_port, username = h.acl_user, password = h.acl_password, pool = pool })
+        local default = hiredis.new({ port = h.acl_port, password = h.acl_default_password, pool = pool })
+        local me = tostring(r:call("CLIENT", "ID"))
+        local function users()
+            local out = {}
+            for _, c in ipairs(assert(r:client_list("TYPE", "normal"))) do
+                if c.id ~= me then out[#out + 1] = c.user .. "=" .. c.id end
+            end
+            table.sort(out)
+            return out
+        end
+        assert.equal(true, app:set(name, "k", "v", 60, os.time()))
+        assert.equal("v", default:get(name, "k"))
+        local seen = users()
+        assert.equal(2, #seen)
+        assert.matches("^" .. h.acl_user .. "=", seen[1])
+        assert.matches("^default=", seen[2])
+        for _ = 1, 3 do  -- alternating calls keep to their own connections
+            assert.equal("v", app:get(name, "k"))
+            assert.equal("v", default:get(name, "k"))
+        end
+        assert.same(seen, users())
+        r:close()
+    end)
+
+    it("two databases: one connection each, and the data lands in its database", function()
+        local r = h.raw()
+        h.kill_others(r)
+        local pool = h.unique("shared-db")
+        local name = h.unique("cross-db")
+        local db0 = hiredis.new({ port = h.port, pool = pool })
+        local db3 = hiredis.new({ port = h.port, pool = pool, database = 3 })
+        for _ = 1, 3 do
+            assert.equal(true, db0:set(name, "k", "zero", 60, os.time()))
+            assert.equal(true, db3:set(name, "k", "three", 60, os.time()))
+        end
+        local r3 = h.raw(h.port, { database = 3 })
+        local me3 = tostring(r3:call("CLIENT", "ID"))
+        assert.equal("zero", r:call("GET", name .. ":k"))
+        assert.equal("three", r3:call("GET", name .. ":k"))
+        assert.equal(1, #h.other_ids(r, { db = "0" }))
+        local on3 = {}
+        for _, id in ipairs(h.other_ids(r, { db = "3" })) do
+            if id ~= me3 then on3[#on3 + 1] = id end
+        end
+        assert.equal(1, #on3)
+        r3:close()
+        r:close()
     end)
 end)

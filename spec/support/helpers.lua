@@ -122,7 +122,8 @@ function _M.silent_listener()
 end
 
 -- Starts spec/support/fake_server.lua in the background (a separate process,
--- so it can answer while a blocking call waits). Returns port, stop().
+-- so it can answer while a blocking call waits). Returns port, stop(), and
+-- output() (what the server printed so far, e.g. "sent N" lines).
 function _M.fake_server(mode)
     local out = os.tmpname()
     local cmd = string.format("luajit spec/support/fake_server.lua %s > %s 2>&1 & echo $!", mode, out)
@@ -143,7 +144,25 @@ function _M.fake_server(mode)
         os.execute("kill " .. tonumber(pid) .. " 2>/dev/null")
         os.remove(out)
     end
-    return port, stop
+    local function output()
+        local f = io.open(out)
+        if not f then return "" end
+        local text = f:read("*a")
+        f:close()
+        return text
+    end
+    return port, stop, output
+end
+
+-- Bytes a streaming fake server sent after its reply header on the connection it
+-- finished last (it prints "sent N" once the client closed the connection).
+function _M.fake_server_sent(output, timeout_ms)
+    local sent
+    _M.wait_until(function()
+        sent = tonumber(output():match("sent (%d+)"))
+        return sent ~= nil
+    end, timeout_ms or 5000)
+    return sent
 end
 
 -- A binary string of every byte value.
