@@ -1,0 +1,213 @@
+-- Inside a real nginx: configurations upstream accepts (numeric strings, 0 timeouts
+-- meaning nginx's lua_socket_*_timeout), timeouts capped where cosockets cap them,
+-- options, nodes/sentinels refused, shared custom pools that never cross
+-- identities, and reply limits at the header; through cosockets and, in the log
+-- phase, the native transport.
+local h = require "helpers"
+local nginx = require "nginx"
+
+local certs = h.env("HIREDIS_TEST_CERTS")
+local tls_port = tonumber(h.env("HIREDIS_TEST_TLS_PORT"))
+
+local GET = [[
+    local s = H.storage(ARGS.cfg, ARGS.storage)
+    return { s:get(ARGS.name, "k") }
+]]
+local SET = [[
+    local s = H.storage(ARGS.cfg, ARGS.storage)
+    return { s:set(ARGS.name, "k", ARGS.value, 60, ngx.time()) }
+]]
+
+-- redis-cli over TLS (the raw Lua client speaks plain TCP only)
+local function tls_cli(...)
+    local args = { "redis-cli", "--tls", "--cacert", certs .. "/ca.crt", "-h", "127.0.0.1",
+                   "-p", tostring(tls_port), ... }
+    for i, a in ipairs(args) do args[i] = "'" .. tostring(a):gsub("'", "'\\''") .. "'" end
+    local p = assert(io.popen(table.concat(args, " ") .. " 2>&1"))
+    local out = p:read("*a"):gsub("%s+$", "")
+    p:close()
+    return out
+end
+
+describe("nginx configuration", function()
+    local srv
+
+    lazy_setup(function()
+        -- a short nginx default: a 0 read_timeout must mean this one in cosocket phases
+        srv = nginx.start_kit({ workers = 1, http = "  lua_socket_read_timeout 150ms;\n" })
+    end)
+
+    lazy_teardown(function()
+        if srv then assert.same({}, srv:shutdown()) end
+    end)
+
+    local function run(phase, code, args)
+        local res = srv:run(phase, code, args)
+        assert.is_true(res.ok, tostring(res[1]))
+        return res[1], res
+    end
+
+    it("numeric strings work through cosockets and the native transport", function()
+        local name = h.unique("ngx-strings")
+        local cfg = { port = tostring(h.port), database = "3", connect_timeout = "1000",
+                      read_timeout = "2000", send_timeout = "2000", pool_size = "5", backlog = "3" }
+        local out, res = run("content", SET, { cfg = cfg, name = name, value = "cosocket" })
+        assert.same({ true }, out)
+        assert.is_true(res.tcp > 0)
+        local r3 = h.raw(h.port, { database = 3 })
+        assert.equal("cosocket", r3:call("GET", name .. ":k"))
+        local native
+        native, res = run("log", GET, { cfg = cfg, name = name })
+        assert.same({ "cosocket" }, native)
+        assert.equal(0, res.tcp)
+        r3:close()
+    end)
+
+    it("0 timeouts: nginx's lua_socket_*_timeout in cosocket phases, 60 s in the native transport", function()
+        local proxy_port, stop = nginx.delay_proxy(h.host, h.port, 400)
+        local ok, err = pcall(function()
+            local name = h.unique("ngx-zero")
+            local r = h.raw()
+            r:call("SET", name .. ":k", "slow")
+            r:close()
+            local zero = { port = proxy_port, connect_timeout = 0, send_timeout = 0, read_timeout = 0 }
+            -- lua_socket_read_timeout 150ms < the proxy's 400 ms
+            assert.same({ nil, "timeout" }, run("content", GET, { cfg = zero, name = name }))
+            assert.same({ "slow" }, run("log", GET, { cfg = zero, name = name }))
+            local patient = { port = proxy_port, read_timeout = 5000 }
+            assert.same({ "slow" }, run("content", GET, { cfg = patient, name = name }))
+        end)
+        stop()
+        assert(ok, err)
+    end)
+
+    it("timeouts above 2^31-1 ms raise at new() and on writes; the maximum works", function()
+        local out = run("content", [[
+            local results = {}
+            for _, field in ipairs({ "connect_timeout", "send_timeout", "read_timeout", "keepalive_timeout" }) do
+                local ok, err = pcall(H.hiredis.new, { port = ARGS.port, [field] = 2 ^ 31 })
+                results[field] = ok and "accepted" or err
+            end
+            local s = H.hiredis.new({ port = ARGS.port })
+            local ok, err = pcall(function() s.read_timeout = 1e13 end)
+            results.write = ok and "accepted" or err
+            local max = H.hiredis.new({ port = ARGS.port, connect_timeout = 2147483647, send_timeout = 2147483647,
+                                        read_timeout = 2147483647, keepalive_timeout = 2147483647 })
+            results.call = { max:set(ARGS.name, "k", "v", 60, ngx.time()) }
+            return results
+        ]], { port = h.port, name = h.unique("ngx-max") })
+        for _, field in ipairs({ "connect_timeout", "send_timeout", "read_timeout", "keepalive_timeout" }) do
+            assert.matches("invalid " .. field .. ": must be a number of milliseconds from 0 to 2147483647",
+                           out[field], 1, true)
+        end
+        assert.matches("invalid read_timeout: must be a number of milliseconds from 0 to 2147483647",
+                       out.write, 1, true)
+        assert.same({ true }, out.call)  -- no "bad timeout value" from settimeouts
+    end)
+
+    it("options and nodes/sentinels as in plain LuaJIT", function()
+        local out = run("content", [[
+            local s = H.hiredis.new({ pool = "p", pool_size = "8" })
+            local nodes_ok, nodes_err = pcall(H.hiredis.new, { nodes = { { ip = "127.0.0.1", port = 6379 } } })
+            local sent_ok, sent_err = pcall(H.hiredis.new, { sentinels = { { host = "127.0.0.1" } } })
+            return { options = s.options, nodes = { nodes_ok, nodes_err }, sentinels = { sent_ok, sent_err } }
+        ]])
+        assert.same({ pool = "p", pool_size = 8, ssl = false }, out.options)
+        assert.is_false(out.nodes[1])
+        assert.matches("invalid nodes: .* not supported by this module yet", out.nodes[2])
+        assert.is_false(out.sentinels[1])
+        assert.matches("invalid sentinels: .* not supported by this module yet", out.sentinels[2])
+    end)
+
+    describe("a custom pool shared by configurations of different identities", function()
+        it("plain and TLS: the TLS call never runs on a pooled plaintext connection", function()
+            if not tls_port then
+                pending("no tls server (HIREDIS_TEST_TLS_PORT): run through spec/support/with-servers.sh")
+                return
+            end
+            local pool = h.unique("ngx-shared-tls")
+            local name = h.unique("ngx-cross-tls")
+            local plain = { port = h.port, pool = pool }
+            local tls = { port = tls_port, ssl = true, pool = pool }
+            assert.same({ true }, run("content", SET, { cfg = plain, name = name, value = "plain" }))
+            -- before: the pooled plaintext connection to the plain server answered
+            assert.same({}, run("content", GET, { cfg = tls, name = name }))
+            assert.same({ true }, run("content", SET, { cfg = tls, name = name, value = "tls" }))
+            assert.equal("tls", tls_cli("GET", name .. ":k"))
+            local r = h.raw()
+            assert.equal("plain", r:call("GET", name .. ":k"))
+            r:close()
+        end)
+
+        it("two ACL users: each call runs as its own user", function()
+            local r = h.raw_acl()
+            h.kill_others(r)
+            local pool = h.unique("ngx-shared-acl")
+            local name = h.unique("ngx-cross-acl")
+            r:call("SET", name .. ":k", "v")
+            local app = { port = h.acl_port, username = h.acl_user, password = h.acl_password, pool = pool }
+            local default = { port = h.acl_port, password = h.acl_default_password, pool = pool }
+            for _ = 1, 3 do
+                assert.same({ "v" }, run("content", GET, { cfg = app, name = name }))
+                assert.same({ "v" }, run("content", GET, { cfg = default, name = name }))
+            end
+            local me = tostring(r:call("CLIENT", "ID"))
+            local users = {}
+            for _, c in ipairs(assert(r:client_list("TYPE", "normal"))) do
+                if c.id ~= me then users[#users + 1] = c.user end
+            end
+            table.sort(users)
+            -- before: one connection, authenticated as the first user, served both
+            assert.same({ h.acl_user, "default" }, users)
+            r:close()
+        end)
+
+        it("two databases: the data lands in each configuration's database", function()
+            local pool = h.unique("ngx-shared-db")
+            local name = h.unique("ngx-cross-db")
+            local db0 = { port = h.port, pool = pool }
+            local db3 = { port = h.port, pool = pool, database = 3 }
+            for _ = 1, 2 do
+                assert.same({ true }, run("content", SET, { cfg = db0, name = name, value = "zero" }))
+                assert.same({ true }, run("content", SET, { cfg = db3, name = name, value = "three" }))
+            end
+            local r, r3 = h.raw(), h.raw(h.port, { database = 3 })
+            -- before: db3's SET ran on the pooled db 0 connection (no SELECT)
+            assert.equal("zero", r:call("GET", name .. ":k"))
+            assert.equal("three", r3:call("GET", name .. ":k"))
+            r:close()
+            r3:close()
+        end)
+    end)
+
+    for _, case in ipairs({
+        { mode = "huge_bulk", err = "protocol error: reply larger than 33554432 bytes (a bulk string of 999999999999 bytes)" },
+        { mode = "huge_array", err = "protocol error: more than 1048576 elements in one reply (an array of 999999999)" },
+        { mode = "deep", err = "protocol error: arrays nested beyond depth 8" },
+    }) do
+        it("refuses " .. case.mode .. " at the header through both transports", function()
+            local port, stop, output = h.fake_server(case.mode)
+            local ok, err = pcall(function()
+                local args = { cfg = { port = port, read_timeout = 20000 }, name = "n" }
+                assert.same({ nil, case.err }, run("content", GET, args))
+                local sent = h.fake_server_sent(output)
+                assert.is_true(sent < 64 * 1024 * 1024, "server sent " .. tostring(sent))
+                assert.same({ nil, case.err }, run("log", GET, args))
+            end)
+            stop()
+            assert(ok, err)
+        end)
+    end
+
+    it("max_reply_size applies to cosocket calls", function()
+        local name = h.unique("ngx-limit")
+        local r = h.raw()
+        r:call("SET", name .. ":k", string.rep("x", 5000))
+        r:close()
+        local small = { port = h.port, max_reply_size = 4096 }
+        assert.same({ nil, "protocol error: reply larger than 4096 bytes (a bulk string of 5000 bytes)" },
+                    run("content", GET, { cfg = small, name = name }))
+        local out = run("content", GET, { cfg = { port = h.port, max_reply_size = 8192 }, name = name })
+        assert.equal(5000, #out[1])
+    end)
+end)
