@@ -181,8 +181,10 @@ describe("nginx configuration", function()
     end)
 
     for _, case in ipairs({
-        { mode = "huge_bulk", err = "protocol error: reply larger than 33554432 bytes (a bulk string of 999999999999 bytes)" },
-        { mode = "huge_array", err = "protocol error: more than 1048576 elements in one reply (an array of 999999999)" },
+        { mode = "huge_bulk",
+          err = "protocol error: reply larger than 33554432 bytes (a bulk string of 999999999999 bytes)" },
+        { mode = "huge_array",
+          err = "protocol error: more than 1048576 elements in one reply (an array of 999999999)" },
         { mode = "deep", err = "protocol error: arrays nested beyond depth 8" },
     }) do
         it("refuses " .. case.mode .. " at the header through both transports", function()
