@@ -131,6 +131,14 @@ void set_config_field(lua_State* L, Config& c, const char* name, int idx) {
     }
 }
 
+void push_config_table(lua_State* L, const Config& config) {
+    lua_createtable(L, 0, static_cast<int>(sizeof kFields / sizeof kFields[0]));
+    for (const char* field : kFields) {
+        push_config_field(L, config, field);
+        lua_setfield(L, -2, field);
+    }
+}
+
 bool push_config_field(lua_State* L, const Config& c, const char* name) {
     if (is(name, "prefix")) push_opt(L, c.prefix);
     else if (is(name, "suffix")) push_opt(L, c.suffix);

@@ -97,6 +97,7 @@ void ReplyReader::feed(const char* data, std::size_t len) {
         failed_ = true;
         throw ProtocolError("protocol error: out of memory");
     }
+    if (reader_->len > peak_buffered_) peak_buffered_ = reader_->len;
 }
 
 ReplyPtr ReplyReader::next() {

@@ -46,12 +46,17 @@ public:
     ReplyPtr next();
     // True when bytes beyond the replies handed out are buffered.
     bool has_pending_bytes() const;
+    // True once a malformed reply or a limit made the reader unusable.
+    bool failed() const { return failed_; }
+    // The most bytes this reader has buffered at once (what its buffer grew to).
+    std::size_t buffered_capacity() const { return peak_buffered_; }
 
 private:
     struct ReaderDeleter { void operator()(redisReader* r) const; };
     std::unique_ptr<redisReader, ReaderDeleter> reader_;
     ReaderLimits limits_;
     std::size_t bytes_in_reply_ = 0;  // fed since the last complete reply
+    std::size_t peak_buffered_ = 0;
     bool failed_ = false;
 };
 
