@@ -14,7 +14,7 @@ constexpr const char* kFields[] = {
     "prefix", "suffix", "host", "port", "socket", "username", "password", "database",
     "connect_timeout", "send_timeout", "read_timeout", "keepalive_timeout", "pool", "pool_size",
     "backlog", "ssl", "ssl_verify", "server_name", "ssl_trusted_certificate", "ssl_client_cert",
-    "ssl_client_priv_key", "force_auth", "transport",
+    "ssl_client_priv_key", "force_auth", "transport", "pipelining",
 };
 
 std::optional<std::string> opt_string(lua_State* L, int idx, const char* field) {
@@ -123,6 +123,7 @@ void set_config_field(lua_State* L, Config& c, const char* name, int idx) {
     else if (is(name, "ssl_client_cert")) c.ssl_client_cert = opt_nonempty(L, idx, name);
     else if (is(name, "ssl_client_priv_key")) c.ssl_client_priv_key = opt_nonempty(L, idx, name);
     else if (is(name, "force_auth")) c.force_auth = opt_bool(L, idx, name);
+    else if (is(name, "pipelining")) c.pipelining = opt_bool(L, idx, name);
     else if (is(name, "transport")) {
         c.transport = opt_string(L, idx, name);
         if (c.transport) check_transport(*c.transport);
@@ -163,6 +164,7 @@ bool push_config_field(lua_State* L, const Config& c, const char* name) {
     else if (is(name, "ssl_client_priv_key")) push_opt(L, c.ssl_client_priv_key);
     else if (is(name, "force_auth")) push_opt(L, c.force_auth);
     else if (is(name, "transport")) push_opt(L, c.transport);
+    else if (is(name, "pipelining")) push_opt(L, c.pipelining);
     else return false;
     return true;
 }

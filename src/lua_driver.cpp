@@ -93,6 +93,19 @@ int operation_prefix_handshake(lua_State* L) {
     });
 }
 
+// Pushes what op:read / op:read_from answer once the replies are all in.
+int push_done(lua_State* L, Operation* op) {
+    if (!op->finished()) {
+        lua_pushinteger(L, kNextRound);
+        push_view(L, *op->next_request(0));  // later rounds keep the first one's version
+        return 2;
+    }
+    lua_pushinteger(L, op->handshake_failed() ? kRefused : kDone);
+    const int n = push_result(L, op->result());
+    op->trim();
+    return 1 + n;
+}
+
 // op:read(data) -> 0 (more bytes needed) | 1, results... | 2, next request |
 // 3, nil, err (handshake refused: close the connection) | nil, "protocol error: ..."
 int operation_read(lua_State* L) {
@@ -104,15 +117,25 @@ int operation_read(lua_State* L) {
             lua_pushinteger(L, kNeedMore);
             return 1;
         }
-        if (!op->finished()) {
-            lua_pushinteger(L, kNextRound);
-            push_view(L, *op->next_request(0));  // later rounds keep the first one's version
-            return 2;
+        return push_done(L, op);
+    });
+}
+
+// op:read_from(reader, data) -> as op:read, from a connection's shared reader
+// (auto-pipelining: the replies of several operations arrive in one stream);
+// data, when given, is fed to the reader first.
+int operation_read_from(lua_State* L) {
+    Operation* op = check_operation(L, 1);
+    ReplyReader* reader = static_cast<ReplyReader*>(luaL_checkudata(L, 2, kReaderType));
+    std::size_t len = 0;
+    const char* data = lua_isnoneornil(L, 3) ? nullptr : luaL_checklstring(L, 3, &len);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        if (data) reader->feed(data, len);
+        if (!op->take_replies(*reader)) {
+            lua_pushinteger(L, kNeedMore);
+            return 1;
         }
-        lua_pushinteger(L, op->handshake_failed() ? kRefused : kDone);
-        const int n = push_result(L, op->result());
-        op->trim();
-        return 1 + n;
+        return push_done(L, op);
     });
 }
 
@@ -157,12 +180,29 @@ const luaL_Reg kOperationMethods[] = {
     {"start", operation_start},
     {"prefix_handshake", operation_prefix_handshake},
     {"read", operation_read},
+    {"read_from", operation_read_from},
     {"learned_version", operation_learned_version},
     {"request", operation_request},
     {"feed", operation_feed},
     {"result", operation_result},
     {nullptr, nullptr},
 };
+
+// --- reader: a pipelined connection's reply stream -------------------------------
+
+int reader_new(lua_State* L) {
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        push_object<ReplyReader>(L, kReaderType);
+        return 1;
+    });
+}
+
+// reader:has_pending() -> true when bytes beyond the replies taken are buffered.
+int reader_has_pending(lua_State* L) {
+    auto* reader = static_cast<ReplyReader*>(luaL_checkudata(L, 1, kReaderType));
+    lua_pushboolean(L, reader->has_pending_bytes());
+    return 1;
+}
 
 }  // namespace
 
@@ -174,6 +214,17 @@ const luaL_Reg kDriverInstanceMethods[] = {
 };
 
 void register_driver(lua_State* L) {
+    luaL_newmetatable(L, kReaderType);
+    lua_newtable(L);
+    lua_pushcfunction(L, reader_has_pending);
+    lua_setfield(L, -2, "has_pending");
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, gc_object<ReplyReader>);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, reader_new);
+    lua_setfield(L, -2, "reader");
+
     luaL_newmetatable(L, kOperationType);
     lua_newtable(L);
     luaL_register(L, nullptr, kOperationMethods);

@@ -14,6 +14,7 @@ namespace rsh {
 
 constexpr const char* kInstanceType = "resty.session.hiredis.core.instance";
 constexpr const char* kOperationType = "resty.session.hiredis.core.operation";
+constexpr const char* kReaderType = "resty.session.hiredis.core.reader";
 
 struct Instance {
     explicit Instance(Config c) { configure(std::move(c)); }

@@ -249,13 +249,20 @@ bool Operation::feed(const char* data, std::size_t len) {
     if (expected_replies_ == 0) throw ProtocolError("protocol error: unexpected data from the server");
     if (len > 0) received_bytes_ = true;
     reader_.feed(data, len);
-    while (replies_.size() < expected_replies_) {
-        ReplyPtr reply = reader_.next();
-        if (!reply) return false;
-        replies_.push_back(std::move(reply));
-    }
+    if (!take_replies(reader_)) return false;
     if (reader_.has_pending_bytes()) {
         throw ProtocolError("protocol error: unexpected data after the reply");
+    }
+    return true;
+}
+
+bool Operation::take_replies(ReplyReader& reader) {
+    if (expected_replies_ == 0) throw ProtocolError("protocol error: unexpected data from the server");
+    while (replies_.size() < expected_replies_) {
+        ReplyPtr reply = reader.next();
+        if (!reply) return false;
+        received_bytes_ = true;
+        replies_.push_back(std::move(reply));
     }
     expected_replies_ = 0;
     if (handshake_replies_ != 0) {

@@ -106,6 +106,10 @@ public:
     // Feeds reply bytes of the current round trip; true once all its replies
     // are in. Throws ProtocolError on malformed or unexpected bytes.
     bool feed(const char* data, std::size_t len);
+    // Takes this round trip's replies from a connection's shared reader, which
+    // may hold later operations' replies too (auto-pipelining); true once all
+    // are in. Throws ProtocolError as feed() does.
+    bool take_replies(ReplyReader& reader);
     bool finished() const { return finished_; }
     // True once any reply byte of this operation arrived (then a retry is unsafe).
     bool received_bytes() const { return received_bytes_; }

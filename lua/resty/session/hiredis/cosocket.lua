@@ -15,6 +15,12 @@
 
 local core = require "resty.session.hiredis.core"
 
+-- Auto-pipelining needs ngx.semaphore and timers: absent outside nginx.
+local has_pipeline, pipeline = pcall(require, "resty.session.hiredis.pipeline")
+if not has_pipeline then
+  pipeline = nil
+end
+
 local type = type
 local pcall = pcall
 local tostring = tostring
@@ -153,6 +159,7 @@ function _M.view(inst, fields)
     ssl_client_priv_key = fields.ssl_client_priv_key,
     force_auth = fields.force_auth == true,
     transport = fields.transport,
+    pipelining = fields.pipelining ~= false and pipeline ~= nil,
   }
 end
 
@@ -276,9 +283,9 @@ local function start_tls(sock, view)
   return sock:sslhandshake(false, view.server_name, view.ssl_verify)
 end
 
--- One attempt of a call on one connection. Returns status, r1, r2 as exchange
--- does, or nil, err, retryable.
-local function attempt(inst, view, op, request)
+-- A cosocket connected (or taken from nginx's pool) with the view's timeouts.
+-- Returns sock, reused_times, or nil, err.
+local function connect(view)
   local sock, err
   if view.transport == nil then
     sock, err = ngx_socket.tcp()
@@ -295,9 +302,7 @@ local function attempt(inst, view, op, request)
   if not sock then
     return nil, err
   end
-
-  local connect_timeout = view.connect_timeout
-  sock:settimeouts(connect_timeout, view.send_timeout, view.read_timeout)
+  sock:settimeouts(view.connect_timeout, view.send_timeout, view.read_timeout)
   local ok
   local port = view.port
   if port then
@@ -308,40 +313,75 @@ local function attempt(inst, view, op, request)
   if not ok then
     return nil, err
   end
+  return sock, sock:getreusedtimes()
+end
 
-  local reused = sock:getreusedtimes()
+-- TLS and, unless the pool has proven itself, the first handshake of a new
+-- connection, both within connect_timeout. Returns true, or nil, err after
+-- closing the socket.
+local function set_up(sock, inst, view, handshake)
+  local connect_timeout = view.connect_timeout
+  sock:settimeouts(connect_timeout, connect_timeout, connect_timeout)
+  if view.ssl then
+    local ok, err = start_tls(sock, view)
+    if not ok then
+      sock:close()
+      return nil, err
+    end
+  end
+  if handshake then
+    -- an unauthenticated or half-set-up connection is never pooled
+    local version, err = first_handshake(sock, inst)
+    if not version then
+      sock:close()
+      return nil, err
+    end
+    versions[view.pool] = version
+  end
+  sock:settimeouts(connect_timeout, view.send_timeout, view.read_timeout)
+  return true
+end
+
+-- A pipeline lane's connection: set up completely before any batch goes out.
+local function open_for_lane(inst, view)
+  local sock, reused = connect(view)
+  if not sock then
+    return nil, reused
+  end
+  if reused == 0 then
+    local ok, err = set_up(sock, inst, view, true)
+    if not ok then
+      return nil, err
+    end
+  end
+  return sock
+end
+
+-- One attempt of a call on its own connection. Returns status, r1, r2 as
+-- exchange does, or nil, err, retryable.
+local function attempt(inst, view, op, request)
+  local sock, reused = connect(view)
+  if not sock then
+    return nil, reused
+  end
+
   local pool = view.pool
   local learning = false
   if reused == 0 then
     local proven = versions[pool]
     if view.ssl or proven == nil then
-      -- the TLS handshake and a first handshake are bounded by connect_timeout
-      sock:settimeouts(connect_timeout, connect_timeout, connect_timeout)
-      if view.ssl then
-        ok, err = start_tls(sock, view)
-        if not ok then
-          sock:close()
-          return nil, err
-        end
+      local ok, err = set_up(sock, inst, view, proven == nil)
+      if not ok then
+        return nil, err
       end
-      if proven == nil then
-        -- an unauthenticated or half-set-up connection is never pooled
-        local version, herr = first_handshake(sock, inst)
-        if not version then
+      if proven == nil and versions[pool] < REDIS_7 then
+        -- the operation was built for Redis >= 7 (what an unproven pool assumes):
+        -- pool this clean connection and build it again for the older server
+        if not sock:setkeepalive(view.keepalive_timeout, view.pool_size) then
           sock:close()
-          return nil, herr
         end
-        versions[pool] = version
-        if version < REDIS_7 then
-          -- the operation was built for Redis >= 7 (what an unproven pool assumes):
-          -- pool this clean connection and build it again for the older server
-          if not sock:setkeepalive(view.keepalive_timeout, view.pool_size) then
-            sock:close()
-          end
-          return nil, "server older than Redis 7", true
-        end
+        return nil, "server older than Redis 7", true
       end
-      sock:settimeouts(connect_timeout, view.send_timeout, view.read_timeout)
     end
     if proven ~= nil then
       request = op:prefix_handshake(inst, true) or request
@@ -372,6 +412,29 @@ local function attempt(inst, view, op, request)
   return DONE, r1, r2
 end
 
+-- Direct calls in flight per pool (per worker): a call joins the pool's pipeline
+-- only when another one is already under way, so an idle worker adds no latency.
+local direct_calls = {}
+
+-- Runs a started operation: on the pool's pipeline when that pays off and is
+-- safe (a proven Redis >= 7 pool: one round trip per operation; no AUTH per
+-- call), else on a connection of its own. A fourth result, true, says that the
+-- operation stays with the pipeline (its caller timed out).
+local function run(inst, view, op, request)
+  local pool = view.pool
+  if view.pipelining and not view.force_auth and (versions[pool] or 0) >= REDIS_7 then
+    local direct = direct_calls[pool] or 0
+    if direct > 0 or pipeline.busy(pool) then
+      return pipeline.call(inst, view, op, request, open_for_lane)
+    end
+    direct_calls[pool] = direct + 1
+    local status, r1, r2 = attempt(inst, view, op, request)
+    direct_calls[pool] = direct_calls[pool] - 1
+    return status, r1, r2
+  end
+  return attempt(inst, view, op, request)
+end
+
 ---
 -- Runs a storage method over cosockets.
 -- @param inst the core instance
@@ -387,7 +450,11 @@ function _M.call(inst, view, method, ...)
     return nil, err
   end
 
-  local status, r1, r2 = attempt(inst, view, op, request)
+  local status, r1, r2, lent = run(inst, view, op, request)
+  if lent then
+    -- timed out in a pipeline whose runner still holds the operation
+    return nil, r1
+  end
   local retries = 0
   while status == nil and r2 and retries < MAX_STALE_RETRIES do
     -- a pooled connection the server had closed (the operation has seen no reply
@@ -399,7 +466,7 @@ function _M.call(inst, view, method, ...)
       give_back(op)
       return nil, err
     end
-    status, r1, r2 = attempt(inst, view, op, request)
+    status, r1, r2 = run(inst, view, op, request)
   end
   give_back(op)
   if status ~= DONE then
