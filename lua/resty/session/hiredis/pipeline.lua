@@ -78,9 +78,9 @@ local function fail(batch, from, to, err)
   end
 end
 
--- Reads the replies of batch[1..n] in order. Returns true, or nil, err,
--- received (whether any reply byte had arrived) after failing the calls
--- still waiting.
+-- Reads the replies of batch[1..n] in order, waking each caller. Returns true,
+-- or nil, err, received (whether any reply byte had arrived), at: the first
+-- call left without its reply.
 local function read_batch(sock, reader, batch, n)
   local received = false
   for i = 1, n do
@@ -97,15 +97,13 @@ local function read_batch(sock, reader, batch, n)
       status, r1, r2 = op:read_from(reader, data)
     end
     if status ~= DONE then
-      local err = status == nil and r1 or "protocol error: unexpected reply in a pipeline"
-      fail(batch, i, n, err)
-      return nil, err, received
+      return nil, status == nil and r1 or "protocol error: unexpected reply in a pipeline", received, i
     end
     batch[i] = nil
     deliver(rec, DONE, r1, r2)
   end
   if reader:has_pending() then
-    return nil, "protocol error: unexpected data after the replies", true
+    return nil, "protocol error: unexpected data after the replies", true, n + 1
   end
   return true
 end
@@ -115,6 +113,7 @@ local start
 local function run(premature, lane)
   local sock, reused, reader, view
   local requests = {}
+  local send_timeout, read_timeout = 0, 0  -- applied to sock
   while true do
     if lane.count == 0 then
       if premature or worker_exiting() then
@@ -140,10 +139,16 @@ local function run(premature, lane)
         reused = sock:getreusedtimes()
         reader = new_reader()
         lane.connected = true
+        send_timeout, read_timeout = 0, 0
       end
     end
 
     if sock then
+      -- each caller bounds its own wait; the connection waits for the most patient
+      if lane.send_timeout ~= send_timeout or lane.read_timeout ~= read_timeout then
+        send_timeout, read_timeout = lane.send_timeout, lane.read_timeout
+        sock:settimeouts(view.connect_timeout, send_timeout, read_timeout)
+      end
       local batch, n = lane.queue, lane.count
       lane.queue, lane.spare, lane.count = lane.spare, batch, 0
       for i = 1, n do
@@ -153,18 +158,18 @@ local function run(premature, lane)
         requests[i] = nil
       end
 
-      local ok, err, received
+      local ok, err, received, at
       ok, err = sock:send(requests)
       if not ok then
-        received = false
+        received, at = false, 1
       else
-        ok, err, received = read_batch(sock, reader, batch, n)
+        ok, err, received, at = read_batch(sock, reader, batch, n)
       end
       if not ok then
         sock:close()
         sock = nil
         lane.connected = false
-        if reused > 0 and not received and CLOSED_ERRORS[err] and batch[1] then
+        if reused > 0 and not received and CLOSED_ERRORS[err] then
           -- a pooled connection the server had closed before this first batch:
           -- nothing was answered, so the batch goes out again on a new connection
           local queued = lane.count
@@ -177,7 +182,7 @@ local function run(premature, lane)
           end
           lane.count = queued + n
         else
-          fail(batch, 1, n, err)
+          fail(batch, at, n, err)
         end
       end
       reused = 0
@@ -226,10 +231,22 @@ function _M.call(inst, view, op, request, open)
   local lane = lanes[pool]
   if not lane then
     lane = { queue = {}, spare = {}, count = 0, work = new_semaphore(), running = false,
-             idle = false, connected = false }
+             idle = false, connected = false, send_timeout = 0, read_timeout = 0 }
     lanes[pool] = lane
   end
-  lane.inst, lane.view, lane.open = inst, view, open
+  -- every view of a pool has the same endpoint and identity (the pool name says
+  -- so); the lane opens its connections with the most patient connect_timeout
+  local lane_view = lane.view
+  if not lane_view or view.connect_timeout > lane_view.connect_timeout then
+    lane.inst, lane.view = inst, view
+  end
+  lane.open = open
+  if view.send_timeout > lane.send_timeout then
+    lane.send_timeout = view.send_timeout
+  end
+  if view.read_timeout > lane.read_timeout then
+    lane.read_timeout = view.read_timeout
+  end
 
   local rec = take_record()
   rec.op, rec.request, rec.abandoned = op, request, false
@@ -243,8 +260,9 @@ function _M.call(inst, view, op, request, open)
     lane.work:post(1)
   end
 
-  -- the caller's own timeouts bound its wait (a connection still to be opened too)
-  local wait_ms = view.send_timeout + view.read_timeout
+  -- the caller's own read_timeout bounds its wait (connect_timeout too while the
+  -- lane has no connection yet)
+  local wait_ms = view.read_timeout
   if not lane.connected then
     wait_ms = wait_ms + view.connect_timeout
   end
