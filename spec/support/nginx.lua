@@ -9,6 +9,7 @@
 --     http = "...",                    -- extra http{} directives
 --     server = "location /x { ... }",  -- the server{} body
 --     workers = 1,
+--     lua_path = "/abs/?.lua",         -- extra lua_package_path entries (e.g. upstream.lua_path)
 --   })
 --   local body, status = srv:get("/x")
 --   srv:error_log()                   -- the error log's text
@@ -165,7 +166,8 @@ local function render(opts, prefix, port)
         "  fastcgi_temp_path " .. prefix .. "/tmp/fastcgi;",
         "  uwsgi_temp_path " .. prefix .. "/tmp/uwsgi;",
         "  scgi_temp_path " .. prefix .. "/tmp/scgi;",
-        string.format('  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;;";', root, root),
+        string.format('  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;%s;";', root, root,
+                      opts.lua_path and (opts.lua_path .. ";") or ""),
         string.format('  lua_package_cpath "%s/build/lib/?.so;;";', root),
         "  lua_shared_dict results 1m;",
         "  init_by_lua_block {",
@@ -576,9 +578,12 @@ end
 
 ---
 -- Runs `code` (a Lua chunk; `ARGS` holds args) in nginx in the given phase and
--- returns its decoded result table (see above).
-function server:run(phase, code, args)
+-- returns its decoded result table (see above). In the content, access and rewrite
+-- phases, `request_headers` go with the request (e.g. a Cookie) and the response's
+-- headers are the second result.
+function server:run(phase, code, args, request_headers)
     local headers = { ["x-args-literal"] = base64(lua_literal(args or {})) }
+    for k, v in pairs(request_headers or {}) do headers[k] = v end
     if phase == "set" then
         headers["x-code"] = base64(code)
         local body, status = self:request("/set", "GET", nil, headers)
@@ -586,9 +591,9 @@ function server:run(phase, code, args)
         return decode(body)
     end
     if not ASYNC[phase] then
-        local body, status = self:request("/" .. phase, "POST", code, headers)
+        local body, status, response_headers = self:request("/" .. phase, "POST", code, headers)
         assert(status == 200, "HTTP " .. tostring(status) .. ": " .. tostring(body))
-        return decode(body)
+        return decode(body), response_headers
     end
     key_counter = key_counter + 1
     local key = string.format("r%d-%d", key_counter, math.random(1e9))
