@@ -111,12 +111,14 @@ end
 
 -- `it` when the upstream libraries are there (needs_redis: upstream's redis storage
 -- too), else a pending test that says why.
+-- (busted's `it` and `pending` live in the calling spec's environment.)
 function _M.it(name, fn, needs_redis)
+    local spec_env = getfenv(2)
     local why = _M.missing or (needs_redis and _M.redis_missing)
     if why then
-        return pending(name .. " (skipped: " .. why .. ")")
+        return spec_env.pending(name .. " (skipped: " .. why .. ")")
     end
-    return it(name, fn)
+    return spec_env.it(name, fn)
 end
 
 return _M
