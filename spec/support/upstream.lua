@@ -116,7 +116,7 @@ function _M.it(name, fn, needs_redis)
     local spec_env = getfenv(2)
     local why = _M.missing or (needs_redis and _M.redis_missing)
     if why then
-        return spec_env.pending(name .. " (skipped: " .. why .. ")")
+        return spec_env.it(name, function() spec_env.pending("skipped: " .. why) end)
     end
     return spec_env.it(name, fn)
 end
