@@ -187,6 +187,57 @@ local function render(opts, prefix, port)
     return table.concat(lines, "\n") .. "\n"
 end
 
+-- A complete nginx.conf written for a real deployment (the README's, examples/'s),
+-- made to run here: this nginx's load_module lines, pid and logs in the prefix,
+-- daemonised, this repository's lua/ and build/lib/ (plus opts.lua_path) on the Lua
+-- paths, and `listen 127.0.0.1:<free port>`. Anything deployment-specific (the Redis
+-- port...) is the caller's to replace before.
+local function adapt(text, opts, prefix, port)
+    local root = _M.root
+    local conf = text:gsub("\n[ \t]*load_module[^\n]*", "\n"):gsub("^[ \t]*load_module[^\n]*", "")
+    local listens
+    conf, listens = conf:gsub("(\n%s*listen%s+)127%.0%.0%.1:%d+;", "%1127.0.0.1:" .. port .. ";")
+    assert(listens > 0, "no `listen 127.0.0.1:<port>;` in the configuration")
+    local lua_path = string.format('lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;%s;";', root, root,
+                                   opts.lua_path and (opts.lua_path .. ";") or "")
+    local lua_cpath = string.format('lua_package_cpath "%s/build/lib/?.so;;";', root)
+    local n
+    conf, n = conf:gsub('lua_package_path%s+"[^"]*";', lua_path)
+    if n == 0 then conf = conf:gsub("\nhttp%s*{", "%0\n  " .. lua_path, 1) end
+    conf, n = conf:gsub('lua_package_cpath%s+"[^"]*";', lua_cpath)
+    if n == 0 then conf = conf:gsub("\nhttp%s*{", "%0\n  " .. lua_cpath, 1) end
+    local http = table.concat({
+        "access_log off;",
+        "client_body_temp_path " .. prefix .. "/tmp/body;",
+        "proxy_temp_path " .. prefix .. "/tmp/proxy;",
+        "fastcgi_temp_path " .. prefix .. "/tmp/fastcgi;",
+        "uwsgi_temp_path " .. prefix .. "/tmp/uwsgi;",
+        "scgi_temp_path " .. prefix .. "/tmp/scgi;",
+    }, "\n  ")
+    conf, n = conf:gsub("\nhttp%s*{", "%0\n  " .. http, 1)
+    assert(n == 1, "no http {} block in the configuration")
+    local head = {
+        is_root() and "user root;" or "",
+        "daemon on;",
+        "pid " .. prefix .. "/logs/nginx.pid;",
+        load_modules(),
+    }
+    if not conf:find("\n%s*error_log") and not conf:find("^%s*error_log") then
+        head[#head + 1] = "error_log " .. prefix .. "/logs/error.log info;"
+    end
+    return table.concat(head, "\n") .. "\n" .. conf
+end
+
+---
+-- Starts nginx with a complete configuration `text` (see adapt above); opts.lua_path
+-- as for start().
+function _M.start_config(text, opts)
+    local copy = {}
+    for k, v in pairs(opts or {}) do copy[k] = v end
+    copy.render = function(o, prefix, port) return adapt(text, o, prefix, port) end
+    return _M.start(copy)
+end
+
 local server = {}
 server.__index = server
 
@@ -215,7 +266,7 @@ function _M.start(opts)
     for _ = 1, 5 do
         local port = _M.free_port()
         local conf = prefix .. "/conf/nginx.conf"
-        write_file(conf, render(opts, prefix, port))
+        write_file(conf, (opts.render or render)(opts, prefix, port))
         local out, ok = run(shell_quote(_M.binary) .. " -p " .. shell_quote(prefix .. "/")
                                                 .. " -c " .. shell_quote(conf))
         if ok then
