@@ -90,6 +90,11 @@ for _, module in ipairs({ "resty.session", "resty.openssl", "ffi-zlib" }) do
     end
 end
 
+-- lua-resty-session encodes with cjson.safe (built into OpenResty; Debian: lua-cjson).
+if not _M.missing and not pcall(require, "cjson.safe") then
+    _M.missing = "cjson.safe not found (apt-get install lua-cjson; OpenResty has it built in)"
+end
+
 -- Upstream's redis storage needs a lua-resty-redis with set_timeouts (>= 0.28):
 -- Debian's lua-nginx-redis (0.27, module nginx.redis) is too old.
 if _M.missing then
