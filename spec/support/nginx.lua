@@ -206,7 +206,7 @@ local function adapt(text, opts, prefix, port)
     if n == 0 then conf = conf:gsub("\nhttp%s*{", "%0\n  " .. lua_path, 1) end
     conf, n = conf:gsub('lua_package_cpath%s+"[^"]*";', lua_cpath)
     if n == 0 then conf = conf:gsub("\nhttp%s*{", "%0\n  " .. lua_cpath, 1) end
-    local http = table.concat({
+    local http_directives = table.concat({
         "access_log off;",
         "client_body_temp_path " .. prefix .. "/tmp/body;",
         "proxy_temp_path " .. prefix .. "/tmp/proxy;",
@@ -214,7 +214,7 @@ local function adapt(text, opts, prefix, port)
         "uwsgi_temp_path " .. prefix .. "/tmp/uwsgi;",
         "scgi_temp_path " .. prefix .. "/tmp/scgi;",
     }, "\n  ")
-    conf, n = conf:gsub("\nhttp%s*{", "%0\n  " .. http, 1)
+    conf, n = conf:gsub("\nhttp%s*{", "%0\n  " .. http_directives, 1)
     assert(n == 1, "no http {} block in the configuration")
     local head = {
         is_root() and "user root;" or "",

@@ -38,6 +38,7 @@
 --   server version once per connection (`HELLO`) and falls back to upstream's
 --   command sequence where `EXPIRE` options are missing.
 -- * Bad arguments return `nil, "invalid <argument>: <why>"` and send nothing.
+-- * `database` is selected once per connection (upstream: `SELECT` on every call).
 -- * The default connection pool name is derived from every field that makes a
 --   connection different (endpoint, TLS settings, username, a digest of the password,
 --   database); upstream's (`host:port`) can hand a connection authenticated as one
