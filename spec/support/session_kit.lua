@@ -76,6 +76,12 @@ local INIT = [==[
         return s
     end
 
+    -- The current_time lua-resty-session used for the session's latest open or save
+    -- (ngx.time() can tick between that storage call and the chunk's return).
+    function S.now(session)
+        return session.meta and session.meta.timestamp or ngx.time()
+    end
+
     function S.config(a)
         CLOCK.offset = a.offset or 0
         S.calls = {}
