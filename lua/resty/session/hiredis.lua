@@ -44,7 +44,10 @@
 --   database); upstream's (`host:port`) can hand a connection authenticated as one
 --   user to another configuration.
 -- * Works in every nginx phase and outside nginx (upstream needs cosockets).
--- * Extensions: `transport`, `ssl_trusted_certificate`, `ssl_client_cert`,
+-- * Concurrent calls of a worker are auto-pipelined over a shared connection
+--   (`pipelining`), and a new connection's AUTH/SELECT/HELLO go in the same write
+--   as its first command once the pool has proven its credentials.
+-- * Extensions: `transport`, `pipelining`, `ssl_trusted_certificate`, `ssl_client_cert`,
 --   `ssl_client_priv_key` (see @{configuration}).
 --
 -- The module `resty.session.hiredis.cosocket` (the nginx driver) and the C++
@@ -106,6 +109,12 @@
 -- transport (default `nil`: cosockets where nginx has them, native elsewhere).
 -- Forcing `"cosocket"` where there are none fails with
 -- `nil, "cosocket transport unavailable: <why>"`.
+-- @tfield[opt] boolean pipelining *Extension.* Auto-pipelining of cosocket calls
+-- (default `nil`: on). Concurrent calls of one worker to one pool share a
+-- connection: calls queued while a round trip is in flight go out in one write and
+-- their replies come back in order; each call keeps its own `read_timeout`. A call
+-- made while nothing else is in flight runs on its own connection (no added
+-- latency). `false`: every call on a connection of its own, as upstream.
 -- @table configuration
 
 ---
