@@ -204,6 +204,11 @@ int reader_has_pending(lua_State* L) {
     return 1;
 }
 
+const luaL_Reg kReaderMethods[] = {
+    {"has_pending", reader_has_pending},
+    {nullptr, nullptr},
+};
+
 }  // namespace
 
 const luaL_Reg kDriverInstanceMethods[] = {
@@ -214,25 +219,11 @@ const luaL_Reg kDriverInstanceMethods[] = {
 };
 
 void register_driver(lua_State* L) {
-    luaL_newmetatable(L, kReaderType);
-    lua_newtable(L);
-    lua_pushcfunction(L, reader_has_pending);
-    lua_setfield(L, -2, "has_pending");
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, gc_object<ReplyReader>);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    register_type<ReplyReader>(L, kReaderType, kReaderMethods);
     lua_pushcfunction(L, reader_new);
     lua_setfield(L, -2, "reader");
 
-    luaL_newmetatable(L, kOperationType);
-    lua_newtable(L);
-    luaL_register(L, nullptr, kOperationMethods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, gc_object<Operation>);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-
+    register_type<Operation>(L, kOperationType, kOperationMethods);
     lua_pushcfunction(L, operation_new);
     lua_setfield(L, -2, "operation");
 }

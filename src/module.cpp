@@ -47,12 +47,11 @@ int instance_fields(lua_State* L) {
     });
 }
 
-const luaL_Reg kInstanceMethods[] = {
+const luaL_Reg kStorageMethods[] = {
     {"set", native_call<Method::Set>},
     {"get", native_call<Method::Get>},
     {"delete", native_call<Method::Delete>},
     {"read_metadata", native_call<Method::ReadMetadata>},
-    {"fields", instance_fields},
     {nullptr, nullptr},
 };
 
@@ -90,7 +89,9 @@ int instance_tostring(lua_State* L) {
 void register_instance(lua_State* L) {
     luaL_newmetatable(L, kInstanceType);
     lua_newtable(L);
-    luaL_register(L, nullptr, kInstanceMethods);
+    luaL_register(L, nullptr, kStorageMethods);
+    lua_pushcfunction(L, instance_fields);
+    lua_setfield(L, -2, "fields");
     luaL_register(L, nullptr, kDriverInstanceMethods);
     lua_pushcclosure(L, instance_index, 1);
     lua_setfield(L, -2, "__index");
@@ -111,6 +112,11 @@ extern "C" __attribute__((visibility("default"))) int luaopen_resty_session_hire
     lua_newtable(L);
     lua_pushcfunction(L, rsh::instance_new);
     lua_setfield(L, -2, "new");
+    // The storage methods as plain functions, for the Lua module to call
+    // without a lookup through the instance's __index.
+    lua_newtable(L);
+    luaL_register(L, nullptr, rsh::kStorageMethods);
+    lua_setfield(L, -2, "native");
     rsh::register_driver(L);
     lua_pushstring(L, rsh::kVersion);
     lua_setfield(L, -2, "_VERSION");

@@ -207,6 +207,7 @@ local rawget = rawget
 local rawset = rawset
 local pcall = pcall
 local error = error
+local pairs = pairs
 
 -- Private keys of each storage table.
 local CORE = {}    -- the core instance: validation, the native transport, operations
@@ -228,36 +229,15 @@ local _M = {
 -- filters, log, plain LuaJIT); `transport = "native" | "cosocket"` forces one.
 local methods = {}
 
-function methods.set(self, ...)
-  local view = rawget(self, VIEW)
-  if serves(view) then
-    return cosocket_call(rawget(self, CORE), view, SET, ...)
+for method, id in pairs({ set = SET, get = GET, delete = DELETE, read_metadata = READ_METADATA }) do
+  local native = core.native[method]
+  methods[method] = function(self, ...)
+    local view = rawget(self, VIEW)
+    if serves(view) then
+      return cosocket_call(rawget(self, CORE), view, id, ...)
+    end
+    return native(rawget(self, CORE), ...)
   end
-  return rawget(self, CORE):set(...)
-end
-
-function methods.get(self, ...)
-  local view = rawget(self, VIEW)
-  if serves(view) then
-    return cosocket_call(rawget(self, CORE), view, GET, ...)
-  end
-  return rawget(self, CORE):get(...)
-end
-
-function methods.delete(self, ...)
-  local view = rawget(self, VIEW)
-  if serves(view) then
-    return cosocket_call(rawget(self, CORE), view, DELETE, ...)
-  end
-  return rawget(self, CORE):delete(...)
-end
-
-function methods.read_metadata(self, ...)
-  local view = rawget(self, VIEW)
-  if serves(view) then
-    return cosocket_call(rawget(self, CORE), view, READ_METADATA, ...)
-  end
-  return rawget(self, CORE):read_metadata(...)
 end
 
 -- The mirror and the driver's view, from the core's validated configuration.

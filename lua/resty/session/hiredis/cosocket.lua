@@ -14,6 +14,7 @@
 -- @local
 
 local core = require "resty.session.hiredis.core"
+local recycler = require "resty.session.hiredis.recycler"
 
 -- Auto-pipelining needs ngx.semaphore and timers: absent outside nginx.
 local has_pipeline, pipeline = pcall(require, "resty.session.hiredis.pipeline")
@@ -90,25 +91,7 @@ local get_phase = ngx_socket and type(ngx.get_phase) == "function" and ngx.get_p
 
 -- Reused operations (each keeps its buffers between calls); a call that is
 -- killed with its request simply does not give its operation back.
-local free_ops, free_count = {}, 0
-local MAX_FREE_OPS = 64
-
-local function take_operation()
-  if free_count == 0 then
-    return new_operation()
-  end
-  local op = free_ops[free_count]
-  free_ops[free_count] = nil
-  free_count = free_count - 1
-  return op
-end
-
-local function give_back(op)
-  if free_count < MAX_FREE_OPS then
-    free_count = free_count + 1
-    free_ops[free_count] = op
-  end
-end
+local take_operation, give_back = recycler.new(new_operation, 64)
 
 ---
 -- Tells whether the current phase can use cosockets.

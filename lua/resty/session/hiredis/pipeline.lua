@@ -17,6 +17,7 @@
 -- @local
 
 local core = require "resty.session.hiredis.core"
+local recycler = require "resty.session.hiredis.recycler"
 local semaphore = require "ngx.semaphore"
 
 local new_semaphore = semaphore.new
@@ -41,25 +42,14 @@ local CLOSED_ERRORS = {
 local lanes = {}
 
 -- Waiting records (each with its semaphore), reused. A record whose caller
--- timed out is never reused: its semaphore may still be posted.
-local free_records, free_count = {}, 0
-
-local function take_record()
-  if free_count == 0 then
-    return { sema = new_semaphore() }
-  end
-  local rec = free_records[free_count]
-  free_records[free_count] = nil
-  free_count = free_count - 1
-  return rec
-end
+-- timed out is never given back: its semaphore may still be posted.
+local take_record, give = recycler.new(function()
+  return { sema = new_semaphore() }
+end, 256)
 
 local function give_record(rec)
   rec.op, rec.request, rec.status, rec.r1, rec.r2 = nil, nil, nil, nil, nil
-  if free_count < 256 then
-    free_count = free_count + 1
-    free_records[free_count] = rec
-  end
+  give(rec)
 end
 
 local function deliver(rec, status, r1, r2)
