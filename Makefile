@@ -6,6 +6,7 @@
 #   make asan    unit tests and native specs under ASan/UBSan (build-asan/)
 #   make valgrind  the native specs under valgrind
 #   make lint    luacheck (when installed)
+#   make docs    the API page of resty.session.hiredis (LDoc) into docs/
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
@@ -21,9 +22,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libhiredis-dev \
 	libssl-dev lua-busted luarocks redis-server redis-tools redis-sentinel nginx \
 	libnginx-mod-http-lua lua-resty-core lua-nginx-redis openssl googletest libgtest-dev \
-	libbenchmark-dev valgrind wrk clang lua-socket curl
+	libbenchmark-dev valgrind wrk clang lua-socket curl lua-cjson lua-ldoc lua-discount
 
-.PHONY: deps build test unit spec demo asan valgrind bench fuzz rock-check lint clean
+.PHONY: deps build test unit spec demo asan valgrind bench fuzz rock-check lint docs clean
 
 deps:
 	@missing=""; \
@@ -113,6 +114,11 @@ rock-check: deps
 	LUA_PATH="$$tree/share/lua/5.1/?.lua;;" LUA_CPATH="$$tree/lib/lua/5.1/?.so;;" \
 		$(LUAJIT) -e 'local h = require "resty.session.hiredis"; print("rock-check: loaded " .. h._VERSION .. " from " .. package.searchpath("resty.session.hiredis.core", package.cpath))'
 
+# The API page of resty.session.hiredis (LDoc, config.ld): docs/index.html and
+# docs/ldoc.css, generated (not committed). Any LDoc warning fails the target.
+docs: deps
+	ldoc --fatalwarnings .
+
 lint:
 	@if command -v luacheck >/dev/null 2>&1; then \
 		luacheck lua spec examples; \
@@ -121,4 +127,4 @@ lint:
 	fi
 
 clean:
-	rm -rf $(BUILD_DIR) build-asan build-bench build-fuzz build.lock
+	rm -rf $(BUILD_DIR) build-asan build-bench build-fuzz build.lock docs/index.html docs/ldoc.css

@@ -1,40 +1,38 @@
 #include "commands.hpp"
 
+#include <charconv>
 #include <cmath>
-#include <cstdio>
-#include <memory>
-#include <new>
-#include <vector>
-
-#include <hiredis/hiredis.h>
 
 namespace rsh {
 
+void CommandBuffer::append_length(char type, std::size_t n) {
+    char buf[24];
+    buf[0] = type;
+    auto [end, ec] = std::to_chars(buf + 1, buf + sizeof buf - 2, n);
+    (void)ec;  // 21 digits always fit
+    end[0] = '\r';
+    end[1] = '\n';
+    bytes_.append(buf, static_cast<std::size_t>(end + 2 - buf));
+}
+
 void CommandBuffer::add(std::initializer_list<std::string_view> args) {
-    std::vector<const char*> argv;
-    std::vector<std::size_t> argvlen;
-    argv.reserve(args.size());
-    argvlen.reserve(args.size());
+    append_length('*', args.size());
     for (auto arg : args) {
-        argv.push_back(arg.data());
-        argvlen.push_back(arg.size());
+        append_length('$', arg.size());
+        bytes_.append(arg.data(), arg.size());
+        bytes_.append("\r\n", 2);
     }
-    char* raw = nullptr;
-    int len = redisFormatCommandArgv(&raw, static_cast<int>(argv.size()), argv.data(), argvlen.data());
-    std::unique_ptr<char, void (*)(char*)> cmd(raw, redisFreeCommand);
-    if (len < 0 || !cmd) throw std::bad_alloc();
-    bytes_.append(cmd.get(), static_cast<std::size_t>(len));
     ++count_;
 }
 
-std::string format_number(double value) {
-    char buf[32];
+NumberText::NumberText(double value) {
+    std::to_chars_result r;
     if (std::floor(value) == value && std::fabs(value) < 9007199254740992.0) {
-        std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(value));
+        r = std::to_chars(buf_, buf_ + sizeof buf_, static_cast<long long>(value));
     } else {
-        std::snprintf(buf, sizeof buf, "%.17g", value);
+        r = std::to_chars(buf_, buf_ + sizeof buf_, value, std::chars_format::general, 17);
     }
-    return buf;
+    len_ = static_cast<std::size_t>(r.ptr - buf_);
 }
 
 }  // namespace rsh

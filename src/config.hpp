@@ -54,6 +54,7 @@ struct Config {
     std::optional<std::string> ssl_trusted_certificate, ssl_client_cert, ssl_client_priv_key;
     std::optional<bool> force_auth;
     std::optional<std::string> transport;  // "cosocket" | "native" | nil (by phase)
+    std::optional<bool> pipelining;        // cosocket auto-pipelining; nil = the default (on)
     double max_reply_size = kDefaultMaxReplySize;  // bytes; see ReaderLimits
 
     // The pool this configuration's connections live in: a name built from every

@@ -7,10 +7,10 @@ namespace {
 
 // Parts joined with ':'. An empty prefix or suffix still takes its place, as
 // upstream's fmt("%s:%s", prefix, ...) does.
-std::string join(const KeyNaming& naming, std::initializer_list<std::string_view> parts) {
-    std::string out;
+void join(std::string& out, const KeyNaming& naming, std::initializer_list<std::string_view> parts) {
+    out.clear();
     if (naming.prefix) {
-        out = *naming.prefix;
+        out += *naming.prefix;
         out += ':';
     }
     const char* separator = "";
@@ -23,18 +23,30 @@ std::string join(const KeyNaming& naming, std::initializer_list<std::string_view
         out += ':';
         out += *naming.suffix;
     }
-    return out;
 }
 
 }  // namespace
 
+void KeyNaming::session_key_into(std::string& out, std::string_view name, std::string_view key) const {
+    join(out, *this, {name, key});
+}
+
+void KeyNaming::metadata_key_into(std::string& out, std::string_view name, std::string_view audience,
+                                  std::string_view subject) const {
+    join(out, *this, {name, audience, subject});
+}
+
 std::string KeyNaming::session_key(std::string_view name, std::string_view key) const {
-    return join(*this, {name, key});
+    std::string out;
+    session_key_into(out, name, key);
+    return out;
 }
 
 std::string KeyNaming::metadata_key(std::string_view name, std::string_view audience,
                                     std::string_view subject) const {
-    return join(*this, {name, audience, subject});
+    std::string out;
+    metadata_key_into(out, name, audience, subject);
+    return out;
 }
 
 }  // namespace rsh

@@ -15,6 +15,11 @@ struct KeyNaming {
     // [prefix:]name:audience:subject[:suffix]
     std::string metadata_key(std::string_view name, std::string_view audience,
                              std::string_view subject) const;
+
+    // The same names written into out (replacing its content, reusing its capacity).
+    void session_key_into(std::string& out, std::string_view name, std::string_view key) const;
+    void metadata_key_into(std::string& out, std::string_view name, std::string_view audience,
+                           std::string_view subject) const;
 };
 
 }  // namespace rsh

@@ -14,7 +14,7 @@ constexpr const char* kFields[] = {
     "prefix", "suffix", "host", "port", "socket", "username", "password", "database",
     "connect_timeout", "send_timeout", "read_timeout", "keepalive_timeout", "pool", "pool_size",
     "backlog", "ssl", "ssl_verify", "server_name", "ssl_trusted_certificate", "ssl_client_cert",
-    "ssl_client_priv_key", "force_auth", "transport", "max_reply_size",
+    "ssl_client_priv_key", "force_auth", "transport", "pipelining", "max_reply_size",
 };
 
 // Upstream routes these to its cluster and sentinel storages; connecting to a
@@ -159,6 +159,7 @@ void set_config_field(lua_State* L, Config& c, const char* name, int idx) {
     else if (is(name, "ssl_client_cert")) c.ssl_client_cert = opt_nonempty(L, idx, name);
     else if (is(name, "ssl_client_priv_key")) c.ssl_client_priv_key = opt_nonempty(L, idx, name);
     else if (is(name, "force_auth")) c.force_auth = opt_bool(L, idx, name);
+    else if (is(name, "pipelining")) c.pipelining = opt_bool(L, idx, name);
     else if (is(name, "transport")) {
         c.transport = opt_string(L, idx, name);
         if (c.transport) check_transport(*c.transport);
@@ -168,6 +169,14 @@ void set_config_field(lua_State* L, Config& c, const char* name, int idx) {
         c.max_reply_size = size.value_or(kDefaultMaxReplySize);
     } else {
         invalid("field", std::string(name) + " is not a configuration field");
+    }
+}
+
+void push_config_table(lua_State* L, const Config& config) {
+    lua_createtable(L, 0, static_cast<int>(sizeof kFields / sizeof kFields[0]));
+    for (const char* field : kFields) {
+        push_config_field(L, config, field);
+        lua_setfield(L, -2, field);
     }
 }
 
@@ -195,6 +204,7 @@ bool push_config_field(lua_State* L, const Config& c, const char* name) {
     else if (is(name, "ssl_client_priv_key")) push_opt(L, c.ssl_client_priv_key);
     else if (is(name, "force_auth")) push_opt(L, c.force_auth);
     else if (is(name, "transport")) push_opt(L, c.transport);
+    else if (is(name, "pipelining")) push_opt(L, c.pipelining);
     else if (is(name, "max_reply_size")) lua_pushnumber(L, c.max_reply_size);
     else if (is(name, "options")) push_options(L, c);
     else return false;

@@ -12,6 +12,8 @@ namespace rsh {
 Config read_config(lua_State* L, int idx);
 // Pushes field `name` (nil when unset); returns false for an unknown name.
 bool push_config_field(lua_State* L, const Config& config, const char* name);
+// Pushes a table of every field that is set: the Lua module's plain-table mirror.
+void push_config_table(lua_State* L, const Config& config);
 // Sets field `name` from the value at idx; throws ArgumentError.
 void set_config_field(lua_State* L, Config& config, const char* name, int idx);
 

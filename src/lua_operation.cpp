@@ -10,9 +10,12 @@
 namespace rsh {
 namespace {
 
-std::string string_arg(lua_State* L, int idx, const char* arg) {
+// Assigns into out: a reused operation keeps its strings' capacity.
+void string_arg(lua_State* L, int idx, const char* arg, std::string& out) {
     if (lua_type(L, idx) != LUA_TSTRING) invalid(arg, "must be a string");
-    return to_string(L, idx);
+    std::size_t len = 0;
+    const char* s = lua_tolstring(L, idx, &len);
+    out.assign(s, len);
 }
 
 bool absent(lua_State* L, int idx) {
@@ -74,33 +77,34 @@ std::optional<Metadata> metadata_arg(lua_State* L, int idx) {
 
 }  // namespace
 
-Operation operation_from_lua(lua_State* L, Method method, const KeyNaming& naming, int first) {
+void load_operation(lua_State* L, Operation& op, Method method, const KeyNaming& naming, int first) {
     switch (method) {
     case Method::Set: {
-        SetArgs args;
-        args.name = string_arg(L, first, "name");
-        args.key = string_arg(L, first + 1, "key");
-        args.value = string_arg(L, first + 2, "value");
+        SetArgs& args = op.start_set(naming);
+        string_arg(L, first, "name", args.name);
+        string_arg(L, first + 1, "key", args.key);
+        string_arg(L, first + 2, "value", args.value);
         args.ttl = integer_arg(L, first + 3, "ttl", 1);
         args.metadata = metadata_arg(L, first + 7);
         if (args.metadata || !lua_isnoneornil(L, first + 4)) args.current_time = time_arg(L, first + 4);
         if (!absent(L, first + 5)) {
-            args.old_key = string_arg(L, first + 5, "old_key");
+            args.old_key.emplace();
+            string_arg(L, first + 5, "old_key", *args.old_key);
             args.stale_ttl = integer_arg(L, first + 6, "stale_ttl", 0);
         }
         // first + 8, `remember`, is accepted and has no effect (as upstream).
-        return Operation::set(naming, std::move(args));
+        return;
     }
     case Method::Get: {
-        GetArgs args;
-        args.name = string_arg(L, first, "name");
-        args.key = string_arg(L, first + 1, "key");
-        return Operation::get(naming, args);
+        GetArgs& args = op.start_get(naming);
+        string_arg(L, first, "name", args.name);
+        string_arg(L, first + 1, "key", args.key);
+        return;
     }
     case Method::Delete: {
-        DeleteArgs args;
-        args.name = string_arg(L, first, "name");
-        args.key = string_arg(L, first + 1, "key");
+        DeleteArgs& args = op.start_delete(naming);
+        string_arg(L, first, "name", args.name);
+        string_arg(L, first + 1, "key", args.key);
         // delete(name, key, current_time, metadata), or the documented delete(name, key, metadata).
         if (lua_type(L, first + 2) == LUA_TTABLE && lua_isnoneornil(L, first + 3)) {
             args.metadata = metadata_arg(L, first + 2);
@@ -109,15 +113,15 @@ Operation operation_from_lua(lua_State* L, Method method, const KeyNaming& namin
             args.metadata = metadata_arg(L, first + 3);
             args.current_time = time_arg(L, first + 2);
         }
-        return Operation::remove(naming, args);
+        return;
     }
     case Method::ReadMetadata: {
-        ReadMetadataArgs args;
-        args.name = string_arg(L, first, "name");
-        args.audience = string_arg(L, first + 1, "audience");
-        args.subject = string_arg(L, first + 2, "subject");
+        ReadMetadataArgs& args = op.start_read_metadata(naming);
+        string_arg(L, first, "name", args.name);
+        string_arg(L, first + 1, "audience", args.audience);
+        string_arg(L, first + 2, "subject", args.subject);
         args.current_time = time_arg(L, first + 3);
-        return Operation::read_metadata(naming, args);
+        return;
     }
     }
     throw ArgumentError("invalid method");

@@ -10,10 +10,12 @@
 
 namespace rsh {
 
-enum class Method { Set, Get, Delete, ReadMetadata };
+// The numbers are the driver's method ids (lua/resty/session/hiredis/cosocket.lua).
+enum class Method { Set = 1, Get = 2, Delete = 3, ReadMetadata = 4 };
 
-// The method's arguments start at stack index first.
-Operation operation_from_lua(lua_State* L, Method method, const KeyNaming& naming, int first);
+// Starts op (reused: its buffers keep their capacity) as a call of method whose
+// arguments start at stack index first.
+void load_operation(lua_State* L, Operation& op, Method method, const KeyNaming& naming, int first);
 // Pushes what the storage method returns; returns the number of values.
 int push_result(lua_State* L, const Result& result);
 

@@ -58,4 +58,17 @@ int gc_object(lua_State* L) {
     return 0;
 }
 
+// Registers the metatable of a userdata type holding a T: the methods as
+// __index, the destructor as __gc.
+template <class T>
+void register_type(lua_State* L, const char* metatable, const luaL_Reg* methods) {
+    luaL_newmetatable(L, metatable);
+    lua_newtable(L);
+    luaL_register(L, nullptr, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, gc_object<T>);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}
+
 }  // namespace rsh

@@ -1,6 +1,7 @@
 #include "operation.hpp"
 
 #include <cstdlib>
+#include <stdexcept>
 
 #include "errors.hpp"
 
@@ -19,45 +20,118 @@ long parse_redis_version(const std::string& text) {
     return parts[0] * 10000 + parts[1] * 100 + parts[2];
 }
 
+namespace {
+
+// HELLO 2 answers a flat array of field, value pairs; "version" is the one we need.
+long hello_version(const Reply& hello) {
+    if (hello.type != Reply::Type::Array) return 0;
+    const auto& fields = hello.elements;
+    for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
+        if (fields[i]->str == "version") return parse_redis_version(fields[i + 1]->str);
+    }
+    return 0;
+}
+
+}  // namespace
+
+void Operation::begin(Kind kind, const KeyNaming* naming) {
+    kind_ = kind;
+    if (naming) naming_ = *naming;
+    stage_ = Stage::Start;
+    server_version_ = 0;
+    commands_.clear();
+    prefixed_.clear();
+    expected_replies_ = 0;
+    handshake_replies_ = 0;
+    replies_.clear();
+    // A reader that failed, holds bytes beyond a reply or stopped inside one
+    // (hiredis may have consumed an array header) cannot serve another call.
+    if (reader_.failed() || reader_.has_pending_bytes() || !reader_.between_replies()) reader_ = ReplyReader{limits_};
+    finished_ = false;
+    received_bytes_ = false;
+    handshake_failed_ = false;
+    learned_version_ = 0;
+    result_.kind = Result::Kind::Ok;
+    result_.text.clear();
+    result_.map.clear();
+    result_.version = 0;
+}
+
+SetArgs& Operation::start_set(const KeyNaming& naming) {
+    begin(Kind::Set, &naming);
+    set_.old_key.reset();
+    set_.metadata.reset();
+    set_.current_time = 0;
+    set_.stale_ttl = 0;
+    return set_;
+}
+
+GetArgs& Operation::start_get(const KeyNaming& naming) {
+    begin(Kind::Get, &naming);
+    return get_;
+}
+
+DeleteArgs& Operation::start_delete(const KeyNaming& naming) {
+    begin(Kind::Delete, &naming);
+    delete_.metadata.reset();
+    delete_.current_time = 0;
+    return delete_;
+}
+
+ReadMetadataArgs& Operation::start_read_metadata(const KeyNaming& naming) {
+    begin(Kind::ReadMetadata, &naming);
+    return read_;
+}
+
 Operation Operation::set(const KeyNaming& naming, SetArgs args) {
-    Kind kind = (args.old_key || args.metadata) ? Kind::SetTransaction : Kind::SetPlain;
-    Operation op(kind, naming);
-    op.set_ = std::move(args);
+    Operation op;
+    op.start_set(naming) = std::move(args);
     return op;
 }
 
 Operation Operation::get(const KeyNaming& naming, const GetArgs& args) {
-    Operation op(Kind::Get, naming);
-    op.get_ = args;
+    Operation op;
+    op.start_get(naming) = args;
     return op;
 }
 
 Operation Operation::remove(const KeyNaming& naming, const DeleteArgs& args) {
-    Operation op(args.metadata ? Kind::DeleteTransaction : Kind::DeletePlain, naming);
-    op.delete_ = args;
+    Operation op;
+    op.start_delete(naming) = args;
     return op;
 }
 
 Operation Operation::read_metadata(const KeyNaming& naming, const ReadMetadataArgs& args) {
-    Operation op(Kind::ReadMetadata, naming);
-    op.read_ = args;
+    Operation op;
+    op.start_read_metadata(naming) = args;
     return op;
 }
 
 std::optional<Operation> Operation::handshake(const HandshakeArgs& args) {
     if (!args.password && !args.database && !args.hello) return std::nullopt;
-    Operation op(Kind::Handshake, KeyNaming{});
+    Operation op;
+    op.begin(Kind::Handshake, nullptr);
     op.handshake_ = args;
     return op;
 }
 
-std::optional<std::string> Operation::next_request(long server_version) {
+bool Operation::is_transaction() const {
+    switch (kind_) {
+    case Kind::Set: return set_.old_key || set_.metadata;
+    case Kind::Delete: return delete_.metadata.has_value();
+    default: return false;
+    }
+}
+
+std::optional<std::string_view> Operation::next_request(long server_version) {
     if (finished_ || expected_replies_ != 0) return std::nullopt;
     if (stage_ == Stage::Start) {
         server_version_ = server_version;
-        if (kind_ == Kind::SetTransaction && set_.old_key && server_version_ < kRedis7) {
+        commands_.clear();
+        if (kind_ == Kind::Set && set_.old_key && server_version_ < kRedis7) {
             // Redis < 7 has no EXPIRE ... LT: ask for the old key's TTL first (upstream's way).
-            commands_.add({"TTL", naming_.session_key(set_.name, *set_.old_key)});
+            naming_.session_key_into(key_, set_.name, *set_.old_key);
+            commands_.add({"TTL", key_});
             stage_ = Stage::OldKeyTtl;
         } else {
             build_main(std::nullopt);
@@ -66,44 +140,75 @@ std::optional<std::string> Operation::next_request(long server_version) {
     if (commands_.count() == 0) return std::nullopt;
     expected_replies_ = commands_.count();
     replies_.clear();
-    return commands_.take();
+    return std::string_view(commands_.bytes());
+}
+
+void Operation::add_handshake_commands(CommandBuffer& out, const HandshakeArgs& args) const {
+    if (args.password) {
+        if (args.username) {
+            out.add({"AUTH", *args.username, *args.password});
+        } else {
+            out.add({"AUTH", *args.password});
+        }
+    }
+    if (args.database) out.add({"SELECT", NumberText(static_cast<double>(*args.database)).view()});
+    if (args.hello) out.add({"HELLO", "2"});
+}
+
+std::string_view Operation::prefix_handshake(const HandshakeArgs& args) {
+    if (expected_replies_ == 0 || received_bytes_ || handshake_replies_ != 0) {
+        throw std::logic_error("prefix_handshake: no round trip waiting to be sent");
+    }
+    prefixed_.clear();
+    add_handshake_commands(prefixed_, args);
+    handshake_replies_ = prefixed_.count();
+    prefixed_handshake_ = args;
+    expected_replies_ += handshake_replies_;
+    // prefixed_ = handshake + the round trip; it becomes the round trip.
+    CommandBuffer round = std::move(commands_);
+    prefixed_.append(round);
+    commands_ = std::move(prefixed_);
+    prefixed_ = std::move(round);
+    return std::string_view(commands_.bytes());
 }
 
 void Operation::build_main(std::optional<long long> old_ttl) {
     stage_ = Stage::Main;
+    commands_.clear();
     const bool redis7 = server_version_ >= kRedis7;
     switch (kind_) {
-    case Kind::SetPlain:
-        commands_.add({"SET", naming_.session_key(set_.name, set_.key), set_.value, "EX",
-                       std::to_string(set_.ttl)});
-        break;
-    case Kind::SetTransaction: {
-        const std::string ttl = std::to_string(set_.ttl);
+    case Kind::Set: {
+        const NumberText ttl(static_cast<double>(set_.ttl));
+        naming_.session_key_into(key_, set_.name, set_.key);
+        if (!is_transaction()) {
+            commands_.add({"SET", key_, set_.value, "EX", ttl.view()});
+            break;
+        }
         commands_.add({"MULTI"});
-        commands_.add({"SET", naming_.session_key(set_.name, set_.key), set_.value, "EX", ttl});
+        commands_.add({"SET", key_, set_.value, "EX", ttl.view()});
         if (set_.old_key) {
-            const std::string old_name = naming_.session_key(set_.name, *set_.old_key);
-            const std::string stale = std::to_string(set_.stale_ttl);
+            naming_.session_key_into(key_, set_.name, *set_.old_key);
+            const NumberText stale(static_cast<double>(set_.stale_ttl));
             if (redis7) {
-                commands_.add({"EXPIRE", old_name, stale, "LT"});
+                commands_.add({"EXPIRE", key_, stale.view(), "LT"});
             } else if (old_ttl && *old_ttl > set_.stale_ttl) {
-                commands_.add({"EXPIRE", old_name, stale});
+                commands_.add({"EXPIRE", key_, stale.view()});
             }
         }
         if (set_.metadata) {
-            const std::string score = format_number(set_.current_time - 1);
-            const std::string new_score = format_number(set_.current_time + static_cast<double>(set_.ttl));
+            const NumberText score(set_.current_time - 1);
+            const NumberText new_score(set_.current_time + static_cast<double>(set_.ttl));
             for (const auto& [audience, subject] : set_.metadata->entries) {
-                const std::string meta = naming_.metadata_key(set_.name, audience, subject);
-                commands_.add({"ZREMRANGEBYSCORE", meta, "0", score});
-                commands_.add({"ZADD", meta, new_score, set_.key});
-                if (set_.old_key) commands_.add({"ZREM", meta, *set_.old_key});
+                naming_.metadata_key_into(meta_key_, set_.name, audience, subject);
+                commands_.add({"ZREMRANGEBYSCORE", meta_key_, "0", score.view()});
+                commands_.add({"ZADD", meta_key_, new_score.view(), set_.key});
+                if (set_.old_key) commands_.add({"ZREM", meta_key_, *set_.old_key});
                 if (redis7) {
                     // Never shorten the zset's life: a short session must not expire long ones.
-                    commands_.add({"EXPIRE", meta, ttl, "NX"});
-                    commands_.add({"EXPIRE", meta, ttl, "GT"});
+                    commands_.add({"EXPIRE", meta_key_, ttl.view(), "NX"});
+                    commands_.add({"EXPIRE", meta_key_, ttl.view(), "GT"});
                 } else {
-                    commands_.add({"EXPIRE", meta, ttl});
+                    commands_.add({"EXPIRE", meta_key_, ttl.view()});
                 }
             }
         }
@@ -111,37 +216,32 @@ void Operation::build_main(std::optional<long long> old_ttl) {
         break;
     }
     case Kind::Get:
-        commands_.add({"GET", naming_.session_key(get_.name, get_.key)});
+        naming_.session_key_into(key_, get_.name, get_.key);
+        commands_.add({"GET", key_});
         break;
-    case Kind::DeletePlain:
-        commands_.add({"UNLINK", naming_.session_key(delete_.name, delete_.key)});
-        break;
-    case Kind::DeleteTransaction: {
-        const std::string score = format_number(delete_.current_time - 1);
+    case Kind::Delete: {
+        naming_.session_key_into(key_, delete_.name, delete_.key);
+        if (!is_transaction()) {
+            commands_.add({"UNLINK", key_});
+            break;
+        }
+        const NumberText score(delete_.current_time - 1);
         commands_.add({"MULTI"});
-        commands_.add({"UNLINK", naming_.session_key(delete_.name, delete_.key)});
+        commands_.add({"UNLINK", key_});
         for (const auto& [audience, subject] : delete_.metadata->entries) {
-            const std::string meta = naming_.metadata_key(delete_.name, audience, subject);
-            commands_.add({"ZREMRANGEBYSCORE", meta, "0", score});
-            commands_.add({"ZREM", meta, delete_.key});
+            naming_.metadata_key_into(meta_key_, delete_.name, audience, subject);
+            commands_.add({"ZREMRANGEBYSCORE", meta_key_, "0", score.view()});
+            commands_.add({"ZREM", meta_key_, delete_.key});
         }
         commands_.add({"EXEC"});
         break;
     }
     case Kind::ReadMetadata:
-        commands_.add({"ZRANGEBYSCORE", naming_.metadata_key(read_.name, read_.audience, read_.subject),
-                       format_number(read_.current_time), "+inf", "WITHSCORES"});
+        naming_.metadata_key_into(meta_key_, read_.name, read_.audience, read_.subject);
+        commands_.add({"ZRANGEBYSCORE", meta_key_, NumberText(read_.current_time).view(), "+inf", "WITHSCORES"});
         break;
     case Kind::Handshake:
-        if (handshake_.password) {
-            if (handshake_.username) {
-                commands_.add({"AUTH", *handshake_.username, *handshake_.password});
-            } else {
-                commands_.add({"AUTH", *handshake_.password});
-            }
-        }
-        if (handshake_.database) commands_.add({"SELECT", std::to_string(*handshake_.database)});
-        if (handshake_.hello) commands_.add({"HELLO", "2"});
+        add_handshake_commands(commands_, handshake_);
         break;
     }
 }
@@ -150,33 +250,67 @@ bool Operation::feed(const char* data, std::size_t len) {
     if (expected_replies_ == 0) throw ProtocolError("protocol error: unexpected data from the server");
     if (len > 0) received_bytes_ = true;
     reader_.feed(data, len);
-    while (replies_.size() < expected_replies_) {
-        ReplyPtr reply = reader_.next();
-        if (!reply) return false;
-        replies_.push_back(std::move(reply));
-    }
+    if (!take_replies(reader_)) return false;
     if (reader_.has_pending_bytes()) {
         throw ProtocolError("protocol error: unexpected data after the reply");
     }
+    return true;
+}
+
+bool Operation::take_replies(ReplyReader& reader) {
+    if (expected_replies_ == 0) throw ProtocolError("protocol error: unexpected data from the server");
+    while (replies_.size() < expected_replies_) {
+        ReplyPtr reply = reader.next();
+        if (!reply) return false;
+        received_bytes_ = true;
+        replies_.push_back(std::move(reply));
+    }
     expected_replies_ = 0;
+    if (handshake_replies_ != 0) {
+        std::optional<Result> refused = check_handshake_replies();
+        if (refused) {
+            handshake_failed_ = true;
+            finish(std::move(*refused));
+            return true;
+        }
+        replies_.erase(replies_.begin(), replies_.begin() + static_cast<std::ptrdiff_t>(handshake_replies_));
+        handshake_replies_ = 0;
+    }
     complete_round();
     return true;
 }
 
+// The prefixed handshake's replies (the first ones of the round): AUTH and SELECT
+// failures end the call; a refused HELLO (Redis < 6, or an ACL without it) only
+// means the version stays unknown.
+std::optional<Result> Operation::check_handshake_replies() {
+    const bool hello = prefixed_handshake_.hello;
+    const std::size_t checked = handshake_replies_ - (hello ? 1 : 0);
+    for (std::size_t at = 0; at < checked; ++at) {
+        if (replies_[at]->is_error()) return Result::error(replies_[at]->str);
+    }
+    if (hello) learned_version_ = hello_version(*replies_[handshake_replies_ - 1]);
+    return std::nullopt;
+}
+
 void Operation::restart() {
-    stage_ = Stage::Start;
-    commands_ = CommandBuffer{};
-    expected_replies_ = 0;
-    replies_.clear();
+    const Kind kind = kind_;
+    begin(kind, nullptr);
     reader_ = ReplyReader{limits_};
-    finished_ = false;
-    received_bytes_ = false;
-    result_ = Result{};
+}
+
+void Operation::trim() {
+    constexpr std::size_t kKeep = 64 * 1024;
+    commands_.trim(kKeep);
+    prefixed_.trim(kKeep);
+    if (result_.text.capacity() > kKeep) std::string().swap(result_.text);
+    if (set_.value.capacity() > kKeep) std::string().swap(set_.value);
+    if (reader_.buffered_capacity() > kKeep) reader_ = ReplyReader{limits_};
 }
 
 void Operation::set_reader_limits(const ReaderLimits& limits) {
     limits_ = limits;
-    reader_ = ReplyReader{limits_};
+    if (!reader_.set_limits(limits_)) reader_ = ReplyReader{limits_};
 }
 
 void Operation::finish(Result result) {
@@ -207,16 +341,16 @@ void Operation::complete_round() {
         return;  // the transaction is the next round trip
     }
 
-    const Reply& first = *replies_.front();
+    Reply& first = *replies_.front();
     Result result;
     switch (kind_) {
-    case Kind::SetPlain:
-    case Kind::DeletePlain:
-        if (first.is_error()) result = Result::error(first.str);
-        break;
-    case Kind::SetTransaction:
-    case Kind::DeleteTransaction:
-        result = transaction_result();
+    case Kind::Set:
+    case Kind::Delete:
+        if (is_transaction()) {
+            result = transaction_result();
+        } else if (first.is_error()) {
+            result = Result::error(first.str);
+        }
         break;
     case Kind::Get:
         if (first.is_error()) {
@@ -225,7 +359,7 @@ void Operation::complete_round() {
             result.kind = Result::Kind::Nil;
         } else if (first.type == Reply::Type::String) {
             result.kind = Result::Kind::String;
-            result.text = first.str;
+            result.text.swap(first.str);  // the value is moved, not copied
         } else {
             result = Result::error("unexpected reply to GET");
         }
@@ -249,20 +383,13 @@ void Operation::complete_round() {
         }
         break;
     case Kind::Handshake: {
+        handshake_replies_ = replies_.size();
+        prefixed_handshake_ = handshake_;
+        std::optional<Result> refused = check_handshake_replies();
+        handshake_replies_ = 0;
+        if (refused) return finish(std::move(*refused));
         result.kind = Result::Kind::Version;
-        std::size_t at = 0;
-        // AUTH and SELECT failures end the call; a refused HELLO (Redis < 6, or
-        // an ACL without it) only means the version stays unknown.
-        std::size_t checked = replies_.size() - (handshake_.hello ? 1 : 0);
-        for (; at < checked; ++at) {
-            if (replies_[at]->is_error()) return finish(Result::error(replies_[at]->str));
-        }
-        if (handshake_.hello && replies_.back()->type == Reply::Type::Array) {
-            const auto& fields = replies_.back()->elements;
-            for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
-                if (fields[i]->str == "version") result.version = parse_redis_version(fields[i + 1]->str);
-            }
-        }
+        result.version = learned_version_;
         break;
     }
     }

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -71,6 +72,10 @@ struct Result {
 
 class Operation {
 public:
+    // An empty operation, to be started with one of the start_* calls below
+    // (the cosocket driver reuses one per call: buffers keep their capacity).
+    Operation() = default;
+
     static Operation set(const KeyNaming& naming, SetArgs args);
     static Operation get(const KeyNaming& naming, const GetArgs& args);
     static Operation remove(const KeyNaming& naming, const DeleteArgs& args);
@@ -78,12 +83,33 @@ public:
     // nullopt when the handshake has nothing to send.
     static std::optional<Operation> handshake(const HandshakeArgs& args);
 
-    // Bytes of the next round trip, or nullopt once the result is known.
-    // server_version picks the command forms (see kRedis7).
-    std::optional<std::string> next_request(long server_version);
+    // In-place starts: the arguments are filled by the caller into the returned
+    // struct (assignments reuse the previous call's capacity). Resets everything.
+    SetArgs& start_set(const KeyNaming& naming);
+    GetArgs& start_get(const KeyNaming& naming);
+    DeleteArgs& start_delete(const KeyNaming& naming);
+    ReadMetadataArgs& start_read_metadata(const KeyNaming& naming);
+
+    // Bytes of the next round trip, or nullopt once the result is known; valid
+    // until the next call on this operation. server_version picks the command
+    // forms (see kRedis7).
+    std::optional<std::string_view> next_request(long server_version);
+    // Puts a connection's handshake (AUTH, SELECT, HELLO) in front of the round
+    // trip just handed out by next_request, so that a new connection costs no
+    // extra round trip; returns the whole request. An AUTH or SELECT refusal
+    // ends the operation with Redis's error and handshake_failed() (the
+    // connection is then unusable); HELLO's answer is in learned_version().
+    std::string_view prefix_handshake(const HandshakeArgs& args);
+    bool handshake_failed() const { return handshake_failed_; }
+    // The server version from a prefixed HELLO; 0 when none was answered.
+    long learned_version() const { return learned_version_; }
     // Feeds reply bytes of the current round trip; true once all its replies
     // are in. Throws ProtocolError on malformed or unexpected bytes.
     bool feed(const char* data, std::size_t len);
+    // Takes this round trip's replies from a connection's shared reader, which
+    // may hold later operations' replies too (auto-pipelining); true once all
+    // are in. Throws ProtocolError as feed() does.
+    bool take_replies(ReplyReader& reader);
     bool finished() const { return finished_; }
     // True once any reply byte of this operation arrived (then a retry is unsafe).
     bool received_bytes() const { return received_bytes_; }
@@ -92,18 +118,25 @@ public:
     // The reply limits (the configuration's max_reply_size); before the first feed.
     void set_reader_limits(const ReaderLimits& limits);
     const Result& result() const { return result_; }
+    Result& result() { return result_; }
+    // Gives back memory that one large call grew (a 16 MiB value must not stay
+    // with a reused operation); small buffers are kept for the next call.
+    void trim();
 
 private:
-    enum class Kind { SetPlain, SetTransaction, Get, DeletePlain, DeleteTransaction, ReadMetadata, Handshake };
+    enum class Kind { Set, Get, Delete, ReadMetadata, Handshake };
     enum class Stage { Start, OldKeyTtl, Main };
 
-    Operation(Kind kind, const KeyNaming& naming) : kind_(kind), naming_(naming) {}
+    void begin(Kind kind, const KeyNaming* naming);
+    bool is_transaction() const;
     void build_main(std::optional<long long> old_ttl);
+    void add_handshake_commands(CommandBuffer& out, const HandshakeArgs& args) const;
+    std::optional<Result> check_handshake_replies();
     void complete_round();
     void finish(Result result);
     Result transaction_result() const;
 
-    Kind kind_;
+    Kind kind_ = Kind::Get;
     KeyNaming naming_;
     Stage stage_ = Stage::Start;
     long server_version_ = 0;
@@ -114,12 +147,18 @@ private:
     ReadMetadataArgs read_;
     HandshakeArgs handshake_;
     CommandBuffer commands_;          // the round trip being built
+    CommandBuffer prefixed_;          // handshake + commands_, when prefixed
+    std::string key_, meta_key_;      // key names, rebuilt in place per call
     std::size_t expected_replies_ = 0;  // replies of the round trip in flight
+    std::size_t handshake_replies_ = 0; // of which the prefixed handshake's
+    HandshakeArgs prefixed_handshake_;
     std::vector<ReplyPtr> replies_;
     ReaderLimits limits_;
     ReplyReader reader_;
     bool finished_ = false;
     bool received_bytes_ = false;
+    bool handshake_failed_ = false;
+    long learned_version_ = 0;
     Result result_;
 };
 

@@ -97,6 +97,7 @@ void ReplyReader::feed(const char* data, std::size_t len) {
         failed_ = true;
         throw ProtocolError("protocol error: out of memory");
     }
+    if (reader_->len > peak_buffered_) peak_buffered_ = reader_->len;
 }
 
 ReplyPtr ReplyReader::next() {
@@ -119,5 +120,12 @@ ReplyPtr ReplyReader::next() {
 }
 
 bool ReplyReader::has_pending_bytes() const { return reader_->len > reader_->pos; }
+
+bool ReplyReader::set_limits(const ReaderLimits& limits) {
+    if (failed_ || has_pending_bytes() || !scanner_.between_replies()) return false;
+    limits_ = limits;
+    scanner_ = ReplyScanner(limits);
+    return true;
+}
 
 }  // namespace rsh

@@ -44,12 +44,20 @@ public:
     bool has_pending_bytes() const;
     // True when the bytes fed end exactly after a complete reply (or are none).
     bool between_replies() const { return scanner_.between_replies(); }
+    // True once a malformed reply or a limit made the reader unusable.
+    bool failed() const { return failed_; }
+    // The most bytes this reader has buffered at once (what its buffer grew to).
+    std::size_t buffered_capacity() const { return peak_buffered_; }
+    // New limits for the replies to come; false (nothing changed) unless the
+    // reader is usable and between replies.
+    bool set_limits(const ReaderLimits& limits);
 
 private:
     struct ReaderDeleter { void operator()(redisReader* r) const; };
     std::unique_ptr<redisReader, ReaderDeleter> reader_;
     ReaderLimits limits_;
     ReplyScanner scanner_;
+    std::size_t peak_buffered_ = 0;
     bool failed_ = false;
 };
 

@@ -1,6 +1,8 @@
 #include "session_client.hpp"
 
 #include <array>
+#include <map>
+#include <mutex>
 
 #include "errors.hpp"
 #include "pool.hpp"
@@ -15,11 +17,46 @@ PoolRegistry<Connection>& pools() {
     return *registry;
 }
 
-// Sends each round trip and feeds replies until the operation is finished.
-void run(Connection& conn, Operation& op, double send_timeout, double read_timeout) {
+// Server versions learned by a handshake of each pool (per process). A pool
+// whose credentials and database were accepted once has its later handshakes
+// sent in the same write as the first command: no extra round trip. The first
+// connection of a pool is set up on its own round trip, so that a wrong
+// password or database never lets a write through on the wrong identity.
+class ProvenPools {
+public:
+    std::optional<long> version(const std::string& pool) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = versions_.find(pool);
+        if (it == versions_.end()) return std::nullopt;
+        return it->second;
+    }
+    void record(const std::string& pool, long version) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        versions_[pool] = version;
+    }
+
+private:
+    std::mutex mutex_;
+    std::map<std::string, long> versions_;
+};
+
+ProvenPools& proven() {
+    static ProvenPools* pools = new ProvenPools();  // lives until exit
+    return *pools;
+}
+
+// Sends each round trip and feeds replies until the operation is finished; with
+// a prefix, the handshake goes in front of the first round trip.
+void run(Connection& conn, Operation& op, const HandshakeArgs* prefix, double send_timeout,
+         double read_timeout) {
     std::array<char, 16384> buf;
     while (auto request = op.next_request(conn.session.server_version)) {
-        conn.send_all(*request, Deadline(send_timeout));
+        std::string_view bytes = *request;
+        if (prefix) {
+            bytes = op.prefix_handshake(*prefix);
+            prefix = nullptr;
+        }
+        conn.send_all(bytes, Deadline(send_timeout));
         bool complete = false;
         while (!complete) {
             std::size_t n = conn.read_some(buf.data(), buf.size(), Deadline(read_timeout));
@@ -28,18 +65,20 @@ void run(Connection& conn, Operation& op, double send_timeout, double read_timeo
     }
 }
 
-// Brings the connection's session to what config asks for. Redis refusals end the call.
-std::optional<Result> greet(Connection& conn, const Config& config, const Deadline& deadline) {
-    const HandshakeArgs args = handshake_args(config, conn.session);
-    auto op = Operation::handshake(args);
-    if (!op) return std::nullopt;
-    op->set_reader_limits(config.reader_limits());
+bool sends_nothing(const HandshakeArgs& args) { return !args.password && !args.database && !args.hello; }
 
+// Brings a new connection of a pool not yet proven to what config asks for, on
+// a round trip of its own. Redis refusals end the call.
+std::optional<Result> greet(Connection& conn, const Config& config, const std::string& pool_name,
+                            const HandshakeArgs& args, const Deadline& deadline) {
+    auto op = Operation::handshake(args);
+    op->set_reader_limits(config.reader_limits());
     const double left = deadline.remaining_ms();
-    run(conn, *op, left, left);
+    run(conn, *op, nullptr, left, left);
     const Result& result = op->result();
     if (result.kind == Result::Kind::Error) return result;
     conn.session.apply(config, args, result);
+    proven().record(pool_name, result.version);
     return std::nullopt;
 }
 
@@ -64,9 +103,27 @@ Result execute(const Config& config, const std::string& pool_name, Operation& op
         try {
             lease.emplace(pool.acquire(options, connect_deadline,
                                        [&] { return Connection::open(endpoint, connect_deadline); }));
-            const Deadline greet_deadline = lease->reused() ? Deadline(read_timeout) : connect_deadline;
-            if (auto refused = greet(**lease, config, greet_deadline)) return *refused;  // lease closes it
-            run(**lease, op, send_timeout, read_timeout);
+            Connection& conn = **lease;
+            const HandshakeArgs args = handshake_args(config, conn.session);
+            const HandshakeArgs* prefix = nullptr;
+            if (!sends_nothing(args)) {
+                std::optional<long> known = conn.session.greeted ? conn.session.server_version
+                                                                 : proven().version(pool_name);
+                if (known) {
+                    if (!conn.session.greeted) conn.session.server_version = *known;
+                    prefix = &args;
+                } else if (auto refused = greet(conn, config, pool_name, args, connect_deadline)) {
+                    return *refused;  // the lease closes the connection
+                }
+            }
+            run(conn, op, prefix, send_timeout, read_timeout);
+            if (prefix) {
+                if (op.handshake_failed()) return op.result();  // the lease closes the connection
+                Result greeted;
+                greeted.version = args.hello ? op.learned_version() : conn.session.server_version;
+                conn.session.apply(config, args, greeted);
+                proven().record(pool_name, conn.session.server_version);
+            }
         } catch (const IoError& e) {
             const bool retry = attempt == 0 && lease && lease->reused() && !op.received_bytes() &&
                                std::string(e.what()) != "timeout";

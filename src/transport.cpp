@@ -118,7 +118,7 @@ Connection::~Connection() {
     ::close(fd_);
 }
 
-void Connection::send_all(const std::string& bytes, const Deadline& deadline) {
+void Connection::send_all(std::string_view bytes, const Deadline& deadline) {
     if (tls_) return tls_->write_all(bytes.data(), bytes.size(), deadline);
     std::size_t sent = 0;
     while (sent < bytes.size()) {

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
 
 #include "config.hpp"
@@ -33,7 +34,7 @@ public:
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
 
-    void send_all(const std::string& bytes, const Deadline& deadline);
+    void send_all(std::string_view bytes, const Deadline& deadline);
     // At least one byte; throws IoError("closed") on EOF, IoError("timeout").
     std::size_t read_some(char* buf, std::size_t cap, const Deadline& deadline);
     // An idle connection with anything to read (EOF, error, stray bytes) is unusable.

@@ -55,7 +55,7 @@ Result drive(const Factory& make, long version, const std::vector<Round>& rounds
     EXPECT_FALSE(op.received_bytes());
     for (std::size_t i = 0; i < rounds.size(); ++i) {
         SCOPED_TRACE("round " + std::to_string(i) + " piece " + std::to_string(piece));
-        std::optional<string> request = op.next_request(version);
+        std::optional<std::string_view> request = op.next_request(version);
         EXPECT_TRUE(request.has_value());
         if (!request) return Result::error("<no request>");
         EXPECT_EQ(*request, rounds[i].request);
@@ -563,7 +563,7 @@ TEST(OperationHandshake, SelectError) {
 
 TEST(Operation, RestartReplaysFromTheStart) {
     Operation op = set_old_and_meta()();
-    const std::optional<string> first = op.next_request(60200);
+    const std::optional<std::string_view> first = op.next_request(60200);
     ASSERT_TRUE(first.has_value());
     EXPECT_EQ(*first, kTtlOld);
     EXPECT_FALSE(op.received_bytes());
@@ -573,7 +573,7 @@ TEST(Operation, RestartReplaysFromTheStart) {
     EXPECT_FALSE(op.received_bytes());
     EXPECT_FALSE(op.finished());
     // A fresh connection may be a newer server: the version is picked again.
-    const std::optional<string> again = op.next_request(70000);
+    const std::optional<std::string_view> again = op.next_request(70000);
     ASSERT_TRUE(again.has_value());
     EXPECT_EQ(*again, redis7_old_and_meta_request());
     const string replies = kOk + queued(kOldMetaCommands) + old_meta_exec_ok();

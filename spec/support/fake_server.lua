@@ -10,6 +10,10 @@
 --   garbage       a reply with an invalid type byte
 --   extra         a valid bulk reply followed by a stray second reply
 --   partial       half a bulk reply, then the connection is closed
+--   echo_close    a Redis 7 (HELLO answers version 7.0.0); GET answers the key
+--                 name as the value; a connection is closed after its 5th GET
+--                 (mid-pipeline) or after 300 ms without a command, so that the
+--                 next one is served
 --   huge_bulk     a bulk header announcing 999999999999 bytes, then streams data
 --   huge_array    an array header announcing 999999999 elements, then streams ":1"
 --   deep          arrays nested 8 levels deep, then streams more nesting
@@ -24,6 +28,10 @@ local server = assert(socket.bind("127.0.0.1", 0, 32))
 local _, port = server:getsockname()
 io.stdout:write("port ", port, "\n")
 io.stdout:flush()
+
+local HELLO7 = "*6\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.0.0\r\n"
+    .. "$5\r\nproto\r\n:2\r\n"
+local ECHO_GETS = 5
 
 local answers = {
     garbage = "?bogus\r\n",
@@ -56,12 +64,28 @@ end
 while true do
     local conn = server:accept()
     if conn then
-        conn:settimeout(30)
+        conn:settimeout(mode == "echo_close" and 0.3 or 30)
+        local gets = 0
         while true do
             local cmd, err, io_err = raw.read_reply(function(p) return conn:receive(p) end)
             if io_err or type(cmd) ~= "table" then break end
             local name = tostring(cmd[1]):upper()
-            if name == "HELLO" then
+            if mode == "echo_close" and name == "HELLO" then
+                conn:send(HELLO7)
+            elseif mode == "echo_close" and name == "GET" then
+                local key = tostring(cmd[2])
+                conn:send("$" .. #key .. "\r\n" .. key .. "\r\n")
+                gets = gets + 1
+                if gets == ECHO_GETS then
+                    -- read what else was sent, so that closing sends a clean FIN
+                    -- (not a reset for unread data): the client reads "closed"
+                    conn:settimeout(0.1)
+                    repeat
+                        local _, rerr, partial = conn:receive(65536)
+                    until rerr and (partial == nil or partial == "")
+                    break
+                end
+            elseif name == "HELLO" then
                 conn:send("-ERR unknown command 'HELLO'\r\n")
             elseif name == "AUTH" or name == "SELECT" then
                 conn:send("+OK\r\n")

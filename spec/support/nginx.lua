@@ -9,6 +9,7 @@
 --     http = "...",                    -- extra http{} directives
 --     server = "location /x { ... }",  -- the server{} body
 --     workers = 1,
+--     lua_path = "/abs/?.lua",         -- extra lua_package_path entries (e.g. upstream.lua_path)
 --   })
 --   local body, status = srv:get("/x")
 --   srv:error_log()                   -- the error log's text
@@ -165,7 +166,8 @@ local function render(opts, prefix, port)
         "  fastcgi_temp_path " .. prefix .. "/tmp/fastcgi;",
         "  uwsgi_temp_path " .. prefix .. "/tmp/uwsgi;",
         "  scgi_temp_path " .. prefix .. "/tmp/scgi;",
-        string.format('  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;;";', root, root),
+        string.format('  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;%s;";', root, root,
+                      opts.lua_path and (opts.lua_path .. ";") or ""),
         string.format('  lua_package_cpath "%s/build/lib/?.so;;";', root),
         "  lua_shared_dict results 1m;",
         "  init_by_lua_block {",
@@ -183,6 +185,57 @@ local function render(opts, prefix, port)
     lines[#lines + 1] = "  }"
     lines[#lines + 1] = "}"
     return table.concat(lines, "\n") .. "\n"
+end
+
+-- A complete nginx.conf written for a real deployment (the README's, examples/'s),
+-- made to run here: this nginx's load_module lines, pid and logs in the prefix,
+-- daemonised, this repository's lua/ and build/lib/ (plus opts.lua_path) on the Lua
+-- paths, and `listen 127.0.0.1:<free port>`. Anything deployment-specific (the Redis
+-- port...) is the caller's to replace before.
+local function adapt(text, opts, prefix, port)
+    local root = _M.root
+    local conf = text:gsub("\n[ \t]*load_module[^\n]*", "\n"):gsub("^[ \t]*load_module[^\n]*", "")
+    local listens
+    conf, listens = conf:gsub("(\n%s*listen%s+)127%.0%.0%.1:%d+;", "%1127.0.0.1:" .. port .. ";")
+    assert(listens > 0, "no `listen 127.0.0.1:<port>;` in the configuration")
+    local lua_path = string.format('lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;%s;";', root, root,
+                                   opts.lua_path and (opts.lua_path .. ";") or "")
+    local lua_cpath = string.format('lua_package_cpath "%s/build/lib/?.so;;";', root)
+    local n
+    conf, n = conf:gsub('lua_package_path%s+"[^"]*";', lua_path)
+    if n == 0 then conf = conf:gsub("\nhttp%s*{", "%0\n  " .. lua_path, 1) end
+    conf, n = conf:gsub('lua_package_cpath%s+"[^"]*";', lua_cpath)
+    if n == 0 then conf = conf:gsub("\nhttp%s*{", "%0\n  " .. lua_cpath, 1) end
+    local http_directives = table.concat({
+        "access_log off;",
+        "client_body_temp_path " .. prefix .. "/tmp/body;",
+        "proxy_temp_path " .. prefix .. "/tmp/proxy;",
+        "fastcgi_temp_path " .. prefix .. "/tmp/fastcgi;",
+        "uwsgi_temp_path " .. prefix .. "/tmp/uwsgi;",
+        "scgi_temp_path " .. prefix .. "/tmp/scgi;",
+    }, "\n  ")
+    conf, n = conf:gsub("\nhttp%s*{", "%0\n  " .. http_directives, 1)
+    assert(n == 1, "no http {} block in the configuration")
+    local head = {
+        is_root() and "user root;" or "",
+        "daemon on;",
+        "pid " .. prefix .. "/logs/nginx.pid;",
+        load_modules(),
+    }
+    if not conf:find("\n%s*error_log") and not conf:find("^%s*error_log") then
+        head[#head + 1] = "error_log " .. prefix .. "/logs/error.log info;"
+    end
+    return table.concat(head, "\n") .. "\n" .. conf
+end
+
+---
+-- Starts nginx with a complete configuration `text` (see adapt above); opts.lua_path
+-- as for start().
+function _M.start_config(text, opts)
+    local copy = {}
+    for k, v in pairs(opts or {}) do copy[k] = v end
+    copy.render = function(o, prefix, port) return adapt(text, o, prefix, port) end
+    return _M.start(copy)
 end
 
 local server = {}
@@ -213,7 +266,7 @@ function _M.start(opts)
     for _ = 1, 5 do
         local port = _M.free_port()
         local conf = prefix .. "/conf/nginx.conf"
-        write_file(conf, render(opts, prefix, port))
+        write_file(conf, (opts.render or render)(opts, prefix, port))
         local out, ok = run(shell_quote(_M.binary) .. " -p " .. shell_quote(prefix .. "/")
                                                 .. " -c " .. shell_quote(conf))
         if ok then
@@ -576,9 +629,12 @@ end
 
 ---
 -- Runs `code` (a Lua chunk; `ARGS` holds args) in nginx in the given phase and
--- returns its decoded result table (see above).
-function server:run(phase, code, args)
+-- returns its decoded result table (see above). In the content, access and rewrite
+-- phases, `request_headers` go with the request (e.g. a Cookie) and the response's
+-- headers are the second result.
+function server:run(phase, code, args, request_headers)
     local headers = { ["x-args-literal"] = base64(lua_literal(args or {})) }
+    for k, v in pairs(request_headers or {}) do headers[k] = v end
     if phase == "set" then
         headers["x-code"] = base64(code)
         local body, status = self:request("/set", "GET", nil, headers)
@@ -586,9 +642,9 @@ function server:run(phase, code, args)
         return decode(body)
     end
     if not ASYNC[phase] then
-        local body, status = self:request("/" .. phase, "POST", code, headers)
+        local body, status, response_headers = self:request("/" .. phase, "POST", code, headers)
         assert(status == 200, "HTTP " .. tostring(status) .. ": " .. tostring(body))
-        return decode(body)
+        return decode(body), response_headers
     end
     key_counter = key_counter + 1
     local key = string.format("r%d-%d", key_counter, math.random(1e9))

@@ -1,19 +1,39 @@
 ---
--- OpenResty transport: runs the core's sans-I/O operations over `ngx.socket.tcp`,
--- so that storage calls made in request phases never block the nginx event loop.
--- The core builds every request byte and parses every reply byte; this file only
--- moves bytes and manages the connection (pool, TLS, handshake, keepalive).
+-- OpenResty transport (internal): runs the core's sans-I/O operations over
+-- `ngx.socket.tcp`, so that storage calls made in request phases never block the
+-- nginx event loop. The core builds every request byte and parses every reply
+-- byte; this file only moves bytes and manages the connection (pool, TLS,
+-- handshake, keepalive).
+--
+-- A call in the common case (a pooled connection) crosses into C twice: once to
+-- validate the arguments and build the request, once to parse the reply into
+-- the call's results. The configuration it needs is a plain table (the view),
+-- rebuilt by the public module whenever a field is written.
 --
 -- @module resty.session.hiredis.cosocket
+-- @local
+
+local core = require "resty.session.hiredis.core"
+local recycler = require "resty.session.hiredis.recycler"
+
+-- Auto-pipelining needs ngx.semaphore and timers: absent outside nginx.
+local has_pipeline, pipeline = pcall(require, "resty.session.hiredis.pipeline")
+if not has_pipeline then
+  pipeline = nil
+end
 
 local type = type
-local tostring = tostring
 local pcall = pcall
+local tostring = tostring
 local open = io.open
+local new_operation = core.operation
 
 local _M = {
-  _VERSION = "0.1.0",
+  _VERSION = core._VERSION,
 }
+
+-- Method ids understood by op:start (src/lua_operation.hpp).
+_M.SET, _M.GET, _M.DELETE, _M.READ_METADATA = 1, 2, 3, 4
 
 -- Phases where lua-nginx-module allows cosockets (its NGX_HTTP_LUA_CONTEXT_YIELDABLE:
 -- rewrite, server_rewrite, access, content, timer, ssl_client_hello, ssl_cert,
@@ -35,6 +55,12 @@ _M.COSOCKET_PHASES = COSOCKET_PHASES
 
 local RECEIVE_SIZE = 65536
 
+-- What a pool's first call assumes until its first handshake tells (src/operation.hpp).
+local REDIS_7 = 70000
+
+-- op:read statuses (src/lua_driver.cpp).
+local NEED_MORE, DONE, NEXT_ROUND = 0, 1, 2
+
 -- Errors that mean "the server closed this connection" (send or receive side).
 local CLOSED_ERRORS = {
   ["closed"] = true,
@@ -46,38 +72,78 @@ local CLOSED_ERRORS = {
 -- closed by the server before it sent anything.
 local MAX_STALE_RETRIES = 2
 
--- Server version (major * 10000 + minor * 100 + patch) learned by the handshake of
--- the latest fresh connection of each pool, per worker. 0 = unknown.
+-- Per worker and pool: the server version (major * 10000 + minor * 100 + patch;
+-- 0 when HELLO was refused) learned by the pool's first connection, whose
+-- handshake ran on a round trip of its own. A pool listed here has proven its
+-- credentials and database, so later new connections send their handshake in
+-- the same write as the first command: no extra round trip, and no write let
+-- through on a wrong identity or database by a pool that never worked.
 local versions = {}
 
--- Returns the `ngx` table when it offers cosockets, else nil (plain LuaJIT, or an
+-- The `ngx` API when this Lua VM has cosockets (not plain LuaJIT, nor an
 -- `ngx.run_worker_thread` VM, whose reduced `ngx` has no sockets and no phases).
-local function ngx_with_sockets()
-  local ngx = _G.ngx
-  if type(ngx) ~= "table" then
-    return nil
-  end
-  local socket = ngx.socket
-  if type(socket) ~= "table" or type(socket.tcp) ~= "function" then
-    return nil
-  end
-  return ngx
-end
+-- `ngx.socket.tcp` is looked up per call (one table read), so that wrappers
+-- installed after this module was loaded are honoured.
+local ngx = type(_G.ngx) == "table" and _G.ngx or nil
+local ngx_socket = ngx and type(ngx.socket) == "table" and type(ngx.socket.tcp) == "function"
+                   and ngx.socket or nil
+local get_phase = ngx_socket and type(ngx.get_phase) == "function" and ngx.get_phase or nil
+
+-- Reused operations (each keeps its buffers between calls); a call that is
+-- killed with its request simply does not give its operation back.
+local take_operation, give_back = recycler.new(new_operation, 64)
 
 ---
 -- Tells whether the current phase can use cosockets.
 -- @treturn boolean
-function _M.available()
-  local ngx = ngx_with_sockets()
-  if not ngx then
-    return false
-  end
-  local get_phase = ngx.get_phase
-  if type(get_phase) ~= "function" then
+local function available()
+  if not get_phase then
     return false
   end
   local ok, phase = pcall(get_phase)
   return ok and COSOCKET_PHASES[phase] == true
+end
+_M.available = available
+
+-- Whether a call with this view goes over cosockets: `transport` forces one,
+-- otherwise the phase decides.
+function _M.serves(view)
+  local transport = view.transport
+  if transport == nil then
+    return get_phase ~= nil and COSOCKET_PHASES[get_phase()] == true
+  end
+  return transport == "cosocket"
+end
+
+---
+-- The driver's view of an instance: every value a call needs, read from plain
+-- table fields. Rebuilt by the public module on every validated field write.
+-- @param inst the core instance
+-- @tparam table fields the instance's configuration mirror (inst:fields())
+-- @treturn table
+function _M.view(inst, fields)
+  local host, port = inst:cosocket_target()
+  local pool = inst:pool_name()
+  local connect_timeout = fields.connect_timeout
+  return {
+    pool = pool,
+    host = host,
+    port = port,
+    connect_options = { pool = pool, pool_size = fields.pool_size, backlog = fields.backlog },
+    pool_size = fields.pool_size,
+    connect_timeout = connect_timeout,
+    send_timeout = fields.send_timeout,
+    read_timeout = fields.read_timeout,
+    keepalive_timeout = fields.keepalive_timeout,
+    ssl = fields.ssl,
+    ssl_verify = fields.ssl_verify == true,
+    server_name = fields.server_name or host,
+    ssl_client_cert = fields.ssl_client_cert,
+    ssl_client_priv_key = fields.ssl_client_priv_key,
+    force_auth = fields.force_auth == true,
+    transport = fields.transport,
+    pipelining = fields.pipelining ~= false and pipeline ~= nil,
+  }
 end
 
 local function read_file(path)
@@ -123,171 +189,279 @@ local function client_cert(cert_path, key_path)
   return cert, key
 end
 
--- Runs one operation over the socket (see docs/core-api.md). Returns true when the
--- operation finished (its result is then in op:result()), or nil, err, received
--- where `received` tells whether any reply byte arrived before the failure.
-local function exchange(sock, op, version)
+-- Sends the request and reads until the operation is done (later round trips
+-- included). Returns status, r1, r2 from op:read (DONE: the results; 3: nil, err
+-- from a refused handshake), or nil, err, received when the connection failed,
+-- where `received` tells whether any reply byte had arrived.
+local function exchange(sock, op, request)
   local received = false
-  local request = op:request(version)
-  while request do
+  while true do
     local sent, err = sock:send(request)
     if not sent then
       return nil, err, received
     end
+    local status, r1, r2
     repeat
       local data, rerr = sock:receiveany(RECEIVE_SIZE)
       if not data then
         return nil, rerr, received
       end
       received = true
-      local done, perr = op:feed(data)
-      if done == nil then
-        return nil, perr, received
+      status, r1, r2 = op:read(data)
+      if not status then
+        return nil, r1, true
       end
-    until done
-    request = op:request(version)
+    until status ~= NEED_MORE
+    if status ~= NEXT_ROUND then
+      return status, r1, r2
+    end
+    request = r1
   end
-  return true
 end
 
--- Connects (or takes a pooled connection), does TLS and the handshake on fresh
--- connections. Returns sock, server_version, reused_times, or nil, err, retryable.
-local function open_connection(ngx, inst, pool)
-  -- raises outside cosocket phases (transport = "cosocket" forced there)
-  local created, sock, err = pcall(ngx.socket.tcp)
-  if not created then
-    return nil, "cosocket transport unavailable: " .. tostring(sock)
+-- The handshake of a pool's first connection, on a round trip of its own, within
+-- connect_timeout. Returns the server version, or nil, err.
+local function first_handshake(sock, inst)
+  local handshake = inst:prepare_handshake(true)
+  local request = handshake:request(0)
+  while request do
+    local sent, err = sock:send(request)
+    if not sent then
+      return nil, err
+    end
+    local done
+    repeat
+      local data, rerr = sock:receiveany(RECEIVE_SIZE)
+      if not data then
+        return nil, rerr
+      end
+      done, err = handshake:feed(data)
+      if done == nil then
+        return nil, err
+      end
+    until done
+    request = handshake:request(0)
+  end
+  local version, err = handshake:result()
+  if version == nil then
+    return nil, err
+  end
+  return version
+end
+
+-- TLS on a new connection, within connect_timeout.
+local function start_tls(sock, view)
+  local cert_path, key_path = view.ssl_client_cert, view.ssl_client_priv_key
+  if cert_path and key_path then
+    local cert, key = client_cert(cert_path, key_path)
+    if not cert then
+      return nil, key
+    end
+    local ok, err = sock:setclientcert(cert, key)
+    if not ok then
+      return nil, err
+    end
+  end
+  -- false: no session reuse, and a plain `true` on success
+  return sock:sslhandshake(false, view.server_name, view.ssl_verify)
+end
+
+-- A cosocket connected (or taken from nginx's pool) with the view's timeouts.
+-- Returns sock, reused_times, or nil, err.
+local function connect(view)
+  local sock, err
+  if view.transport == nil then
+    sock, err = ngx_socket.tcp()
+  elseif not ngx_socket then
+    return nil, "cosocket transport unavailable: not running inside nginx"
+  else
+    -- forced: ngx.socket.tcp raises outside cosocket phases
+    local created
+    created, sock, err = pcall(ngx_socket.tcp)
+    if not created then
+      return nil, "cosocket transport unavailable: " .. tostring(sock)
+    end
   end
   if not sock then
     return nil, err
   end
-
-  local connect_timeout = inst.connect_timeout
-  sock:settimeouts(connect_timeout, connect_timeout, connect_timeout)
-
-  local options = {
-    pool = pool,
-    pool_size = inst.pool_size,
-    backlog = inst.backlog,
-  }
-  local host, port = inst:cosocket_target()
+  sock:settimeouts(view.connect_timeout, view.send_timeout, view.read_timeout)
   local ok
+  local port = view.port
   if port then
-    ok, err = sock:connect(host, port, options)
+    ok, err = sock:connect(view.host, port, view.connect_options)
   else
-    ok, err = sock:connect(host, options)
+    ok, err = sock:connect(view.host, view.connect_options)
   end
   if not ok then
     return nil, err
   end
+  return sock, sock:getreusedtimes()
+end
 
-  local reused = sock:getreusedtimes()
-  if reused == 0 and inst.ssl then
-    local cert_path, key_path = inst.ssl_client_cert, inst.ssl_client_priv_key
-    if cert_path and key_path then
-      local cert, key = client_cert(cert_path, key_path)
-      if not cert then
-        sock:close()
-        return nil, key
-      end
-      ok, err = sock:setclientcert(cert, key)
-      if not ok then
-        sock:close()
-        return nil, err
-      end
-    end
-    -- false: no session reuse, and a plain `true` on success
-    ok, err = sock:sslhandshake(false, inst.server_name or host, inst.ssl_verify == true)
+-- TLS and, unless the pool has proven itself, the first handshake of a new
+-- connection, both within connect_timeout. Returns true, or nil, err after
+-- closing the socket.
+local function set_up(sock, inst, view, handshake)
+  local connect_timeout = view.connect_timeout
+  sock:settimeouts(connect_timeout, connect_timeout, connect_timeout)
+  if view.ssl then
+    local ok, err = start_tls(sock, view)
     if not ok then
       sock:close()
       return nil, err
     end
   end
-
-  local handshake = inst:prepare_handshake(reused == 0)
-  local version = versions[pool] or 0
   if handshake then
-    local received
-    ok, err, received = exchange(sock, handshake, version)
-    if not ok then
+    -- an unauthenticated or half-set-up connection is never pooled
+    local version, err = first_handshake(sock, inst)
+    if not version then
       sock:close()
-      return nil, err, reused > 0 and not received and CLOSED_ERRORS[err]
+      return nil, err
     end
-    local result, herr = handshake:result()
-    if result == nil then
-      -- an unauthenticated or half-set-up connection is never pooled
-      sock:close()
-      return nil, herr
-    end
-    if reused == 0 then
-      version = type(result) == "number" and result or 0
-      versions[pool] = version
-    end
+    versions[view.pool] = version
   end
-
-  sock:settimeouts(connect_timeout, inst.send_timeout, inst.read_timeout)
-  return sock, version, reused
+  sock:settimeouts(connect_timeout, view.send_timeout, view.read_timeout)
+  return true
 end
 
--- One attempt of a call on one connection; nil, err, retryable on failure.
-local function attempt(ngx, inst, op)
-  local sock, version, reused = open_connection(ngx, inst, inst:pool_name())
+-- A pipeline lane's connection: set up completely before any batch goes out.
+local function open_for_lane(inst, view)
+  local sock, reused = connect(view)
   if not sock then
-    local err, retryable = version, reused
-    return nil, err, retryable
+    return nil, reused
+  end
+  if reused == 0 then
+    local ok, err = set_up(sock, inst, view, true)
+    if not ok then
+      return nil, err
+    end
+  end
+  return sock
+end
+
+-- One attempt of a call on its own connection. Returns status, r1, r2 as
+-- exchange does, or nil, err, retryable.
+local function attempt(inst, view, op, request)
+  local sock, reused = connect(view)
+  if not sock then
+    return nil, reused
   end
 
-  local ok, err, received = exchange(sock, op, version)
-  if not ok then
-    -- timeout, I/O or protocol error: the connection state is unknown, never pool it
+  local pool = view.pool
+  local learning = false
+  if reused == 0 then
+    local proven = versions[pool]
+    if view.ssl or proven == nil then
+      local ok, err = set_up(sock, inst, view, proven == nil)
+      if not ok then
+        return nil, err
+      end
+      if proven == nil and versions[pool] < REDIS_7 then
+        -- the operation was built for Redis >= 7 (what an unproven pool assumes):
+        -- pool this clean connection and build it again for the older server
+        if not sock:setkeepalive(view.keepalive_timeout, view.pool_size) then
+          sock:close()
+        end
+        return nil, "server older than Redis 7", true
+      end
+    end
+    if proven ~= nil then
+      request = op:prefix_handshake(inst, true) or request
+      learning = true
+    end
+  elseif view.force_auth then
+    request = op:prefix_handshake(inst, false) or request
+  end
+
+  local status, r1, r2 = exchange(sock, op, request)
+  if status ~= DONE then
+    -- timeout, I/O or protocol error, refused handshake: the connection state is
+    -- unknown, never pool it
     sock:close()
-    return nil, err, reused > 0 and not received and CLOSED_ERRORS[err]
+    if status == nil then
+      return nil, r1, reused > 0 and not r2 and CLOSED_ERRORS[r1]
+    end
+    return nil, r2
+  end
+  if learning then
+    versions[pool] = op:learned_version()
   end
 
   -- a clean exchange (also when the result is a Redis error reply): pool it
-  local kept = sock:setkeepalive(inst.keepalive_timeout, inst.pool_size)
-  if not kept then
+  if not sock:setkeepalive(view.keepalive_timeout, view.pool_size) then
     sock:close()
   end
-  return true
+  return DONE, r1, r2
+end
+
+-- Direct calls in flight per pool (per worker): a call joins the pool's pipeline
+-- only when another one is already under way, so an idle worker adds no latency.
+local direct_calls = {}
+
+-- Runs a started operation: on the pool's pipeline when that pays off and is
+-- safe (a proven Redis >= 7 pool: one round trip per operation; no AUTH per
+-- call), else on a connection of its own. A fourth result, true, says that the
+-- operation stays with the pipeline (its caller timed out).
+local function run(inst, view, op, request)
+  local pool = view.pool
+  if view.pipelining and not view.force_auth and (versions[pool] or 0) >= REDIS_7 then
+    local direct = direct_calls[pool] or 0
+    if direct > 0 or pipeline.busy(pool) then
+      return pipeline.call(inst, view, op, request, open_for_lane)
+    end
+    direct_calls[pool] = direct + 1
+    local status, r1, r2 = attempt(inst, view, op, request)
+    direct_calls[pool] = direct_calls[pool] - 1
+    return status, r1, r2
+  end
+  return attempt(inst, view, op, request)
 end
 
 ---
 -- Runs a storage method over cosockets.
 -- @param inst the core instance
--- @tparam string method "set" | "get" | "delete" | "read_metadata"
+-- @tparam table view the instance's driver view (see `view`)
+-- @tparam number method one of _M.SET, _M.GET, _M.DELETE, _M.READ_METADATA
 -- @return the method's results
-function _M.call(inst, method, ...)
-  local ngx = ngx_with_sockets()
-  if not ngx then
-    return nil, "cosocket transport unavailable: not running inside nginx"
-  end
-
+function _M.call(inst, view, method, ...)
+  local op = take_operation()
   -- validate (and build) before touching the network
-  local op, err = inst:prepare(method, ...)
-  if not op then
+  local request, err = op:start(inst, method, versions[view.pool] or REDIS_7, ...)
+  if not request then
+    give_back(op)
     return nil, err
   end
 
-  local ok, aerr, retryable = attempt(ngx, inst, op)
+  local status, r1, r2, lent = run(inst, view, op, request)
+  if lent then
+    -- timed out in a pipeline whose runner still holds the operation
+    return nil, r1
+  end
   local retries = 0
-  while not ok and retryable and retries < MAX_STALE_RETRIES do
-    -- a pooled connection the server had closed: the operation has seen no reply
-    -- bytes, so a fresh operation on another connection is safe
+  while status == nil and r2 and retries < MAX_STALE_RETRIES do
+    -- a pooled connection the server had closed (the operation has seen no reply
+    -- bytes), or a first handshake that found an older server than assumed: a
+    -- fresh operation on another connection is safe
     retries = retries + 1
-    op, err = inst:prepare(method, ...)
-    if not op then
+    request, err = op:start(inst, method, versions[view.pool] or REDIS_7, ...)
+    if not request then
+      give_back(op)
       return nil, err
     end
-    ok, aerr, retryable = attempt(ngx, inst, op)
+    status, r1, r2 = run(inst, view, op, request)
   end
-  if not ok then
-    return nil, aerr
+  give_back(op)
+  if status ~= DONE then
+    return nil, r1
   end
-  return op:result()
+  if r2 == nil then
+    return r1  -- true, a value, a table or nil: one value, as the native path returns
+  end
+  return r1, r2
 end
 
--- For the specs: forget cached server versions.
+-- For the specs: forget what pools have proven.
 function _M.reset_versions()
   versions = {}
 end

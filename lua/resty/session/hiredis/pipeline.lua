@@ -1,0 +1,288 @@
+---
+-- Auto-pipelining for the cosocket driver (internal). Concurrent calls of one
+-- worker that share a pool share one connection: the calls queued while a round
+-- trip is in flight go out together in one write, and their replies are handed
+-- back in order. nginx binds a cosocket to the request that created it, so the
+-- connection belongs to a timer (the lane's runner), never to a caller.
+--
+-- A caller queues its operation (request bytes already built) and waits on its
+-- own semaphore for at most its own timeouts. The runner sends every queued
+-- request in one write, reads each operation's replies from the connection's
+-- shared reader, in order, and wakes each caller with its results. A connection
+-- error fails exactly the calls whose requests were on it; calls still queued
+-- go out on a new connection. Each operation's bytes are contiguous (a MULTI ..
+-- EXEC stays whole), and an operation only ever takes its own replies.
+--
+-- @module resty.session.hiredis.pipeline
+-- @local
+
+local core = require "resty.session.hiredis.core"
+local recycler = require "resty.session.hiredis.recycler"
+local semaphore = require "ngx.semaphore"
+
+local new_semaphore = semaphore.new
+local new_reader = core.reader
+local timer_at = ngx.timer.at
+local worker_exiting = ngx.worker.exiting
+
+local _M = {}
+
+local RECEIVE_SIZE = 65536
+local NEED_MORE, DONE = 0, 1
+-- How long an idle runner keeps its connection before pooling it and exiting.
+local IDLE_SECONDS = 0.1
+
+local CLOSED_ERRORS = {
+  ["closed"] = true,
+  ["broken pipe"] = true,
+  ["connection reset by peer"] = true,
+}
+
+-- Per worker: pool name -> lane.
+local lanes = {}
+
+-- Waiting records (each with its semaphore), reused. A record whose caller
+-- timed out is never given back: its semaphore may still be posted.
+local take_record, give = recycler.new(function()
+  return { sema = new_semaphore() }
+end, 256)
+
+local function give_record(rec)
+  rec.op, rec.request, rec.status, rec.r1, rec.r2 = nil, nil, nil, nil, nil
+  give(rec)
+end
+
+local function deliver(rec, status, r1, r2)
+  if rec.abandoned then
+    return  -- its caller timed out and is gone
+  end
+  rec.status, rec.r1, rec.r2 = status, r1, r2
+  rec.sema:post(1)
+end
+
+local function fail(batch, from, to, err)
+  for i = from, to do
+    local rec = batch[i]
+    batch[i] = nil
+    deliver(rec, nil, err)
+  end
+end
+
+-- Reads the replies of batch[1..n] in order, waking each caller. Returns true,
+-- or nil, err, received (whether any reply byte had arrived), at: the first
+-- call left without its reply.
+local function read_batch(sock, reader, batch, n)
+  local received = false
+  for i = 1, n do
+    local rec = batch[i]
+    local op = rec.op
+    local status, r1, r2 = op:read_from(reader)
+    while status == NEED_MORE do
+      local data, err = sock:receiveany(RECEIVE_SIZE)
+      if not data then
+        status, r1 = nil, err
+        break
+      end
+      received = true
+      status, r1, r2 = op:read_from(reader, data)
+    end
+    if status ~= DONE then
+      return nil, status == nil and r1 or "protocol error: unexpected reply in a pipeline", received, i
+    end
+    batch[i] = nil
+    deliver(rec, DONE, r1, r2)
+  end
+  if reader:has_pending() then
+    return nil, "protocol error: unexpected data after the replies", true, n + 1
+  end
+  return true
+end
+
+local start
+
+-- A 0 timeout is nginx's lua_socket_*_timeout, whose value Lua cannot read: it
+-- ranks above every explicit timeout when a lane picks the most patient one, and
+-- a caller waits on it with no bound of its own (the socket's timeout ends the
+-- batch and wakes every caller with the error).
+local MAX_WAIT_MS = 2147483647  -- the most ngx.semaphore (and settimeouts) take
+
+local function more_patient(ms, than)
+  if than == nil then
+    return true
+  end
+  if than == 0 then
+    return false
+  end
+  return ms == 0 or ms > than
+end
+
+local function run(premature, lane)
+  local sock, reused, reader, view
+  local requests = {}
+  local send_timeout, read_timeout = false, false  -- applied to sock
+  while true do
+    if lane.count == 0 then
+      if premature or worker_exiting() then
+        break
+      end
+      lane.idle = true
+      lane.work:wait(IDLE_SECONDS)
+      lane.idle = false
+      if lane.count == 0 then
+        break
+      end
+    end
+
+    if not sock then
+      local err
+      view = lane.view
+      sock, err = lane.open(lane.inst, view)
+      if not sock then
+        fail(lane.queue, 1, lane.count, err)
+        lane.count = 0
+        lane.connected = false
+      else
+        reused = sock:getreusedtimes()
+        reader = new_reader(lane.inst)
+        lane.connected = true
+        send_timeout, read_timeout = false, false
+      end
+    end
+
+    if sock then
+      -- each caller bounds its own wait; the connection waits for the most patient
+      if lane.send_timeout ~= send_timeout or lane.read_timeout ~= read_timeout then
+        send_timeout, read_timeout = lane.send_timeout, lane.read_timeout
+        sock:settimeouts(view.connect_timeout, send_timeout, read_timeout)
+      end
+      local batch, n = lane.queue, lane.count
+      lane.queue, lane.spare, lane.count = lane.spare, batch, 0
+      for i = 1, n do
+        requests[i] = batch[i].request
+      end
+      for i = #requests, n + 1, -1 do
+        requests[i] = nil
+      end
+
+      local ok, err, received, at
+      ok, err = sock:send(requests)
+      if not ok then
+        received, at = false, 1
+      else
+        ok, err, received, at = read_batch(sock, reader, batch, n)
+      end
+      if not ok then
+        sock:close()
+        sock = nil
+        lane.connected = false
+        if reused > 0 and not received and CLOSED_ERRORS[err] then
+          -- a pooled connection the server had closed before this first batch:
+          -- nothing was answered, so the batch goes out again on a new connection
+          local queued = lane.count
+          for i = queued, 1, -1 do
+            lane.queue[i + n] = lane.queue[i]
+          end
+          for i = 1, n do
+            lane.queue[i] = batch[i]
+            batch[i] = nil
+          end
+          lane.count = queued + n
+        else
+          fail(batch, at, n, err)
+        end
+      end
+      reused = 0
+    end
+  end
+
+  if sock and not sock:setkeepalive(view.keepalive_timeout, view.pool_size) then
+    sock:close()
+  end
+  lane.connected = false
+  lane.running = false
+  if lane.count > 0 then
+    start(lane)  -- calls queued while this runner was giving up
+  end
+end
+
+start = function(lane)
+  local ok, err = timer_at(0, run, lane)
+  if not ok then
+    fail(lane.queue, 1, lane.count, "cannot start a pipeline: " .. tostring(err))
+    lane.count = 0
+    return
+  end
+  lane.running = true
+end
+
+---
+-- Tells whether a pool's lane has work in progress (then a new call joins it
+-- rather than opening a connection of its own).
+function _M.busy(pool)
+  local lane = lanes[pool]
+  return lane ~= nil and lane.running
+end
+
+---
+-- Runs an operation whose request is built, on the pool's shared connection.
+-- @param inst the core instance
+-- @tparam table view the driver view (pool, timeouts, ...)
+-- @param op the operation, started
+-- @tparam string request its request bytes
+-- @tparam function open opens a set-up connection: open(inst, view) -> sock | nil, err
+-- @return status, r1, r2 as op:read does (DONE, results), or nil, err; a
+-- fourth value, true, when the caller timed out and the runner keeps the operation
+function _M.call(inst, view, op, request, open)
+  local pool = view.pool
+  local lane = lanes[pool]
+  if not lane then
+    lane = { queue = {}, spare = {}, count = 0, work = new_semaphore(), running = false,
+             idle = false, connected = false, send_timeout = nil, read_timeout = nil }
+    lanes[pool] = lane
+  end
+  -- every view of a pool has the same endpoint and identity (the pool name says
+  -- so); the lane opens its connections with the most patient connect_timeout
+  local lane_view = lane.view
+  if not lane_view or more_patient(view.connect_timeout, lane_view.connect_timeout) then
+    lane.inst, lane.view = inst, view
+  end
+  lane.open = open
+  if more_patient(view.send_timeout, lane.send_timeout) then
+    lane.send_timeout = view.send_timeout
+  end
+  if more_patient(view.read_timeout, lane.read_timeout) then
+    lane.read_timeout = view.read_timeout
+  end
+
+  local rec = take_record()
+  rec.op, rec.request, rec.abandoned = op, request, false
+  local n = lane.count + 1
+  lane.count = n
+  lane.queue[n] = rec
+  if not lane.running then
+    start(lane)
+  elseif lane.idle then
+    lane.idle = false
+    lane.work:post(1)
+  end
+
+  -- the caller's own read_timeout bounds its wait (connect_timeout too while the
+  -- lane has no connection yet)
+  local wait_ms = view.read_timeout
+  if not lane.connected then
+    wait_ms = view.connect_timeout ~= 0 and wait_ms ~= 0 and wait_ms + view.connect_timeout or 0
+  end
+  if wait_ms == 0 or wait_ms > MAX_WAIT_MS then
+    wait_ms = MAX_WAIT_MS
+  end
+  local ok, err = rec.sema:wait(wait_ms / 1000)
+  if not ok then
+    rec.abandoned = true
+    return nil, err, nil, true
+  end
+  local status, r1, r2 = rec.status, rec.r1, rec.r2
+  give_record(rec)
+  return status, r1, r2
+end
+
+return _M

@@ -1,0 +1,196 @@
+-- Auto-pipelining (cosocket driver): concurrent calls of one worker share one
+-- connection per pool; each call gets its own results, its own timeout and its
+-- own errors, whatever else travels in the same write.
+local h = require "helpers"
+local nginx = require "nginx"
+
+-- Runs every call of ARGS.calls in its own light thread of one request; returns
+-- each call's results in order, and how many cosockets the burst created.
+local BURST = [[
+    local calls = ARGS.calls
+    local storages = {}
+    local function storage(i)
+        local c = calls[i]
+        local key = c.storage or "default"
+        storages[key] = storages[key] or H.storage(ARGS.cfgs[key], ARGS.prefix .. key)
+        return storages[key]
+    end
+    -- prove each pool first (its first handshake runs on a round trip of its own)
+    local warmed = {}
+    for i = 1, #calls do
+        local s = storage(i)
+        if not warmed[s] then
+            warmed[s] = true
+            s:get(ARGS.name, "warm-up")
+        end
+    end
+    local before = H.tcp_calls
+    local threads = {}
+    for i = 1, #calls do
+        local c = calls[i]
+        threads[i] = ngx.thread.spawn(function()
+            local s = storage(i)
+            local out = { s[c.method](s, ARGS.name, unpack(c.args, 1, c.args.n or #c.args)) }
+            return out
+        end)
+    end
+    local results = {}
+    for i = 1, #threads do
+        local ok, out = ngx.thread.wait(threads[i])
+        results[i] = ok and out or { "thread failed: " .. tostring(out) }
+    end
+    return results, H.tcp_calls - before
+]]
+
+describe("nginx auto-pipelining", function()
+    local srv
+
+    lazy_setup(function()
+        srv = nginx.start_kit({ workers = 1 })
+    end)
+
+    lazy_teardown(function()
+        if srv then assert.same({}, srv:shutdown()) end
+    end)
+
+    local function burst(calls, cfgs, name, prefix)
+        local res = srv:run("content", BURST, { calls = calls, cfgs = cfgs, name = name,
+                                                prefix = prefix or h.unique("p") })
+        assert.is_true(res.ok, tostring(res[1]))
+        return res[1], res[2]
+    end
+
+    it("hands every concurrent call its own reply, in any mix of methods", function()
+        local name = h.unique("order")
+        local r = h.raw()
+        local calls, expected = {}, {}
+        local now = os.time()
+        for i = 1, 60 do
+            r:call("SET", name .. ":k" .. i, "value-" .. i)
+        end
+        for i = 1, 60 do
+            local kind = i % 4
+            if kind == 0 then
+                calls[#calls + 1] = { method = "get", args = { "k" .. i } }
+                expected[#calls] = { "value-" .. i }
+            elseif kind == 1 then
+                calls[#calls + 1] = { method = "set", args = { "n" .. i, "new-" .. i, 300, now, "k" .. i, 10,
+                                      { audiences = { "web" }, subjects = { "u" .. i } } } }
+                expected[#calls] = { true }
+            elseif kind == 2 then
+                calls[#calls + 1] = { method = "get", args = { "missing" .. i } }
+                expected[#calls] = {}
+            else
+                calls[#calls + 1] = { method = "delete", args = { "k" .. i } }
+                expected[#calls] = { true }
+            end
+        end
+        local results, sockets = burst(calls, { default = { port = h.port } }, name)
+        assert.same(expected, results)
+        -- one direct call and one pipeline connection, not one connection per call
+        assert.is_true(sockets <= 3, "cosockets created: " .. tostring(sockets))
+        for i = 1, 60 do
+            local kind = i % 4
+            if kind == 1 then
+                assert.equal("new-" .. i, r:call("GET", name .. ":n" .. i))
+                assert.equal(1, r:call("ZCARD", name .. ":web:u" .. i))
+                assert.is_true(r:call("TTL", name .. ":k" .. i) <= 10)
+            elseif kind == 3 then
+                assert.equal(0, r:call("EXISTS", name .. ":k" .. i))
+            end
+        end
+        r:close()
+    end)
+
+    it("opens a connection per call when pipelining = false (the control)", function()
+        local calls = {}
+        for i = 1, 20 do calls[i] = { method = "get", args = { "k" .. i } } end
+        local _, sockets = burst(calls, { default = { port = h.port, pipelining = false, pool_size = 64 } },
+                                 h.unique("control"))
+        assert.equal(20, sockets)
+    end)
+
+    it("keeps a Redis error with the call it belongs to", function()
+        local name = h.unique("errors")
+        local r = h.raw()
+        r:call("SET", name .. ":web:bad", "a string, not a sorted set")
+        local calls, expected = {}, {}
+        local now = os.time()
+        for i = 1, 30 do
+            r:call("SET", name .. ":k" .. i, "v" .. i)
+            if i % 3 == 0 then
+                calls[i] = { method = "set", args = { "x" .. i, "v", 300, now, nil, nil,
+                             { audiences = { "web" }, subjects = { "bad" } }, n = 7 } }
+                expected[i] = "WRONGTYPE"
+            else
+                calls[i] = { method = "get", args = { "k" .. i } }
+                expected[i] = "v" .. i
+            end
+        end
+        local results = burst(calls, { default = { port = h.port } }, name)
+        for i = 1, 30 do
+            if expected[i] == "WRONGTYPE" then
+                assert.is_nil(results[i][1])
+                assert.matches("^WRONGTYPE", results[i][2])
+            else
+                assert.same({ expected[i] }, results[i])
+            end
+        end
+        r:close()
+    end)
+
+    it("times out each call by its own read_timeout; the others get their replies", function()
+        local proxy_port, stop_proxy = nginx.delay_proxy(h.host, h.port, 300)
+        local name = h.unique("timeouts")
+        local r = h.raw()
+        for i = 1, 6 do r:call("SET", name .. ":k" .. i, "v" .. i) end
+        local ok, err = pcall(function()
+            local calls = {}
+            for i = 1, 6 do
+                calls[i] = { method = "get", args = { "k" .. i }, storage = i % 2 == 0 and "impatient" or "patient" }
+            end
+            local results = burst(calls, {
+                patient = { port = proxy_port, read_timeout = 3000 },
+                impatient = { port = proxy_port, connect_timeout = 100, read_timeout = 100 },
+            }, name)
+            for i = 1, 6 do
+                if i % 2 == 0 then
+                    assert.same({ nil, "timeout" }, results[i], "call " .. i)
+                else
+                    assert.same({ "v" .. i }, results[i], "call " .. i)
+                end
+            end
+            -- the connection still carries the timed-out calls' replies: later calls
+            -- must each get their own
+            local again = burst({ { method = "get", args = { "k2" }, storage = "patient" },
+                                  { method = "get", args = { "k4" }, storage = "patient" },
+                                  { method = "get", args = { "k5" }, storage = "patient" } },
+                                { patient = { port = proxy_port, read_timeout = 3000 } }, name)
+            assert.same({ { "v2" }, { "v4" }, { "v5" } }, again)
+        end)
+        stop_proxy()
+        r:close()
+        assert(ok, err)
+    end)
+
+    it("fails exactly the calls in flight when the server closes mid-batch", function()
+        local port, stop = h.fake_server("echo_close")
+        local ok, err = pcall(function()
+            -- call 1 runs directly on the warmed-up connection; calls 2..10 go out in
+            -- one write on the pipeline's connection, which the server closes after
+            -- answering 5 of them
+            local calls = {}
+            for i = 1, 10 do calls[i] = { method = "get", args = { "k" .. i } } end
+            local results = burst(calls, { default = { port = port, read_timeout = 3000 } }, "echo")
+            assert.same({ "echo:k1" }, results[1])
+            for i = 2, 6 do
+                assert.same({ "echo:k" .. i }, results[i], "call " .. i)
+            end
+            for i = 7, 10 do
+                assert.same({ nil, "closed" }, results[i], "call " .. i)
+            end
+        end)
+        stop()
+        assert(ok, err)
+    end)
+end)

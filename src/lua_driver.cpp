@@ -1,0 +1,234 @@
+#include "lua_driver.hpp"
+
+#include "errors.hpp"
+#include "lua_instance.hpp"
+#include "lua_operation.hpp"
+#include "lua_util.hpp"
+#include "session_state.hpp"
+
+namespace rsh {
+namespace {
+
+// The status op:read() answers with (see docs/core-api.md).
+enum ReadStatus { kNeedMore = 0, kDone = 1, kNextRound = 2, kRefused = 3 };
+
+bool sends_nothing(const HandshakeArgs& args) { return !args.password && !args.database && !args.hello; }
+
+void push_view(lua_State* L, std::string_view bytes) { lua_pushlstring(L, bytes.data(), bytes.size()); }
+
+// --- instance ----------------------------------------------------------------
+
+int instance_pool_name(lua_State* L) {
+    Instance* self = check_instance(L, 1);
+    push_view(L, self->pool_name);
+    return 1;
+}
+
+int instance_cosocket_target(lua_State* L) {
+    Instance* self = check_instance(L, 1);
+    const Config& c = self->config;
+    if (c.socket) {
+        const std::string target = "unix:" + normalize_socket_path(*c.socket);
+        push_view(L, target);
+        return 1;
+    }
+    push_view(L, c.host);
+    lua_pushinteger(L, c.port);
+    return 2;
+}
+
+// A handshake on a round trip of its own (a pool's first connection in a worker).
+int instance_prepare_handshake(lua_State* L) {
+    Instance* self = check_instance(L, 1);
+    const bool fresh = lua_toboolean(L, 2) != 0;
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        const Config& c = self->config;
+        const HandshakeArgs args = handshake_args(c, fresh ? SessionState{} : SessionState::pooled_for(c));
+        auto op = Operation::handshake(args);
+        if (!op) {
+            lua_pushnil(L);
+            return 1;
+        }
+        push_object<Operation>(L, kOperationType, std::move(*op))->set_reader_limits(c.reader_limits());
+        return 1;
+    });
+}
+
+// --- operation: the hot path ------------------------------------------------------
+
+int operation_new(lua_State* L) {
+    push_object<Operation>(L, kOperationType);
+    return 1;
+}
+
+// op:start(inst, method_id, server_version, ...) -> request | nil, "invalid <arg>: <why>"
+int operation_start(lua_State* L) {
+    Operation* op = check_operation(L, 1);
+    Instance* inst = check_instance(L, 2);
+    const lua_Integer method = lua_tointeger(L, 3);
+    const long version = static_cast<long>(lua_tonumber(L, 4));
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        if (method < 1 || method > 4) throw ArgumentError("invalid method");
+        load_operation(L, *op, static_cast<Method>(method), inst->naming, 5);
+        op->set_reader_limits(inst->config.reader_limits());
+        push_view(L, *op->next_request(version));
+        return 1;
+    });
+}
+
+// op:prefix_handshake(inst, fresh) -> the request with the handshake in front,
+// or false when the connection needs none.
+int operation_prefix_handshake(lua_State* L) {
+    Operation* op = check_operation(L, 1);
+    Instance* inst = check_instance(L, 2);
+    const bool fresh = lua_toboolean(L, 3) != 0;
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        const Config& c = inst->config;
+        const HandshakeArgs args = handshake_args(c, fresh ? SessionState{} : SessionState::pooled_for(c));
+        if (sends_nothing(args)) {
+            lua_pushboolean(L, 0);
+            return 1;
+        }
+        push_view(L, op->prefix_handshake(args));
+        return 1;
+    });
+}
+
+// Pushes what op:read / op:read_from answer once the replies are all in.
+int push_done(lua_State* L, Operation* op) {
+    if (!op->finished()) {
+        lua_pushinteger(L, kNextRound);
+        push_view(L, *op->next_request(0));  // later rounds keep the first one's version
+        return 2;
+    }
+    lua_pushinteger(L, op->handshake_failed() ? kRefused : kDone);
+    const int n = push_result(L, op->result());
+    op->trim();
+    return 1 + n;
+}
+
+// op:read(data) -> 0 (more bytes needed) | 1, results... | 2, next request |
+// 3, nil, err (handshake refused: close the connection) | nil, "protocol error: ..."
+int operation_read(lua_State* L) {
+    Operation* op = check_operation(L, 1);
+    std::size_t len = 0;
+    const char* data = luaL_checklstring(L, 2, &len);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        if (!op->feed(data, len)) {
+            lua_pushinteger(L, kNeedMore);
+            return 1;
+        }
+        return push_done(L, op);
+    });
+}
+
+// op:read_from(reader, data) -> as op:read, from a connection's shared reader
+// (auto-pipelining: the replies of several operations arrive in one stream);
+// data, when given, is fed to the reader first.
+int operation_read_from(lua_State* L) {
+    Operation* op = check_operation(L, 1);
+    ReplyReader* reader = static_cast<ReplyReader*>(luaL_checkudata(L, 2, kReaderType));
+    std::size_t len = 0;
+    const char* data = lua_isnoneornil(L, 3) ? nullptr : luaL_checklstring(L, 3, &len);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        if (data) reader->feed(data, len);
+        if (!op->take_replies(*reader)) {
+            lua_pushinteger(L, kNeedMore);
+            return 1;
+        }
+        return push_done(L, op);
+    });
+}
+
+int operation_learned_version(lua_State* L) {
+    lua_pushnumber(L, static_cast<lua_Number>(check_operation(L, 1)->learned_version()));
+    return 1;
+}
+
+// --- operation: one round trip at a time (the standalone handshake) ------------
+
+int operation_request(lua_State* L) {
+    Operation* op = check_operation(L, 1);
+    const long version = static_cast<long>(luaL_optnumber(L, 2, 0));
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        auto request = op->next_request(version);
+        if (request) push_view(L, *request); else lua_pushnil(L);
+        return 1;
+    });
+}
+
+int operation_feed(lua_State* L) {
+    Operation* op = check_operation(L, 1);
+    std::size_t len = 0;
+    const char* data = luaL_checklstring(L, 2, &len);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        lua_pushboolean(L, op->feed(data, len));
+        return 1;
+    });
+}
+
+int operation_result(lua_State* L) {
+    Operation* op = check_operation(L, 1);
+    if (!op->finished()) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "operation not finished");
+        return 2;
+    }
+    return lua_barrier(L, OnError::ReturnNilErr, [&] { return push_result(L, op->result()); });
+}
+
+const luaL_Reg kOperationMethods[] = {
+    {"start", operation_start},
+    {"prefix_handshake", operation_prefix_handshake},
+    {"read", operation_read},
+    {"read_from", operation_read_from},
+    {"learned_version", operation_learned_version},
+    {"request", operation_request},
+    {"feed", operation_feed},
+    {"result", operation_result},
+    {nullptr, nullptr},
+};
+
+// --- reader: a pipelined connection's reply stream -------------------------------
+
+// core.reader([inst]): the limits are those of the instance that opened the connection.
+int reader_new(lua_State* L) {
+    Instance* inst = lua_isnoneornil(L, 1) ? nullptr : check_instance(L, 1);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        push_object<ReplyReader>(L, kReaderType, inst ? inst->config.reader_limits() : ReaderLimits{});
+        return 1;
+    });
+}
+
+// reader:has_pending() -> true when bytes beyond the replies taken are buffered.
+int reader_has_pending(lua_State* L) {
+    auto* reader = static_cast<ReplyReader*>(luaL_checkudata(L, 1, kReaderType));
+    lua_pushboolean(L, reader->has_pending_bytes());
+    return 1;
+}
+
+const luaL_Reg kReaderMethods[] = {
+    {"has_pending", reader_has_pending},
+    {nullptr, nullptr},
+};
+
+}  // namespace
+
+const luaL_Reg kDriverInstanceMethods[] = {
+    {"prepare_handshake", instance_prepare_handshake},
+    {"pool_name", instance_pool_name},
+    {"cosocket_target", instance_cosocket_target},
+    {nullptr, nullptr},
+};
+
+void register_driver(lua_State* L) {
+    register_type<ReplyReader>(L, kReaderType, kReaderMethods);
+    lua_pushcfunction(L, reader_new);
+    lua_setfield(L, -2, "reader");
+
+    register_type<Operation>(L, kOperationType, kOperationMethods);
+    lua_pushcfunction(L, operation_new);
+    lua_setfield(L, -2, "operation");
+}
+
+}  // namespace rsh
