@@ -88,18 +88,31 @@ void make_reply(FuzzedDataProvider& in, std::string& out, int depth) {
     }
 }
 
-// Feeds bytes in fuzzed fragments; returns feed()'s last answer.
-bool feed_in_pieces(FuzzedDataProvider& in, Operation& op, const std::string& bytes) {
+// Feeds bytes in fuzzed fragments, to the operation or (auto-pipelining) to a
+// shared reader it takes its replies from; returns whether the round is complete.
+// Well-formed replies (exact) must complete it at their last byte; raw bytes may
+// complete it earlier (what follows would be the next round's, or stray).
+bool feed_in_pieces(FuzzedDataProvider& in, Operation& op, ReplyReader* shared, const std::string& bytes,
+                    bool exact) {
     bool done = false;
     std::size_t at = 0;
     while (at < bytes.size()) {
         // once the input is used up, the rest goes in one piece (not byte by byte)
         const std::size_t n = in.remaining_bytes() == 0 ? bytes.size() - at
                                                         : in.ConsumeIntegralInRange<std::size_t>(1, bytes.size() - at);
-        done = op.feed(bytes.data() + at, n);
+        if (shared) {
+            shared->feed(bytes.data() + at, n);
+            done = op.take_replies(*shared);
+        } else {
+            done = op.feed(bytes.data() + at, n);
+        }
         at += n;
-        if (done && at < bytes.size()) BUG();  // complete before its last byte
+        if (done && at < bytes.size()) {
+            if (exact) BUG();  // complete before its last byte
+            return true;
+        }
     }
+    if (exact && shared && shared->has_pending_bytes()) BUG();
     return done;
 }
 
@@ -118,6 +131,34 @@ double current_time(FuzzedDataProvider& in) {
 }
 
 enum class Expect { OkOrError, NilStringOrError, MapOrError, VersionOrError };
+
+// Checks on a finished operation: the result has a kind the method returns; no
+// more bytes are taken; restart() gives the first request again (unprefixed).
+void check_finished(Operation& op, Expect expect, long version, const std::string& first_request, bool prefixed) {
+    const Result::Kind kind = op.result().kind;
+    const bool error = kind == Result::Kind::Error;
+    switch (expect) {
+    case Expect::OkOrError: if (!error && kind != Result::Kind::Ok) BUG(); break;
+    case Expect::NilStringOrError:
+        if (!error && kind != Result::Kind::Nil && kind != Result::Kind::String) BUG();
+        break;
+    case Expect::MapOrError: if (!error && kind != Result::Kind::Map) BUG(); break;
+    case Expect::VersionOrError: if (!error && kind != Result::Kind::Version) BUG(); break;
+    }
+    // A finished operation takes no more bytes.
+    try {
+        op.feed("+OK\r\n", 5);
+        BUG();
+    } catch (const ProtocolError&) {
+    }
+    if (op.handshake_failed()) {
+        if (!prefixed || !error) BUG();
+        return;
+    }
+    op.restart();
+    auto again = op.next_request(version);
+    if (!again || *again != first_request) BUG();
+}
 
 }  // namespace
 
@@ -190,59 +231,77 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
     const long versions[] = {0, 60200, 70000, 70205};
     const long version = versions[in.ConsumeIntegralInRange<int>(0, 3)];
 
+    std::optional<ReplyReader> shared;
+    if (in.ConsumeBool()) shared.emplace(limits());
     std::string first_request;
+    bool prefixed = false;
     try {
         for (int round = 0; round < 4; ++round) {
-            auto request = op.next_request(version);
-            if (!request) break;
-            if (round == 0) first_request = *request;
-            const auto commands = parse_request(*request);
-            // Every round names the session key but Redis 6's "TTL old_key" first round.
-            if (!session_key.empty() && commands.front().front() != "TTL") {
-                bool named = false;
-                for (const auto& command : commands) {
-                    for (const auto& arg : command) named = named || arg == session_key;
+            auto next = op.next_request(version);
+            if (!next) break;
+            std::string request(*next);
+            if (round == 0) {
+                first_request = request;
+                // a new connection of a proven pool: its handshake in the same write
+                if (expect != Expect::VersionOrError && in.ConsumeBool()) {
+                    HandshakeArgs hs;
+                    if (in.ConsumeBool()) hs.password = key_bytes(in);
+                    if (hs.password && in.ConsumeBool()) hs.username = key_bytes(in);
+                    if (in.ConsumeBool()) hs.database = in.ConsumeIntegralInRange<long long>(0, 15);
+                    hs.hello = in.ConsumeBool();
+                    if (hs.password || hs.database || hs.hello) {
+                        request = std::string(op.prefix_handshake(hs));
+                        prefixed = true;
+                    }
                 }
-                if (!named) BUG();
             }
+            const auto commands = parse_request(request);
+            // Every round names the session key but Redis 6's "TTL old_key" first round
+            // (which a prefixed AUTH/SELECT/HELLO may precede).
+            bool ttl_round = false, named = false;
+            for (const auto& command : commands) {
+                ttl_round = ttl_round || command.front() == "TTL";
+                for (const auto& arg : command) named = named || arg == session_key;
+            }
+            if (!session_key.empty() && !ttl_round && !named) BUG();
             if (op.next_request(version)) BUG();  // one round trip in flight at a time
             if (in.ConsumeBool()) {
                 std::string replies;
                 for (std::size_t i = 0; i < commands.size(); ++i) make_reply(in, replies, 0);
                 try {
-                    if (!feed_in_pieces(in, op, replies)) BUG();  // complete at its last byte
+                    if (!feed_in_pieces(in, op, shared ? &*shared : nullptr, replies, true)) BUG();
                 } catch (const ProtocolError&) {
                     // only "unexpected data" once finished may refuse well-formed bytes
                     BUG();
                 }
             } else {
                 const std::string raw = in.ConsumeRandomLengthString(256);
-                if (!feed_in_pieces(in, op, raw)) return 0;  // the server is still "sending"
+                if (!feed_in_pieces(in, op, shared ? &*shared : nullptr, raw, false)) break;  // still "sending"
             }
         }
     } catch (const ProtocolError&) {
-        return 0;  // the transport closes the connection; nothing more to check
+        // the transport closes the connection: the operation is reused (below)
     }
-    if (!op.finished()) return 0;
+    if (op.finished()) check_finished(op, expect, version, first_request, prefixed);
 
-    const Result::Kind kind = op.result().kind;
-    const bool error = kind == Result::Kind::Error;
-    switch (expect) {
-    case Expect::OkOrError: if (!error && kind != Result::Kind::Ok) BUG(); break;
-    case Expect::NilStringOrError:
-        if (!error && kind != Result::Kind::Nil && kind != Result::Kind::String) BUG();
-        break;
-    case Expect::MapOrError: if (!error && kind != Result::Kind::Map) BUG(); break;
-    case Expect::VersionOrError: if (!error && kind != Result::Kind::Version) BUG(); break;
-    }
-    // A finished operation takes no more bytes.
+    // The driver reuses one operation for every call, whatever became of the last
+    // one: a fresh get on it, answered well, must complete at its last byte.
+    GetArgs& get = op.start_get(naming);
+    get.name = key_bytes(in);
+    get.key = key_bytes(in);
     try {
-        op.feed("+OK\r\n", 5);
-        BUG();
+        const auto commands = parse_request(std::string(*op.next_request(version)));
+        if (commands.size() != 1 || commands[0][0] != "GET" || commands[0][1] != naming.session_key(get.name, get.key)) {
+            BUG();
+        }
+        std::string reply;
+        make_reply(in, reply, 0);
+        if (!feed_in_pieces(in, op, nullptr, reply, true) || !op.finished()) BUG();
     } catch (const ProtocolError&) {
+        BUG();
     }
-    op.restart();
-    auto again = op.next_request(version);
-    if (!again || *again != first_request) BUG();
+    const Result::Kind kind = op.result().kind;
+    if (kind != Result::Kind::Error && kind != Result::Kind::Nil && kind != Result::Kind::String) BUG();
     return 0;
 }
+
