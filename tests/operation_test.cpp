@@ -629,6 +629,46 @@ TEST(Operation, MalformedReplyIsAProtocolError) {
     EXPECT_THROW(op.feed("!bad\r\n", 6), ProtocolError);
 }
 
+// Found by fuzz_operation: the cosocket driver reuses one operation for every
+// call. A call abandoned inside a reply (a timeout after an array header, which
+// hiredis consumes) must not leave that half reply to swallow the next call's.
+TEST(Operation, ReusedAfterAReplyCutShortParsesTheNextCallAlone) {
+    Operation op;
+    KeyNaming naming;
+    GetArgs& first = op.start_get(naming);
+    first.name = "s";
+    first.key = "a";
+    ASSERT_TRUE(op.next_request(70000).has_value());
+    EXPECT_FALSE(op.feed("*2\r\n:1\r\n", 8));  // then the connection timed out and was closed
+
+    GetArgs& second = op.start_get(naming);
+    second.name = "s";
+    second.key = "b";
+    ASSERT_TRUE(op.next_request(70000).has_value());
+    const string wire = bulk("v");
+    EXPECT_TRUE(op.feed(wire.data(), wire.size()));
+    ASSERT_TRUE(op.finished());
+    EXPECT_EQ(op.result().kind, Result::Kind::String);
+    EXPECT_EQ(op.result().text, "v");
+}
+
+TEST(Operation, ReusedAfterABulkCutShort) {
+    Operation op;
+    KeyNaming naming;
+    GetArgs& first = op.start_get(naming);
+    first.name = "s";
+    first.key = "a";
+    ASSERT_TRUE(op.next_request(70000).has_value());
+    EXPECT_FALSE(op.feed("$10\r\nabc", 8));
+
+    GetArgs& second = op.start_get(naming);
+    second.name = "s";
+    second.key = "b";
+    ASSERT_TRUE(op.next_request(70000).has_value());
+    EXPECT_TRUE(op.feed("$-1\r\n", 5));
+    EXPECT_EQ(op.result().kind, Result::Kind::Nil);
+}
+
 TEST(ParseRedisVersion, Forms) {
     EXPECT_EQ(rsh::parse_redis_version("7.0.15"), 70015);
     EXPECT_EQ(rsh::parse_redis_version("6.2.14"), 60214);
