@@ -81,6 +81,31 @@ describe("nginx configuration", function()
         assert(ok, err)
     end)
 
+    it("0 timeouts through the auto-pipeline: concurrent calls wait for nginx's timeouts", function()
+        local name = h.unique("ngx-zero-pipe")
+        local r = h.raw()
+        for i = 1, 20 do r:call("SET", name .. ":k" .. i, "v" .. i) end
+        r:close()
+        local out = run("content", [[
+            local s = H.storage({ port = ARGS.port, connect_timeout = 0, send_timeout = 0, read_timeout = 0 })
+            s:get(ARGS.name, "warm-up")  -- proves the pool: later concurrent calls pipeline
+            local threads = {}
+            for i = 1, 20 do
+                threads[i] = ngx.thread.spawn(function() return s:get(ARGS.name, "k" .. i) end)
+            end
+            local results = {}
+            for i = 1, 20 do
+                local _, v, err = ngx.thread.wait(threads[i])
+                results[i] = v or ("error: " .. tostring(err))
+            end
+            return results
+        ]], { port = h.port, name = name })
+        for i = 1, 20 do
+            -- before: a 0 read_timeout made every queued caller's wait time out at once
+            assert.equal("v" .. i, out[i])
+        end
+    end)
+
     it("timeouts above 2^31-1 ms raise at new() and on writes; the maximum works", function()
         local out = run("content", [[
             local results = {}
@@ -211,5 +236,40 @@ describe("nginx configuration", function()
                     run("content", GET, { cfg = small, name = name }))
         local out = run("content", GET, { cfg = { port = h.port, max_reply_size = 8192 }, name = name })
         assert.equal(5000, #out[1])
+    end)
+
+    it("max_reply_size applies to the auto-pipeline's shared reply stream", function()
+        local name = h.unique("ngx-limit-pipe")
+        local r = h.raw()
+        r:call("SET", name .. ":big", string.rep("x", 5000))
+        r:call("SET", name .. ":small", "fits")
+        r:close()
+        local out = run("content", [[
+            local s = H.storage({ port = ARGS.port, max_reply_size = 4096 })
+            s:get(ARGS.name, "small")  -- proves the pool: later concurrent calls pipeline
+            local threads = {}
+            for i = 1, 6 do
+                local key = i % 2 == 0 and "big" or "small"
+                threads[i] = ngx.thread.spawn(function() return { s:get(ARGS.name, key) } end)
+            end
+            local results = {}
+            for i = 1, 6 do
+                local _, res = ngx.thread.wait(threads[i])
+                results[i] = res
+            end
+            return { results = results, after = { s:get(ARGS.name, "small") } }
+        ]], { port = h.port, name = name })
+        local refused = 0
+        for i = 1, 6 do
+            local res = out.results[i]
+            if i % 2 == 0 then
+                assert.same({ nil, "protocol error: reply larger than 4096 bytes (a bulk string of 5000 bytes)" }, res)
+            end
+            -- a small get in the same batch as a refused reply fails with it (its
+            -- connection is closed); never with another call's data
+            if res[1] == nil then refused = refused + 1 else assert.same({ "fits" }, res) end
+        end
+        assert.is_true(refused >= 3)
+        assert.same({ "fits" }, out.after)
     end)
 end)
