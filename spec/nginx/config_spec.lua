@@ -245,6 +245,14 @@ describe("nginx configuration", function()
         r:call("SET", name .. ":small", "fits")
         r:close()
         local out = run("content", [[
+            -- the same pool with the default limit pipelines first (its lane, its reader)
+            local default = H.storage({ port = ARGS.port })
+            default:get(ARGS.name, "small")
+            local warm = {}
+            for i = 1, 4 do
+                warm[i] = ngx.thread.spawn(function() return default:get(ARGS.name, "big") end)
+            end
+            for i = 1, 4 do assert(#select(2, ngx.thread.wait(warm[i])) == 5000) end
             local s = H.storage({ port = ARGS.port, max_reply_size = 4096 })
             s:get(ARGS.name, "small")  -- proves the pool: later concurrent calls pipeline
             local threads = {}

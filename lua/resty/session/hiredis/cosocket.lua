@@ -127,6 +127,8 @@ function _M.view(inst, fields)
   local connect_timeout = fields.connect_timeout
   return {
     pool = pool,
+    -- pipelined calls share a reply stream, checked with one max_reply_size
+    lane = pool .. "\0" .. fields.max_reply_size,
     host = host,
     port = port,
     connect_options = { pool = pool, pool_size = fields.pool_size, backlog = fields.backlog },
@@ -407,7 +409,7 @@ local function run(inst, view, op, request)
   local pool = view.pool
   if view.pipelining and not view.force_auth and (versions[pool] or 0) >= REDIS_7 then
     local direct = direct_calls[pool] or 0
-    if direct > 0 or pipeline.busy(pool) then
+    if direct > 0 or pipeline.busy(view.lane) then
       return pipeline.call(inst, view, op, request, open_for_lane)
     end
     direct_calls[pool] = direct + 1

@@ -216,8 +216,8 @@ start = function(lane)
 end
 
 ---
--- Tells whether a pool's lane has work in progress (then a new call joins it
--- rather than opening a connection of its own).
+-- Tells whether a lane (a pool, for one max_reply_size) has work in progress
+-- (then a new call joins it rather than opening a connection of its own).
 function _M.busy(pool)
   local lane = lanes[pool]
   return lane ~= nil and lane.running
@@ -233,7 +233,7 @@ end
 -- @return status, r1, r2 as op:read does (DONE, results), or nil, err; a
 -- fourth value, true, when the caller timed out and the runner keeps the operation
 function _M.call(inst, view, op, request, open)
-  local pool = view.pool
+  local pool = view.lane  -- the pool name and max_reply_size
   local lane = lanes[pool]
   if not lane then
     lane = { queue = {}, spare = {}, count = 0, work = new_semaphore(), running = false,
