@@ -5,6 +5,7 @@
 #   make demo    deps + build + a round trip through resty.session.hiredis
 #   make asan    unit tests and native specs under ASan/UBSan (build-asan/)
 #   make valgrind  the native specs under valgrind
+#   make hiredis1  unit tests and native specs against hiredis 1.x (Debian 13's, private prefix)
 #   make lint    luacheck (when installed)
 #   make docs    the API page of resty.session.hiredis (LDoc) into docs/
 SHELL := /bin/bash
@@ -24,7 +25,7 @@ DEB_PACKAGES := build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libh
 	libnginx-mod-http-lua lua-resty-core lua-nginx-redis openssl googletest libgtest-dev \
 	libbenchmark-dev valgrind wrk clang lua-socket curl lua-cjson lua-ldoc lua-discount
 
-.PHONY: deps build test unit spec demo asan valgrind bench fuzz rock-check lint docs clean
+.PHONY: deps build test unit spec hiredis1 demo asan valgrind bench fuzz rock-check lint docs clean
 
 deps:
 	@missing=""; \
@@ -43,11 +44,12 @@ build:
 	flock build.lock sh -c 'cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DRSH_BUILD_TESTS=ON && \
 		cmake --build $(BUILD_DIR) -j$(JOBS)'
 
-# rock-check, ctest, then the busted specs (its summary is the last line); all
-# always run, the target fails when any did.
+# rock-check, the hiredis 1.x run, ctest, then the busted specs (its summary is the
+# last line); all always run, the target fails when any did.
 test: deps build
 	@status=0; \
 	$(MAKE) --no-print-directory rock-check || status=1; \
+	$(MAKE) --no-print-directory hiredis1 || status=1; \
 	$(MAKE) --no-print-directory unit || status=1; \
 	$(MAKE) --no-print-directory spec || status=1; \
 	exit $$status
@@ -58,6 +60,20 @@ unit:
 
 spec:
 	$(WITH_SERVERS) $(LUAJIT) $(BUSTED) $(BUSTED_ARGS)
+
+# hiredis 1.x: Debian 13's libhiredis-dev, fetched with apt's own tools into a private
+# apt state and unpacked into build-hiredis1/deps/root (.ci/fetch-hiredis-deb.sh: nothing
+# on the system changes), then the unit tests and the native specs against that build.
+HIREDIS1_BUILD ?= build-hiredis1
+hiredis1: deps
+	prefix="$$(.ci/fetch-hiredis-deb.sh $(HIREDIS1_BUILD)/deps)/usr" && \
+	flock build.lock sh -c 'cmake -S . -B $(HIREDIS1_BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DRSH_BUILD_TESTS=ON \
+			-DHIREDIS_INCDIR="$$0/include" -DHIREDIS_LIBDIR="$$0/lib/$$(gcc -print-multiarch)" >/dev/null && \
+		cmake --build $(HIREDIS1_BUILD) -j$(JOBS) --target core unit_tests' "$$prefix"
+	@ldd $(HIREDIS1_BUILD)/lib/resty/session/hiredis/core.so | grep -q "$(CURDIR)/$(HIREDIS1_BUILD)/deps/root/.*libhiredis.so.1" || \
+		{ echo "hiredis1: core.so does not load the private hiredis 1.x"; ldd $(HIREDIS1_BUILD)/lib/resty/session/hiredis/core.so; exit 1; }
+	$(WITH_SERVERS) sh -c 'ctest --test-dir $(HIREDIS1_BUILD) --output-on-failure && \
+		$(LUAJIT) $(BUSTED) --cpath="$(HIREDIS1_BUILD)/lib/?.so" $(BUSTED_ARGS) $(NATIVE_SPECS)'
 
 # Plain LuaJIT (native transport), then the same round trip inside nginx.
 demo: deps build

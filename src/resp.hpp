@@ -27,7 +27,7 @@ struct ReaderLimits {
     std::size_t max_reply_bytes = (512u << 20) + 4096;
     // Elements one array may declare (each costs a pointer up front).
     long long max_array_elements = 1 << 20;
-    // Nesting is capped by hiredis 0.14 itself at 7 levels.
+    // Arrays nest at most 8 deep (hiredis 0.14's stop, kept on 1.x by resp.cpp).
 };
 
 class ReplyReader {
