@@ -115,13 +115,10 @@ fuzz: deps
 	mkdir -p build-fuzz/corpus
 	build-fuzz/fuzz_reply -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus tests/fuzz_corpus
 
-# luarocks builds and installs both modules into a throwaway tree, and LuaJIT loads them from it.
+# A src rock packed from the working tree, installed from outside the repository into a
+# fresh tree, both modules loaded from it alone, exported symbols checked (.ci/rock-check.sh).
 rock-check: deps
-	tree=$$(mktemp -d) && trap 'rm -rf "$$tree"' EXIT && \
-	luarocks --lua-version 5.1 --tree "$$tree" make lua-resty-session-hiredis-*.rockspec >"$$tree/build.log" 2>&1 || \
-		{ tail -30 "$$tree/build.log"; exit 1; }; \
-	LUA_PATH="$$tree/share/lua/5.1/?.lua;;" LUA_CPATH="$$tree/lib/lua/5.1/?.so;;" \
-		$(LUAJIT) -e 'local h = require "resty.session.hiredis"; print("rock-check: loaded " .. h._VERSION .. " from " .. package.searchpath("resty.session.hiredis.core", package.cpath))'
+	LUAJIT=$(LUAJIT) .ci/rock-check.sh
 
 # The API page of resty.session.hiredis (LDoc, config.ld): docs/index.html and
 # docs/ldoc.css, generated (not committed). Any LDoc warning fails the target.
