@@ -5,6 +5,7 @@
 #   make demo    deps + build + a round trip through resty.session.hiredis
 #   make asan    unit tests and native specs under ASan/UBSan (build-asan/)
 #   make valgrind  the native specs under valgrind
+#   make leak-lua51  erroring calls under PUC Lua 5.1 and valgrind: nothing leaks
 #   make hiredis1  unit tests and native specs against hiredis 1.x (Debian 13's, private prefix)
 #   make lint    luacheck (when installed)
 #   make docs    the API page of resty.session.hiredis (LDoc) into docs/
@@ -23,9 +24,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libhiredis-dev \
 	libssl-dev lua-busted luarocks redis-server redis-tools redis-sentinel nginx \
 	libnginx-mod-http-lua lua-resty-core lua-nginx-redis openssl googletest libgtest-dev \
-	libbenchmark-dev valgrind wrk clang lua-socket curl lua-cjson lua-ldoc lua-discount
+	libbenchmark-dev valgrind wrk clang lua-socket curl lua-cjson lua-ldoc lua-discount lua5.1 \
+	liblua5.1-0-dev
 
-.PHONY: deps build test unit spec hiredis1 demo asan valgrind bench fuzz rock-check lint docs clean
+.PHONY: deps build test unit spec hiredis1 leak-lua51 demo asan valgrind bench fuzz rock-check lint docs clean
 
 deps:
 	@missing=""; \
@@ -50,6 +52,7 @@ test: deps build
 	@status=0; \
 	$(MAKE) --no-print-directory rock-check || status=1; \
 	$(MAKE) --no-print-directory hiredis1 || status=1; \
+	$(MAKE) --no-print-directory leak-lua51 || status=1; \
 	$(MAKE) --no-print-directory unit || status=1; \
 	$(MAKE) --no-print-directory spec || status=1; \
 	exit $$status
@@ -74,6 +77,17 @@ hiredis1: deps
 		{ echo "hiredis1: core.so does not load the private hiredis 1.x"; ldd $(HIREDIS1_BUILD)/lib/resty/session/hiredis/core.so; exit 1; }
 	$(WITH_SERVERS) sh -c 'ctest --test-dir $(HIREDIS1_BUILD) --output-on-failure && \
 		$(LUAJIT) $(BUSTED) --cpath="$(HIREDIS1_BUILD)/lib/?.so" $(BUSTED_ARGS) $(NATIVE_SPECS)'
+
+# PUC Lua 5.1 raises errors with longjmp, which runs no C++ destructors: many calls
+# that fail (bad configurations, field writes, method arguments, raising metadata)
+# under valgrind must leave nothing definitely lost. No Redis needed.
+leak-lua51: deps build
+	@log=$$(mktemp) && trap 'rm -f "$$log"' EXIT && \
+	LUA_PATH='lua/?.lua' LUA_CPATH='$(BUILD_DIR)/lib/?.so' valgrind --leak-check=full \
+		--errors-for-leak-kinds=definite --error-exitcode=1 --log-file="$$log" \
+		lua5.1 spec/valgrind/erroring_calls.lua; status=$$?; \
+	grep -E 'definitely lost|ERROR SUMMARY' "$$log" | sed 's/^==[0-9]*== */leak-lua51: /'; \
+	[ $$status = 0 ] || { cat "$$log"; exit 1; }
 
 # Plain LuaJIT (native transport), then the same round trip inside nginx.
 demo: deps build

@@ -64,21 +64,22 @@ bool is(const char* a, const char* b) { return std::strcmp(a, b) == 0; }
 }  // namespace
 
 Config read_config(lua_State* L, int idx) {
-    Config config;
-    if (lua_isnil(L, idx) || lua_isnone(L, idx)) return config;
+    if (lua_isnoneornil(L, idx)) return Config{};
     if (lua_type(L, idx) != LUA_TTABLE) invalid("configuration", "must be a table");
+    // Lua first, while no C++ object is alive (a Lua error longjmps past destructors
+    // under PUC Lua): every field's value onto the stack, then Config from the stack
+    // with reads that never raise.
     idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+    constexpr int kFieldCount = static_cast<int>(sizeof kFields / sizeof kFields[0]);
+    luaL_checkstack(L, kFieldCount, "configuration");
+    const int first = lua_gettop(L) + 1;
     for (const char* field : kFields) {
         lua_pushstring(L, field);
         lua_rawget(L, idx);
-        try {
-            set_config_field(L, config, field, -1);
-        } catch (...) {
-            lua_pop(L, 1);
-            throw;
-        }
-        lua_pop(L, 1);
     }
+    Config config;
+    for (int i = 0; i < kFieldCount; ++i) set_config_field(L, config, kFields[i], first + i);
+    lua_settop(L, first - 1);
     if (config.ssl_client_cert.has_value() != config.ssl_client_priv_key.has_value()) {
         invalid(config.ssl_client_cert ? "ssl_client_priv_key" : "ssl_client_cert",
                 "ssl_client_cert and ssl_client_priv_key go together");
