@@ -5,7 +5,7 @@
 #   make demo    deps + build + a round trip through resty.session.hiredis
 #   make asan    unit tests and native specs under ASan/UBSan (build-asan/)
 #   make valgrind  the native specs under valgrind
-#   make leak-lua51  erroring calls under PUC Lua 5.1 and valgrind: nothing leaks
+#   make leak-lua51  PUC Lua 5.1 under valgrind: erroring and out-of-memory calls leak nothing
 #   make hiredis1  unit tests and native specs against hiredis 1.x (Debian 13's, private prefix)
 #   make lint    luacheck (when installed)
 #   make docs    the API page of resty.session.hiredis (LDoc) into docs/
@@ -78,16 +78,11 @@ hiredis1: deps
 	$(WITH_SERVERS) sh -c 'ctest --test-dir $(HIREDIS1_BUILD) --output-on-failure && \
 		$(LUAJIT) $(BUSTED) --cpath="$(HIREDIS1_BUILD)/lib/?.so" $(BUSTED_ARGS) $(NATIVE_SPECS)'
 
-# PUC Lua 5.1 raises errors with longjmp, which runs no C++ destructors: many calls
-# that fail (bad configurations, field writes, method arguments, raising metadata)
-# under valgrind must leave nothing definitely lost. No Redis needed.
+# PUC Lua 5.1 raises errors with longjmp, which runs no C++ destructors: erroring
+# calls, and calls whose allocations fail in turn, under valgrind must leave nothing
+# definitely lost (spec/valgrind/leak-lua51.sh).
 leak-lua51: deps build
-	@log=$$(mktemp) && trap 'rm -f "$$log"' EXIT && \
-	LUA_PATH='lua/?.lua' LUA_CPATH='$(BUILD_DIR)/lib/?.so' valgrind --leak-check=full \
-		--errors-for-leak-kinds=definite --error-exitcode=1 --log-file="$$log" \
-		lua5.1 spec/valgrind/erroring_calls.lua; status=$$?; \
-	grep -E 'definitely lost|ERROR SUMMARY' "$$log" | sed 's/^==[0-9]*== */leak-lua51: /'; \
-	[ $$status = 0 ] || { cat "$$log"; exit 1; }
+	$(WITH_SERVERS) --only plain spec/valgrind/leak-lua51.sh $(BUILD_DIR)
 
 # Plain LuaJIT (native transport), then the same round trip inside nginx.
 demo: deps build
