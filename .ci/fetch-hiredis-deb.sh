@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fetches another Debian release's hiredis (libhiredis-dev and the library package it
 # depends on) with apt's own tools and unpacks it into a private prefix. Nothing on the
-# system changes: apt runs with its own state, cache and sources under DIR (no status
-# file, no lock), and the packages are only unpacked (dpkg-deb -x), never installed.
+# system changes: apt runs with its own state, cache, lock and sources under DIR (an
+# empty status file), and the packages are only unpacked (dpkg-deb -x), never installed.
 #
 #   .ci/fetch-hiredis-deb.sh DIR [FROM_SUITE] [TO_SUITE]     (default: bookworm trixie)
 #
@@ -40,7 +40,7 @@ apt_opts=(
     -o "Dir::Cache=$state" -o "Dir::Cache::archives=$state/archives"
     -o "Dir::Etc::SourceList=$state/sources.list" -o "Dir::Etc::SourceParts=$state/sources.list.d"
     -o "Dir::Etc::Preferences=$state/preferences" -o "Dir::Etc::PreferencesParts=$state/preferences.d"
-    -o "Debug::NoLocking=1" -o "Acquire::Languages=none"
+    -o "Acquire::Languages=none"
 )
 # As root apt downloads as _apt, which may not write here: keep the current user.
 [[ "$(id -u)" == 0 ]] && apt_opts+=(-o "APT::Sandbox::User=root")
