@@ -142,4 +142,4 @@ lint:
 	fi
 
 clean:
-	rm -rf $(BUILD_DIR) build-asan build-bench build-fuzz build.lock docs/index.html docs/ldoc.css
+	rm -rf $(BUILD_DIR) build-asan build-bench build-fuzz $(HIREDIS1_BUILD) build.lock docs/index.html docs/ldoc.css

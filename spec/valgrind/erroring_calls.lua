@@ -58,7 +58,8 @@ for _ = 1, rounds do
   must_fail("set ttl", storage:set(long, long, long, -1))
   must_fail("set name", storage:set(1, long, long, 10))
   must_fail("set metadata", storage:set(long, long, long, 10, now, nil, nil, { audiences = { long }, subjects = {} }))
-  must_fail("set metadata type", storage:set(long, long, long, 10, now, nil, nil, { audiences = { 1 }, subjects = { long } }))
+  must_fail("set metadata type",
+            storage:set(long, long, long, 10, now, nil, nil, { audiences = { 1 }, subjects = { long } }))
   -- the caller's own error, raised as upstream's `metadata.audiences` would
   must_raise("set raising metadata", storage.set, storage, long, long, long, 10, now, nil, nil, raising)
   must_raise("set late raising metadata", storage.set, storage, long, long, long, 10, now, nil, nil, raising_late)

@@ -6,6 +6,7 @@
 -- results are included.
 --
 --   oom_host spec/valgrind/oom_calls.lua     (package paths at lua/ and build/lib/)
+-- luacheck: globals fail_after oom_fired
 local hiredis = require "resty.session.hiredis"
 local core = require "resty.session.hiredis.core"
 
