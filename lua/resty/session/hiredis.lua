@@ -311,6 +311,15 @@ local mt = {
 -- })
 -- require("resty.session").init({ secret = "...", storage = storage })
 function _M.new(configuration)
+  -- Routing (sentinel half): `sentinels` without `nodes` -> resty.session.hiredis.sentinel.
+  if type(configuration) == "table" and configuration.nodes == nil and configuration.sentinels ~= nil then
+    local routed, storage = pcall(require("resty.session.hiredis.sentinel").new, configuration)
+    if not routed then
+      error(storage, 2)
+    end
+    return storage
+  end
+
   local ok, inst = pcall(core.new, configuration)
   if not ok then
     error(inst, 2)
