@@ -1,7 +1,7 @@
 ---
 -- Redis Sentinel storage for lua-resty-session: a drop-in for upstream's
 -- `resty.session.redis.sentinel` (same configuration fields, methods, results and
--- Redis data layout as @{resty.session.hiredis}).
+-- Redis data layout as `resty.session.hiredis`).
 --
 -- `require("resty.session.hiredis").new(configuration)` routes here when the
 -- configuration has `sentinels` (and no `nodes`); the module can be named as
@@ -42,7 +42,7 @@
 --   role, the endpoint and the identity, also under a custom `pool` (upstream's
 --   `pool` is shared by sentinel and master connections).
 -- * `force_auth` (added): `AUTH` on every call, on the data and sentinel connections.
--- * Methods, results and error handling as @{resty.session.hiredis} (`true` from
+-- * Methods, results and error handling as `resty.session.hiredis` (`true` from
 --   `set`/`delete`; errors inside a transaction are errors).
 -- * Works in every nginx phase and outside nginx (upstream needs cosockets).
 -- * Sentinels are reached without TLS (`ssl`, `ssl_verify`, `server_name` apply to
@@ -92,8 +92,8 @@
 -- @tfield[opt] number sentinel_cache_ttl *Extension.* Seconds a master (or replica)
 -- address is reused without asking a sentinel, per worker (default `0`: ask on every
 -- call). Errors that suggest a failover drop it at once.
--- @tfield[opt] string transport *Extension.* As in @{resty.session.hiredis}.
--- @tfield[opt] boolean pipelining *Extension.* As in @{resty.session.hiredis}.
+-- @tfield[opt] string transport *Extension.* As in `resty.session.hiredis`.
+-- @tfield[opt] boolean pipelining *Extension.* As in `resty.session.hiredis`.
 -- @table configuration
 
 local core = require "resty.session.hiredis.core"
@@ -493,7 +493,7 @@ local function build(conf)
 end
 
 ---
--- Creates a storage instance with the methods of @{resty.session.hiredis}
+-- Creates a storage instance with the methods of `resty.session.hiredis`
 -- (`set`, `get`, `delete`, `read_metadata`, same arguments and results). No
 -- connection is made here.
 -- @function new
