@@ -197,24 +197,44 @@ describe("sentinel (native)", function()
             local s = sentinel.new(group.config({ connect_timeout = 500, read_timeout = 500 }))
             local name = h.unique("forced")
             assert.is_true(s:set(name, "k", "v", 60, os.time()))
+            -- an instance that caches the address (and has a pooled connection to it)
+            local cached = sentinel.new(group.config({ sentinel_cache_ttl = 3600 }))
+            assert.is_true(cached:set(name, "c", "v", 60, os.time()))
             local sc = group.raw_sentinel(2)
             assert.equal("OK", sc:call("SENTINEL", "FAILOVER", "mymaster"))
             sc:close()
             -- until the sentinels name the new master, writes may still go to the old one
-            local errors = 0
-            local write = loop_call(s, name)
+            local errors, n, last = 0, 0, nil
             local failed, seconds = group.measure(function()
-                local ok = write()
-                if not ok then errors = errors + 1 end
+                n = n + 1
+                local ok = s:set(name, "k", "f" .. n, 60, os.time()) == true
+                if ok then last = "f" .. n else errors = errors + 1 end
                 return ok and group.master_port() ~= old
             end, 0.02, 30)
             assert.is_number(seconds)
             local new = group.master_port()
             assert.not_equal(old, new)
-            -- the write of the loop is on the new master
+            -- the loop's last write is on the new master
             local r = group.raw_server(new)
-            assert.equal("v", r:call("GET", name .. ":k"))
+            assert.equal(last, r:call("GET", name .. ":k"))
+            -- the cached address stays in use while the old master takes writes (the
+            -- trade-off of sentinel_cache_ttl); once it refuses them (demoted: READONLY,
+            -- closed connections, ROLE) the address is dropped and the sentinels asked again
+            local round, cached_failed = 0, 0
+            local _, cached_seconds = group.measure(function()
+                round = round + 1
+                local value = "w" .. round
+                if cached:set(name, "c", value, 60, os.time()) ~= true then
+                    cached_failed = cached_failed + 1
+                    return false
+                end
+                return r:call("GET", name .. ":c") == value
+            end, 0.05, 30)
+            assert.is_number(cached_seconds, "the cached instance never reached the new master")
             r:close()
+            report[#report + 1] = string.format(
+                "sentinel_cache_ttl: writes reached the new master %.2f s after the others did, %d calls failed",
+                cached_seconds, cached_failed)
             report[#report + 1] = string.format(
                 "forced: %d calls failed (%d loop rounds before the sentinels named the new master), "
                 .. "writes on the new master after %.2f s", errors, failed, seconds)

@@ -204,7 +204,14 @@ end
 -- Asking a sentinel
 
 local function ask_over_cosocket(target, ask, master)
-  local sock, err = ngx.socket.tcp()
+  if not (ngx and ngx.socket) then
+    return nil, "cosocket transport unavailable: not running inside nginx"
+  end
+  -- ngx.socket.tcp raises where cosockets are disabled (a forced transport)
+  local created, sock, err = pcall(ngx.socket.tcp)
+  if not created then
+    return nil, "cosocket transport unavailable: " .. tostring(sock)
+  end
   if not sock then
     return nil, err
   end
@@ -266,6 +273,8 @@ local function ask_sentinels(self, ask, over_cosocket)
         insert(order, 1, remove(order, i))
       end
       return a, b
+    elseif find(b, "^cosocket transport unavailable") then
+      return nil, b  -- no sentinel can be reached this way
     else
       last_err = b
     end
@@ -338,7 +347,8 @@ local function is_stale(err)
   end
   local code = err:match("^(%u+) ")
   if code then
-    return STALE_REDIS_ERRORS[code] == true, false
+    -- READONLY: the write was refused, nothing happened: safe to retry elsewhere
+    return STALE_REDIS_ERRORS[code] == true, code == "READONLY"
   end
   -- connection errors: timeout, closed, connection refused, ...
   return true, err == "connection refused"
@@ -372,7 +382,8 @@ local function call(self, method, ...)
     if stale then
       self.cached = nil
     end
-    -- a refused role or a refused connection sent no command: ask the sentinels again
+    -- a refused role, a refused connection or a refused write changed nothing:
+    -- ask the sentinels again
     if not (retry and attempt == 1) then
       return nil, r2
     end
