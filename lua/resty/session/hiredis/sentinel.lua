@@ -272,6 +272,7 @@ local function ask_sentinels(self, ask, over_cosocket)
       if i > 1 then
         insert(order, 1, remove(order, i))
       end
+      self.answered = target
       return a, b
     elseif find(b, "^cosocket transport unavailable") then
       return nil, b  -- no sentinel can be reached this way
@@ -340,7 +341,7 @@ local STALE_REDIS_ERRORS = { READONLY = true, LOADING = true, MASTERDOWN = true 
 
 local function is_stale(err)
   if sub(err, 1, 14) == "role mismatch:" then
-    return true, true
+    return true, true, true
   end
   if find(err, "^invalid ") then
     return false
@@ -378,9 +379,19 @@ local function call(self, method, ...)
     if r1 ~= nil then
       return r1, r2
     end
-    local stale, retry = is_stale(r2)
+    local stale, retry, wrong_role = is_stale(r2)
     if stale then
       self.cached = nil
+    end
+    if wrong_role then
+      -- the sentinel that named this server is behind the others: ask it last
+      local order, answered = self.order, self.answered
+      for i = 1, #order do
+        if order[i] == answered then
+          insert(order, remove(order, i))
+          break
+        end
+      end
     end
     -- a refused role, a refused connection or a refused write changed nothing:
     -- ask the sentinels again
@@ -499,6 +510,7 @@ local function build(conf)
     order = order,     -- per worker: the sentinel that answered last goes first
     servers = {},      -- "host:port" -> single-node instance and view
     cached = nil,      -- { host, port, expires } with sentinel_cache_ttl
+    answered = nil,    -- the entry of order that gave the last answer
     transport_view = { transport = fields.transport },
   } }, metatable)
 end
