@@ -61,8 +61,8 @@ while true do
                     break
                 end
             elseif mode:match("^sentinel:") and name == "SENTINEL" then
-                local port = mode:match("^sentinel:(%d+)")
-                conn:send("*2\r\n$9\r\n127.0.0.1\r\n$" .. #port .. "\r\n" .. port .. "\r\n")
+                local named = mode:match("^sentinel:(%d+)")
+                conn:send("*2\r\n$9\r\n127.0.0.1\r\n$" .. #named .. "\r\n" .. named .. "\r\n")
             elseif name == "HELLO" then
                 conn:send("-ERR unknown command 'HELLO'\r\n")
             elseif name == "AUTH" or name == "SELECT" then
