@@ -19,6 +19,7 @@ LUAJIT ?= luajit
 BUSTED ?= /usr/bin/busted
 BUSTED_ARGS ?=
 WITH_SERVERS := spec/support/with-servers.sh
+WITH_SENTINELS := spec/support/with-sentinels.sh
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 DEB_PACKAGES := build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libhiredis-dev \
@@ -62,7 +63,7 @@ unit:
 	$(WITH_SERVERS) ctest --test-dir $(BUILD_DIR) --output-on-failure
 
 spec:
-	$(WITH_SERVERS) $(LUAJIT) $(BUSTED) $(BUSTED_ARGS)
+	$(WITH_SERVERS) $(WITH_SENTINELS) $(LUAJIT) $(BUSTED) $(BUSTED_ARGS)
 
 # hiredis 1.x: Debian 13's libhiredis-dev, fetched with apt's own tools into a private
 # apt state and unpacked into build-hiredis1/deps/root (.ci/fetch-hiredis-deb.sh: nothing

@@ -78,6 +78,7 @@ std::string Config::pool_name() const {
     if (username) name += ":user=" + escaped(*username);
     if (password) name += ":pass=" + short_digest(*password);
     if (database) name += ":db=" + std::to_string(*database);
+    if (role) name += ":role=" + *role;  // a checked connection never serves an unchecked pool
     return name;
 }
 
@@ -104,6 +105,10 @@ void check_transport(const std::string& value) {
     if (value != "cosocket" && value != "native") {
         invalid("transport", "must be \"cosocket\" or \"native\"");
     }
+}
+
+void check_role(const std::string& value) {
+    if (value != "master" && value != "slave") invalid("role", "must be \"master\" or \"slave\"");
 }
 
 }  // namespace rsh

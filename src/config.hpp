@@ -45,6 +45,7 @@ struct Config {
     std::optional<bool> force_auth;
     std::optional<std::string> transport;  // "cosocket" | "native" | nil (by phase)
     std::optional<bool> pipelining;        // cosocket auto-pipelining; nil = the default (on)
+    std::optional<std::string> role;       // "master" | "slave": ROLE checked on each new connection
 
     // The pool this configuration's connections live in: `pool` when set, else a
     // name built from every field that makes a connection different.
@@ -61,5 +62,6 @@ void check_port(double value);
 void check_timeout(const char* field, double value, bool zero_allowed);
 void check_count(const char* field, double value, double min);
 void check_transport(const std::string& value);
+void check_role(const std::string& value);
 
 }  // namespace rsh

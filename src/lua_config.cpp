@@ -14,7 +14,7 @@ constexpr const char* kFields[] = {
     "prefix", "suffix", "host", "port", "socket", "username", "password", "database",
     "connect_timeout", "send_timeout", "read_timeout", "keepalive_timeout", "pool", "pool_size",
     "backlog", "ssl", "ssl_verify", "server_name", "ssl_trusted_certificate", "ssl_client_cert",
-    "ssl_client_priv_key", "force_auth", "transport", "pipelining",
+    "ssl_client_priv_key", "force_auth", "transport", "pipelining", "role",
 };
 
 std::optional<std::string> opt_string(lua_State* L, int idx, const char* field) {
@@ -128,6 +128,9 @@ void set_config_field(lua_State* L, Config& c, const char* name, int idx) {
     else if (is(name, "transport")) {
         c.transport = opt_string(L, idx, name);
         if (c.transport) check_transport(*c.transport);
+    } else if (is(name, "role")) {
+        c.role = opt_string(L, idx, name);
+        if (c.role) check_role(*c.role);
     } else {
         invalid("field", std::string(name) + " is not a configuration field");
     }
@@ -166,6 +169,7 @@ bool push_config_field(lua_State* L, const Config& c, const char* name) {
     else if (is(name, "force_auth")) push_opt(L, c.force_auth);
     else if (is(name, "transport")) push_opt(L, c.transport);
     else if (is(name, "pipelining")) push_opt(L, c.pipelining);
+    else if (is(name, "role")) push_opt(L, c.role);
     else return false;
     return true;
 }

@@ -12,7 +12,7 @@ namespace {
 // The status op:read() answers with (see docs/core-api.md).
 enum ReadStatus { kNeedMore = 0, kDone = 1, kNextRound = 2, kRefused = 3 };
 
-bool sends_nothing(const HandshakeArgs& args) { return !args.password && !args.database && !args.hello; }
+bool sends_nothing(const HandshakeArgs& args) { return !args.password && !args.database && !args.hello && !args.role; }
 
 void push_view(lua_State* L, std::string_view bytes) { lua_pushlstring(L, bytes.data(), bytes.size()); }
 

@@ -5,6 +5,7 @@
 #include "lua_driver.hpp"
 #include "lua_instance.hpp"
 #include "lua_operation.hpp"
+#include "lua_sentinel.hpp"
 #include "lua_util.hpp"
 #include "session_client.hpp"
 
@@ -120,6 +121,7 @@ extern "C" __attribute__((visibility("default"))) int luaopen_resty_session_hire
     luaL_register(L, nullptr, rsh::kStorageMethods);
     lua_setfield(L, -2, "native");
     rsh::register_driver(L);
+    rsh::register_sentinel(L);
     lua_pushstring(L, rsh::kVersion);
     lua_setfield(L, -2, "_VERSION");
     return 1;

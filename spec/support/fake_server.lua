@@ -14,6 +14,8 @@
 --                 name as the value; a connection is closed after its 5th GET
 --                 (mid-pipeline) or after 300 ms without a command, so that the
 --                 next one is served
+--   sentinel:PORT a sentinel whose every SENTINEL command answers 127.0.0.1:PORT
+--                 (a stale or lying sentinel)
 package.path = "spec/support/?.lua;" .. package.path
 local socket = require "socket"
 local raw = require "raw_redis"
@@ -58,6 +60,9 @@ while true do
                     until rerr and (partial == nil or partial == "")
                     break
                 end
+            elseif mode:match("^sentinel:") and name == "SENTINEL" then
+                local named = mode:match("^sentinel:(%d+)")
+                conn:send("*2\r\n$9\r\n127.0.0.1\r\n$" .. #named .. "\r\n" .. named .. "\r\n")
             elseif name == "HELLO" then
                 conn:send("-ERR unknown command 'HELLO'\r\n")
             elseif name == "AUTH" or name == "SELECT" then
