@@ -5,6 +5,8 @@
 #   make demo    deps + build + a round trip through resty.session.hiredis
 #   make asan    unit tests and native specs under ASan/UBSan (build-asan/)
 #   make valgrind  the native specs under valgrind
+#   make leak-lua51  PUC Lua 5.1 under valgrind: erroring and out-of-memory calls leak nothing
+#   make hiredis1  unit tests and native specs against hiredis 1.x (Debian 13's, private prefix)
 #   make lint    luacheck (when installed)
 #   make docs    the API page of resty.session.hiredis (LDoc) into docs/
 SHELL := /bin/bash
@@ -17,14 +19,16 @@ LUAJIT ?= luajit
 BUSTED ?= /usr/bin/busted
 BUSTED_ARGS ?=
 WITH_SERVERS := spec/support/with-servers.sh
+WITH_SENTINELS := spec/support/with-sentinels.sh
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 DEB_PACKAGES := build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libhiredis-dev \
 	libssl-dev lua-busted luarocks redis-server redis-tools redis-sentinel nginx \
 	libnginx-mod-http-lua lua-resty-core lua-nginx-redis openssl googletest libgtest-dev \
-	libbenchmark-dev valgrind wrk clang lua-socket curl lua-cjson lua-ldoc lua-discount
+	libbenchmark-dev valgrind wrk clang lua-socket curl lua-cjson lua-ldoc lua-discount lua5.1 \
+	liblua5.1-0-dev
 
-.PHONY: deps build test unit spec demo asan valgrind bench fuzz rock-check lint docs clean
+.PHONY: deps build test unit spec hiredis1 leak-lua51 demo asan valgrind bench fuzz rock-check lint docs clean
 
 deps:
 	@missing=""; \
@@ -43,11 +47,13 @@ build:
 	flock build.lock sh -c 'cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DRSH_BUILD_TESTS=ON && \
 		cmake --build $(BUILD_DIR) -j$(JOBS)'
 
-# rock-check, ctest, then the busted specs (its summary is the last line); all
-# always run, the target fails when any did.
+# rock-check, the hiredis 1.x run, ctest, then the busted specs (its summary is the
+# last line); all always run, the target fails when any did.
 test: deps build
 	@status=0; \
 	$(MAKE) --no-print-directory rock-check || status=1; \
+	$(MAKE) --no-print-directory hiredis1 || status=1; \
+	$(MAKE) --no-print-directory leak-lua51 || status=1; \
 	$(MAKE) --no-print-directory unit || status=1; \
 	$(MAKE) --no-print-directory spec || status=1; \
 	exit $$status
@@ -57,7 +63,27 @@ unit:
 	$(WITH_SERVERS) ctest --test-dir $(BUILD_DIR) --output-on-failure
 
 spec:
-	$(WITH_SERVERS) $(LUAJIT) $(BUSTED) $(BUSTED_ARGS)
+	$(WITH_SERVERS) $(WITH_SENTINELS) $(LUAJIT) $(BUSTED) $(BUSTED_ARGS)
+
+# hiredis 1.x: Debian 13's libhiredis-dev, fetched with apt's own tools into a private
+# apt state and unpacked into build-hiredis1/deps/root (.ci/fetch-hiredis-deb.sh: nothing
+# on the system changes), then the unit tests and the native specs against that build.
+HIREDIS1_BUILD ?= build-hiredis1
+hiredis1: deps
+	prefix="$$(.ci/fetch-hiredis-deb.sh $(HIREDIS1_BUILD)/deps)/usr" && \
+	flock build.lock sh -c 'cmake -S . -B $(HIREDIS1_BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DRSH_BUILD_TESTS=ON \
+			-DHIREDIS_INCDIR="$$0/include" -DHIREDIS_LIBDIR="$$0/lib/$$(gcc -print-multiarch)" >/dev/null && \
+		cmake --build $(HIREDIS1_BUILD) -j$(JOBS) --target core unit_tests' "$$prefix"
+	@ldd $(HIREDIS1_BUILD)/lib/resty/session/hiredis/core.so | grep -q "$(CURDIR)/$(HIREDIS1_BUILD)/deps/root/.*libhiredis.so.1" || \
+		{ echo "hiredis1: core.so does not load the private hiredis 1.x"; ldd $(HIREDIS1_BUILD)/lib/resty/session/hiredis/core.so; exit 1; }
+	$(WITH_SERVERS) sh -c 'ctest --test-dir $(HIREDIS1_BUILD) --output-on-failure && \
+		$(LUAJIT) $(BUSTED) --cpath="$(HIREDIS1_BUILD)/lib/?.so" $(BUSTED_ARGS) $(NATIVE_SPECS)'
+
+# PUC Lua 5.1 raises errors with longjmp, which runs no C++ destructors: erroring
+# calls, and calls whose allocations fail in turn, under valgrind must leave nothing
+# definitely lost (spec/valgrind/leak-lua51.sh).
+leak-lua51: deps build
+	$(WITH_SERVERS) --only plain spec/valgrind/leak-lua51.sh $(BUILD_DIR)
 
 # Plain LuaJIT (native transport), then the same round trip inside nginx.
 demo: deps build
@@ -106,13 +132,10 @@ fuzz: deps
 	$(FUZZ_ENV) build-fuzz/fuzz_reply -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) build-fuzz/corpus-reply tests/fuzz_corpus
 	$(FUZZ_ENV) build-fuzz/fuzz_operation -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) build-fuzz/corpus-operation
 
-# luarocks builds and installs both modules into a throwaway tree, and LuaJIT loads them from it.
+# A src rock packed from the working tree, installed from outside the repository into a
+# fresh tree, both modules loaded from it alone, exported symbols checked (.ci/rock-check.sh).
 rock-check: deps
-	tree=$$(mktemp -d) && trap 'rm -rf "$$tree"' EXIT && \
-	luarocks --lua-version 5.1 --tree "$$tree" make lua-resty-session-hiredis-*.rockspec >"$$tree/build.log" 2>&1 || \
-		{ tail -30 "$$tree/build.log"; exit 1; }; \
-	LUA_PATH="$$tree/share/lua/5.1/?.lua;;" LUA_CPATH="$$tree/lib/lua/5.1/?.so;;" \
-		$(LUAJIT) -e 'local h = require "resty.session.hiredis"; print("rock-check: loaded " .. h._VERSION .. " from " .. package.searchpath("resty.session.hiredis.core", package.cpath))'
+	LUAJIT=$(LUAJIT) .ci/rock-check.sh
 
 # The API page of resty.session.hiredis (LDoc, config.ld): docs/index.html and
 # docs/ldoc.css, generated (not committed). Any LDoc warning fails the target.
@@ -127,4 +150,4 @@ lint:
 	fi
 
 clean:
-	rm -rf $(BUILD_DIR) build-asan build-bench build-fuzz build.lock docs/index.html docs/ldoc.css
+	rm -rf $(BUILD_DIR) build-asan build-bench build-fuzz $(HIREDIS1_BUILD) build.lock docs/index.html docs/ldoc.css

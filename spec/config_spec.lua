@@ -277,18 +277,28 @@ describe("configuration", function()
             assert_rejects("field", function() store.options = { pool_size = 1 } end)
         end)
 
-        for _, field in ipairs({ "nodes", "sentinels" }) do
-            it(field .. " raise at new(): not supported by this module yet (no silent single node)", function()
-                local cfg = { [field] = { { ip = "127.0.0.1", port = h.port } } }
-                for _, new in ipairs({ hiredis.new, require("resty.session.hiredis.core").new }) do
+        it("nodes raises at new(): Redis Cluster is not supported by this module yet (no silent single node)",
+           function()
+            local core = require "resty.session.hiredis.core"
+            for _, cfg in ipairs({
+                { nodes = { { ip = "127.0.0.1", port = h.port } } },
+                { nodes = {} },  -- upstream would route an empty list away from a single node too
+                { nodes = { { ip = "127.0.0.1", port = h.port } }, sentinels = { { host = "127.0.0.1" } } },
+            }) do
+                for _, new in ipairs({ hiredis.new, core.new }) do
                     local ok, err = pcall(new, cfg)
                     assert.is_false(ok)
-                    assert.matches("invalid " .. field .. ": .* is not supported by this module yet", tostring(err))
+                    assert.matches("invalid nodes: Redis Cluster %(nodes%) is not supported by this module yet",
+                                   tostring(err))
                 end
-                -- also an empty list: upstream would route it away from a single node too
-                assert.is_false(pcall(hiredis.new, { [field] = {} }))
-            end)
-        end
+            end
+        end)
+
+        it("the core refuses sentinels: the public module routes them to its sentinel client", function()
+            local ok, err = pcall(require("resty.session.hiredis.core").new, { sentinels = { { host = "127.0.0.1" } } })
+            assert.is_false(ok)
+            assert.matches("invalid sentinels: .* served by resty.session.hiredis", tostring(err))
+        end)
     end)
 
     describe("run-time fields", function()

@@ -75,6 +75,7 @@ std::string session_identity(const Config& c) {
     if (c.username) id += ":user=" + escaped(*c.username);
     if (c.password) id += ":pass=" + short_digest(*c.password);
     if (c.database.value_or(0) != 0) id += ":db=" + std::to_string(*c.database);
+    if (c.role) id += ":role=" + *c.role;  // a checked connection never serves an unchecked pool
     return id;
 }
 
@@ -130,6 +131,10 @@ void check_transport(const std::string& value) {
     if (value != "cosocket" && value != "native") {
         invalid("transport", "must be \"cosocket\" or \"native\"");
     }
+}
+
+void check_role(const std::string& value) {
+    if (value != "master" && value != "slave") invalid("role", "must be \"master\" or \"slave\"");
 }
 
 }  // namespace rsh

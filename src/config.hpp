@@ -55,6 +55,7 @@ struct Config {
     std::optional<bool> force_auth;
     std::optional<std::string> transport;  // "cosocket" | "native" | nil (by phase)
     std::optional<bool> pipelining;        // cosocket auto-pipelining; nil = the default (on)
+    std::optional<std::string> role;       // "master" | "slave": ROLE checked on each new connection
     double max_reply_size = kDefaultMaxReplySize;  // bytes; see ReaderLimits
 
     // The pool this configuration's connections live in: a name built from every
@@ -79,5 +80,6 @@ void check_timeout(const char* field, double value);
 void check_max_reply_size(double value);
 void check_count(const char* field, double value, double min);
 void check_transport(const std::string& value);
+void check_role(const std::string& value);
 
 }  // namespace rsh

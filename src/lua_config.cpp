@@ -14,14 +14,15 @@ constexpr const char* kFields[] = {
     "prefix", "suffix", "host", "port", "socket", "username", "password", "database",
     "connect_timeout", "send_timeout", "read_timeout", "keepalive_timeout", "pool", "pool_size",
     "backlog", "ssl", "ssl_verify", "server_name", "ssl_trusted_certificate", "ssl_client_cert",
-    "ssl_client_priv_key", "force_auth", "transport", "pipelining", "max_reply_size",
+    "ssl_client_priv_key", "force_auth", "transport", "pipelining", "role", "max_reply_size",
 };
 
 // Upstream routes these to its cluster and sentinel storages; connecting to a
-// single node instead would be a silent surprise.
+// single node instead would be a silent surprise. (resty.session.hiredis.new
+// routes `sentinels` to resty.session.hiredis.sentinel before the core sees it.)
 constexpr const char* kUnsupportedFields[][2] = {
     {"nodes", "Redis Cluster (nodes) is not supported by this module yet"},
-    {"sentinels", "Redis Sentinel (sentinels) is not supported by this module yet"},
+    {"sentinels", "Redis Sentinel (sentinels) is served by resty.session.hiredis, not by the core"},
 };
 
 std::optional<std::string> opt_string(lua_State* L, int idx, const char* field) {
@@ -93,9 +94,11 @@ bool is(const char* a, const char* b) { return std::strcmp(a, b) == 0; }
 }  // namespace
 
 Config read_config(lua_State* L, int idx) {
-    Config config;
-    if (lua_isnil(L, idx) || lua_isnone(L, idx)) return config;
+    if (lua_isnoneornil(L, idx)) return Config{};
     if (lua_type(L, idx) != LUA_TTABLE) invalid("configuration", "must be a table");
+    // Lua first, while no C++ object is alive (a Lua error longjmps past destructors
+    // under PUC Lua): every field's value onto the stack, then Config from the stack
+    // with reads that never raise.
     idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
     for (const auto& [field, why] : kUnsupportedFields) {
         lua_pushstring(L, field);
@@ -104,17 +107,16 @@ Config read_config(lua_State* L, int idx) {
         lua_pop(L, 1);
         if (present) invalid(field, why);
     }
+    constexpr int kFieldCount = static_cast<int>(sizeof kFields / sizeof kFields[0]);
+    luaL_checkstack(L, kFieldCount, "configuration");
+    const int first = lua_gettop(L) + 1;
     for (const char* field : kFields) {
         lua_pushstring(L, field);
         lua_rawget(L, idx);
-        try {
-            set_config_field(L, config, field, -1);
-        } catch (...) {
-            lua_pop(L, 1);
-            throw;
-        }
-        lua_pop(L, 1);
     }
+    Config config;
+    for (int i = 0; i < kFieldCount; ++i) set_config_field(L, config, kFields[i], first + i);
+    lua_settop(L, first - 1);
     if (config.ssl_client_cert.has_value() != config.ssl_client_priv_key.has_value()) {
         invalid(config.ssl_client_cert ? "ssl_client_priv_key" : "ssl_client_cert",
                 "ssl_client_cert and ssl_client_priv_key go together");
@@ -167,6 +169,9 @@ void set_config_field(lua_State* L, Config& c, const char* name, int idx) {
         auto size = opt_number(L, idx, name);
         if (size) check_max_reply_size(*size);
         c.max_reply_size = size.value_or(kDefaultMaxReplySize);
+    } else if (is(name, "role")) {
+        c.role = opt_string(L, idx, name);
+        if (c.role) check_role(*c.role);
     } else {
         invalid("field", std::string(name) + " is not a configuration field");
     }
@@ -205,6 +210,7 @@ bool push_config_field(lua_State* L, const Config& c, const char* name) {
     else if (is(name, "force_auth")) push_opt(L, c.force_auth);
     else if (is(name, "transport")) push_opt(L, c.transport);
     else if (is(name, "pipelining")) push_opt(L, c.pipelining);
+    else if (is(name, "role")) push_opt(L, c.role);
     else if (is(name, "max_reply_size")) lua_pushnumber(L, c.max_reply_size);
     else if (is(name, "options")) push_options(L, c);
     else return false;

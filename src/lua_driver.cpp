@@ -12,7 +12,7 @@ namespace {
 // The status op:read() answers with (see docs/core-api.md).
 enum ReadStatus { kNeedMore = 0, kDone = 1, kNextRound = 2, kRefused = 3 };
 
-bool sends_nothing(const HandshakeArgs& args) { return !args.password && !args.database && !args.hello; }
+bool sends_nothing(const HandshakeArgs& args) { return !args.password && !args.database && !args.hello && !args.role; }
 
 void push_view(lua_State* L, std::string_view bytes) { lua_pushlstring(L, bytes.data(), bytes.size()); }
 
@@ -28,9 +28,10 @@ int instance_cosocket_target(lua_State* L) {
     Instance* self = check_instance(L, 1);
     const Config& c = self->config;
     if (c.socket) {
-        const std::string target = "unix:" + normalize_socket_path(*c.socket);
-        push_view(L, target);
-        return 1;
+        return lua_barrier(L, OnError::Raise, [&] {
+            const std::string target = "unix:" + normalize_socket_path(*c.socket);
+            return protected_push(L, [&](lua_State* state) { push_view(state, target); return 1; });
+        });
     }
     push_view(L, c.host);
     lua_pushinteger(L, c.port);
@@ -89,8 +90,8 @@ int operation_prefix_handshake(lua_State* L) {
             lua_pushboolean(L, 0);
             return 1;
         }
-        push_view(L, op->prefix_handshake(args));
-        return 1;
+        const std::string_view request = op->prefix_handshake(args);  // in op: outlives args
+        return protected_push(L, [&](lua_State* state) { push_view(state, request); return 1; });
     });
 }
 

@@ -40,33 +40,50 @@ double time_arg(lua_State* L, int idx) {
     return lua_tonumber(L, idx);
 }
 
-// Reads array t[field] of strings (t at idx); returns its elements.
-std::vector<std::string> string_array(lua_State* L, int idx, const char* field) {
-    lua_getfield(L, idx, field);
-    if (lua_type(L, -1) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        invalid("metadata", std::string(field) + " must be an array of strings");
-    }
+// metadata.audiences and metadata.subjects on the stack, fetched before any C++
+// object exists: the field reads may run __index (as upstream's `metadata.audiences`
+// does), and a Lua error must not longjmp past live C++ objects (PUC Lua runs no
+// destructors). What is fetched is validated later, in argument order.
+struct MetadataSlots {
+    int argument = 0;  // stack index of the metadata argument; 0: absent
+    int audiences = 0, subjects = 0;
+};
+
+MetadataSlots fetch_metadata(lua_State* L, int idx) {
+    MetadataSlots slots;
+    if (idx == 0 || absent(L, idx)) return slots;
+    slots.argument = idx;
+    if (lua_type(L, idx) != LUA_TTABLE) return slots;
+    luaL_checkstack(L, 3, "metadata");  // the two fields, and one for string_array
+    lua_getfield(L, idx, "audiences");
+    slots.audiences = lua_gettop(L);
+    lua_getfield(L, idx, "subjects");
+    slots.subjects = lua_gettop(L);
+    return slots;
+}
+
+// The strings of the array at stack index `slot` (metadata.<field>); reads that never raise.
+std::vector<std::string> string_array(lua_State* L, int slot, const char* field) {
+    if (lua_type(L, slot) != LUA_TTABLE) invalid("metadata", std::string(field) + " must be an array of strings");
     std::vector<std::string> out;
-    const std::size_t n = lua_objlen(L, -1);
+    const std::size_t n = lua_objlen(L, slot);
     for (std::size_t i = 1; i <= n; ++i) {
-        lua_rawgeti(L, -1, static_cast<int>(i));
+        lua_rawgeti(L, slot, static_cast<int>(i));
         if (lua_type(L, -1) != LUA_TSTRING) {
-            lua_pop(L, 2);
+            lua_pop(L, 1);
             invalid("metadata", std::string(field) + " must be an array of strings");
         }
         out.push_back(to_string(L, -1));
         lua_pop(L, 1);
     }
-    lua_pop(L, 1);
     return out;
 }
 
-std::optional<Metadata> metadata_arg(lua_State* L, int idx) {
-    if (absent(L, idx)) return std::nullopt;
-    if (lua_type(L, idx) != LUA_TTABLE) invalid("metadata", "must be a table");
-    auto audiences = string_array(L, idx, "audiences");
-    auto subjects = string_array(L, idx, "subjects");
+std::optional<Metadata> metadata_arg(lua_State* L, const MetadataSlots& slots) {
+    if (!slots.argument) return std::nullopt;
+    if (lua_type(L, slots.argument) != LUA_TTABLE) invalid("metadata", "must be a table");
+    auto audiences = string_array(L, slots.audiences, "audiences");
+    auto subjects = string_array(L, slots.subjects, "subjects");
     if (audiences.size() != subjects.size()) invalid("metadata", "audiences and subjects differ in length");
     Metadata metadata;
     for (std::size_t i = 0; i < audiences.size(); ++i) {
@@ -75,9 +92,24 @@ std::optional<Metadata> metadata_arg(lua_State* L, int idx) {
     return metadata;
 }
 
+// The most arguments a method takes: set(name, key, value, ttl, current_time,
+// old_key, stale_ttl, metadata, remember).
+constexpr int kMaxArguments = 9;
+
 }  // namespace
 
 void load_operation(lua_State* L, Operation& op, Method method, const KeyNaming& naming, int first) {
+    // Lua first: fixed argument slots (fetched fields go above them), then the
+    // metadata fields. Below this point Lua is only read with calls that never raise.
+    lua_settop(L, first + kMaxArguments - 1);
+    const bool short_delete = method == Method::Delete && lua_type(L, first + 2) == LUA_TTABLE &&
+                              lua_isnil(L, first + 3);
+    const int metadata_at = method == Method::Set      ? first + 7
+                            : method != Method::Delete ? 0
+                            : short_delete             ? first + 2
+                                                       : first + 3;
+    const MetadataSlots metadata = fetch_metadata(L, metadata_at);
+
     switch (method) {
     case Method::Set: {
         SetArgs& args = op.start_set(naming);
@@ -85,7 +117,7 @@ void load_operation(lua_State* L, Operation& op, Method method, const KeyNaming&
         string_arg(L, first + 1, "key", args.key);
         string_arg(L, first + 2, "value", args.value);
         args.ttl = integer_arg(L, first + 3, "ttl", 1);
-        args.metadata = metadata_arg(L, first + 7);
+        args.metadata = metadata_arg(L, metadata);
         if (args.metadata || !lua_isnoneornil(L, first + 4)) args.current_time = time_arg(L, first + 4);
         if (!absent(L, first + 5)) {
             args.old_key.emplace();
@@ -106,13 +138,8 @@ void load_operation(lua_State* L, Operation& op, Method method, const KeyNaming&
         string_arg(L, first, "name", args.name);
         string_arg(L, first + 1, "key", args.key);
         // delete(name, key, current_time, metadata), or the documented delete(name, key, metadata).
-        if (lua_type(L, first + 2) == LUA_TTABLE && lua_isnoneornil(L, first + 3)) {
-            args.metadata = metadata_arg(L, first + 2);
-            args.current_time = time_arg(L, first + 3);
-        } else {
-            args.metadata = metadata_arg(L, first + 3);
-            args.current_time = time_arg(L, first + 2);
-        }
+        args.metadata = metadata_arg(L, metadata);
+        args.current_time = time_arg(L, short_delete ? first + 3 : first + 2);
         return;
     }
     case Method::ReadMetadata: {

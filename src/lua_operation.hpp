@@ -14,9 +14,12 @@ namespace rsh {
 enum class Method { Set = 1, Get = 2, Delete = 3, ReadMetadata = 4 };
 
 // Starts op (reused: its buffers keep their capacity) as a call of method whose
-// arguments start at stack index first.
+// arguments start at stack index first; the stack top moves. Its Lua calls that may
+// raise (metadata field reads) come before any C++ object is made: `op` and `naming`
+// must live in userdata, not on the C++ stack (under PUC Lua an error would leak them).
 void load_operation(lua_State* L, Operation& op, Method method, const KeyNaming& naming, int first);
-// Pushes what the storage method returns; returns the number of values.
+// Pushes what the storage method returns; returns the number of values. Pushes may
+// raise (out of memory): `result` must not be a temporary, or use protected_push.
 int push_result(lua_State* L, const Result& result);
 
 }  // namespace rsh

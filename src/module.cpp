@@ -5,6 +5,7 @@
 #include "lua_driver.hpp"
 #include "lua_instance.hpp"
 #include "lua_operation.hpp"
+#include "lua_sentinel.hpp"
 #include "lua_util.hpp"
 #include "session_client.hpp"
 
@@ -31,7 +32,8 @@ int native_call(lua_State* L) {
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         Operation& op = self->native_op;
         load_operation(L, op, M, self->naming, 2);
-        const int n = push_result(L, execute(self->config, self->pool_name, op));
+        const Result result = execute(self->config, self->pool_name, op);
+        const int n = protected_push(L, [&](lua_State* state) { return push_result(state, result); });
         op.trim();
         return n;
     });
@@ -108,6 +110,7 @@ void register_instance(lua_State* L) {
 }  // namespace rsh
 
 extern "C" __attribute__((visibility("default"))) int luaopen_resty_session_hiredis_core(lua_State* L) {
+    rsh::register_protected_push(L);
     rsh::register_instance(L);
     lua_newtable(L);
     lua_pushcfunction(L, rsh::instance_new);
@@ -118,6 +121,7 @@ extern "C" __attribute__((visibility("default"))) int luaopen_resty_session_hire
     luaL_register(L, nullptr, rsh::kStorageMethods);
     lua_setfield(L, -2, "native");
     rsh::register_driver(L);
+    rsh::register_sentinel(L);
     lua_pushstring(L, rsh::kVersion);
     lua_setfield(L, -2, "_VERSION");
     return 1;

@@ -32,6 +32,12 @@ long hello_version(const Reply& hello) {
     return 0;
 }
 
+// ROLE answers [role, ...]; "" when unreadable.
+std::string role_of(const Reply& reply) {
+    if (reply.type != Reply::Type::Array || reply.elements.empty()) return "";
+    return reply.elements[0]->str;
+}
+
 }  // namespace
 
 void Operation::begin(Kind kind, const KeyNaming* naming) {
@@ -108,7 +114,7 @@ Operation Operation::read_metadata(const KeyNaming& naming, const ReadMetadataAr
 }
 
 std::optional<Operation> Operation::handshake(const HandshakeArgs& args) {
-    if (!args.password && !args.database && !args.hello) return std::nullopt;
+    if (!args.password && !args.database && !args.hello && !args.role) return std::nullopt;
     Operation op;
     op.begin(Kind::Handshake, nullptr);
     op.handshake_ = args;
@@ -152,6 +158,7 @@ void Operation::add_handshake_commands(CommandBuffer& out, const HandshakeArgs& 
         }
     }
     if (args.database) out.add({"SELECT", NumberText(static_cast<double>(*args.database)).view()});
+    if (args.role) out.add({"ROLE"});
     if (args.hello) out.add({"HELLO", "2"});
 }
 
@@ -281,13 +288,21 @@ bool Operation::take_replies(ReplyReader& reader) {
 }
 
 // The prefixed handshake's replies (the first ones of the round): AUTH and SELECT
-// failures end the call; a refused HELLO (Redis < 6, or an ACL without it) only
-// means the version stays unknown.
+// failures end the call, and so does a server in another role than expected
+// (a sentinel's stale answer); a refused HELLO (Redis < 6, or an ACL without
+// it) only means the version stays unknown.
 std::optional<Result> Operation::check_handshake_replies() {
     const bool hello = prefixed_handshake_.hello;
     const std::size_t checked = handshake_replies_ - (hello ? 1 : 0);
     for (std::size_t at = 0; at < checked; ++at) {
         if (replies_[at]->is_error()) return Result::error(replies_[at]->str);
+    }
+    if (const auto& expected = prefixed_handshake_.role) {
+        const std::string actual = role_of(*replies_[checked - 1]);
+        if (actual != *expected) {
+            return Result::error("role mismatch: expected " + *expected + ", got " +
+                                 (actual.empty() ? std::string("no role") : actual));
+        }
     }
     if (hello) learned_version_ = hello_version(*replies_[handshake_replies_ - 1]);
     return std::nullopt;

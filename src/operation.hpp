@@ -53,6 +53,7 @@ struct HandshakeArgs {
     std::optional<std::string> username, password;  // AUTH when password is set
     std::optional<long long> database;              // SELECT when set
     bool hello = true;                              // HELLO 2: learn the server version
+    std::optional<std::string> role;                // ROLE must answer this ("master", "slave")
 };
 
 struct Result {

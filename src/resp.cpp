@@ -3,6 +3,7 @@
 #include <new>
 #include <string>
 
+#include <hiredis/hiredis.h>  // HIREDIS_MAJOR
 #include <hiredis/read.h>
 
 #include "errors.hpp"
@@ -14,6 +15,60 @@ namespace {
 // the reader fail, which next() turns into a ProtocolError.
 thread_local long long t_max_array_elements = 0;
 thread_local bool t_array_limit_hit = false;
+
+// --- hiredis 0.14 / 1.x compatibility ----------------------------------------
+// We speak RESP2 (never HELLO 3). hiredis 1.x also decodes RESP3 (doubles, booleans,
+// maps, sets, pushes, attributes, big numbers, verbatim strings, `_` null), which
+// no RESP2 connection carries and 0.14 refuses by their type byte: the callbacks
+// refuse them too, so both versions accept exactly the same replies. 1.x also
+// dropped 0.14's nesting stop (arrays 8 deep) and takes multi-bulk lengths up to
+// 2^32-1 where 0.14 stops at INT_MAX: restored below with 0.14's own messages.
+thread_local int t_refused_type = 0;  // a RESP3 type seen by a callback
+thread_local bool t_too_deep = false;
+
+constexpr int kHiredis014MaxArrayDepth = 8;  // 0.14: "depth > 7" counts from 0
+
+bool is_resp2(int type) {
+    switch (type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_ARRAY:
+    case REDIS_REPLY_INTEGER:
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+        return true;
+    default:  // REDIS_REPLY_NIL is RESP3's `_`: RESP2's nils arrive as STRING or ARRAY tasks
+        return false;
+    }
+}
+
+bool refuse_resp3(const redisReadTask* task) {
+    if (is_resp2(task->type)) return false;
+    t_refused_type = task->type;
+    return true;
+}
+
+const char* resp3_type_name(int type) {
+    switch (type) {
+    case REDIS_REPLY_NIL: return "null";
+#if HIREDIS_MAJOR >= 1
+    case REDIS_REPLY_DOUBLE: return "double";
+    case REDIS_REPLY_BOOL: return "boolean";
+    case REDIS_REPLY_MAP: return "map";
+    case REDIS_REPLY_SET: return "set";
+    case REDIS_REPLY_ATTR: return "attribute";
+    case REDIS_REPLY_PUSH: return "push";
+    case REDIS_REPLY_BIGNUM: return "big number";
+    case REDIS_REPLY_VERB: return "verbatim string";
+#endif
+    default: return "unknown";
+    }
+}
+
+int array_depth(const redisReadTask* task) {
+    int depth = 0;
+    for (const redisReadTask* t = task->parent; t; t = t->parent) ++depth;
+    return depth;
+}
 
 Reply* attach(const redisReadTask* task, Reply* reply) {
     if (task->parent) {
@@ -31,6 +86,7 @@ Reply* make(const redisReadTask* task, Reply::Type type) {
 }
 
 void* create_string(const redisReadTask* task, char* str, size_t len) {
+    if (refuse_resp3(task)) return nullptr;
     Reply::Type type = task->type == REDIS_REPLY_ERROR    ? Reply::Type::Error
                        : task->type == REDIS_REPLY_STATUS ? Reply::Type::Status
                                                           : Reply::Type::String;
@@ -44,8 +100,13 @@ void* create_string(const redisReadTask* task, char* str, size_t len) {
     }
 }
 
-void* create_array(const redisReadTask* task, int elements) {
-    if (elements > t_max_array_elements) {
+void* create_array(const redisReadTask* task, unsigned long long elements) {
+    if (refuse_resp3(task)) return nullptr;
+    if (array_depth(task) >= kHiredis014MaxArrayDepth) {
+        t_too_deep = true;
+        return nullptr;
+    }
+    if (elements > static_cast<unsigned long long>(t_max_array_elements)) {
         t_array_limit_hit = true;
         return nullptr;
     }
@@ -60,26 +121,58 @@ void* create_array(const redisReadTask* task, int elements) {
 }
 
 void* create_integer(const redisReadTask* task, long long value) {
+    if (refuse_resp3(task)) return nullptr;
     Reply* reply = make(task, Reply::Type::Integer);
     if (reply) reply->integer = value;
     return reply;
 }
 
-void* create_nil(const redisReadTask* task) { return make(task, Reply::Type::Nil); }
+void* create_nil(const redisReadTask* task) {
+    if (refuse_resp3(task)) return nullptr;
+    return make(task, Reply::Type::Nil);
+}
 
 // Only ever called on the root object: children are owned by their parent.
 void free_object(void* obj) { delete static_cast<Reply*>(obj); }
 
+#if HIREDIS_MAJOR >= 1
+void* create_array_1x(const redisReadTask* task, size_t elements) { return create_array(task, elements); }
+void* refuse_double(const redisReadTask* task, double, char*, size_t) {
+    t_refused_type = task->type;
+    return nullptr;
+}
+void* refuse_bool(const redisReadTask* task, int) {
+    t_refused_type = task->type;
+    return nullptr;
+}
 redisReplyObjectFunctions kReplyFunctions = {
-    create_string, create_array, create_integer, create_nil, free_object,
+    create_string, create_array_1x, create_integer, refuse_double, create_nil, refuse_bool, free_object,
 };
+// 0.14 parses multi-bulk lengths into an int.
+constexpr long long kMaxMultiBulkLength = 2147483647;
+#else
+void* create_array_014(const redisReadTask* task, int elements) {
+    return create_array(task, static_cast<unsigned long long>(elements));
+}
+redisReplyObjectFunctions kReplyFunctions = {
+    create_string, create_array_014, create_integer, create_nil, free_object,
+};
+#endif
+
+redisReader* create_reader() {
+    redisReader* reader = redisReaderCreateWithFunctions(&kReplyFunctions);
+#if HIREDIS_MAJOR >= 1
+    if (reader) reader->maxelements = kMaxMultiBulkLength;
+#endif
+    return reader;
+}
 
 }  // namespace
 
 void ReplyReader::ReaderDeleter::operator()(redisReader* r) const { redisReaderFree(r); }
 
 ReplyReader::ReplyReader(ReaderLimits limits)
-    : reader_(redisReaderCreateWithFunctions(&kReplyFunctions)), limits_(limits), scanner_(limits) {
+    : reader_(create_reader()), limits_(limits), scanner_(limits) {
     if (!reader_) throw std::bad_alloc();
 }
 
@@ -105,9 +198,18 @@ ReplyPtr ReplyReader::next() {
     void* raw = nullptr;
     t_max_array_elements = limits_.max_array_elements;
     t_array_limit_hit = false;
+    t_refused_type = 0;
+    t_too_deep = false;
     int rc = redisReaderGetReply(reader_.get(), &raw);
     if (rc != REDIS_OK) {
         failed_ = true;
+        if (t_refused_type) {
+            throw ProtocolError(std::string("protocol error: RESP3 ") + resp3_type_name(t_refused_type) +
+                                " reply type on a RESP2 connection");
+        }
+        if (t_too_deep) {
+            throw ProtocolError("protocol error: No support for nested multi bulk replies with depth > 7");
+        }
         if (t_array_limit_hit) {
             throw ProtocolError("protocol error: array of more than " +
                                 std::to_string(limits_.max_array_elements) + " elements");

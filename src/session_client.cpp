@@ -65,7 +65,7 @@ void run(Connection& conn, Operation& op, const HandshakeArgs* prefix, double se
     }
 }
 
-bool sends_nothing(const HandshakeArgs& args) { return !args.password && !args.database && !args.hello; }
+bool sends_nothing(const HandshakeArgs& args) { return !args.password && !args.database && !args.hello && !args.role; }
 
 // Brings a new connection of a pool not yet proven to what config asks for, on
 // a round trip of its own. Redis refusals end the call.

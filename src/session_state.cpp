@@ -27,6 +27,7 @@ HandshakeArgs handshake_args(const Config& config, const SessionState& state) {
     const long long database = config.database.value_or(0);
     if (database != state.database) args.database = database;
     args.hello = !state.greeted;
+    if (config.role && !state.greeted) args.role = config.role;  // once per new connection
     return args;
 }
 

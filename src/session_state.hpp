@@ -26,7 +26,8 @@ struct SessionState {
 };
 
 // AUTH when the session is not authenticated as config says (every call with
-// force_auth), SELECT when on another database, HELLO 2 until greeted.
+// force_auth), SELECT when on another database, HELLO 2 until greeted, and
+// ROLE with it when the configuration expects a role.
 HandshakeArgs handshake_args(const Config& config, const SessionState& state);
 
 }  // namespace rsh

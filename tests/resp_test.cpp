@@ -9,6 +9,8 @@
 #include "errors.hpp"
 #include "resp.hpp"
 
+#include <hiredis/hiredis.h>  // HIREDIS_MAJOR: what refuses a RESP3 reply
+
 namespace {
 
 using rsh::ProtocolError;
@@ -209,6 +211,33 @@ TEST(ReplyReader, BadLengths) {
     expect_protocol_error("*-5\r\n", "out of range");
     expect_protocol_error("*3000000000\r\n", "out of range");
     expect_protocol_error(":12x\r\n", "Bad integer value");
+}
+
+// RESP3 replies never come on a RESP2 connection: hiredis 0.14 refuses their type
+// byte, 1.x parses them and our callbacks refuse them; either way a protocol error.
+TEST(ReplyReader, Resp3TypesRefused) {
+    const std::vector<std::pair<string, string>> resp3 = {
+        {",1.5\r\n", "double"},
+        {"#t\r\n", "boolean"},
+        {"_\r\n", "null"},
+        {"%1\r\n+a\r\n+b\r\n", "map"},
+        {"~1\r\n:1\r\n", "set"},
+        {">1\r\n+x\r\n", "push"},
+        {"(12345678901234567890\r\n", "big number"},
+        {"=7\r\ntxt:abc\r\n", "verbatim string"},
+        {"*2\r\n:1\r\n,2.5\r\n", "double"},  // nested: the array is freed
+        {"*1\r\n*1\r\n#f\r\n", "boolean"},
+    };
+    for (const auto& [wire, name] : resp3) {
+        SCOPED_TRACE(wire);
+#if HIREDIS_MAJOR >= 1
+        expect_protocol_error(wire, "RESP3 " + name + " reply type");
+#else
+        expect_protocol_error(wire, "reply type byte");
+#endif
+    }
+    // Attributes: neither 0.14 nor 1.2 knows their type byte.
+    expect_protocol_error("|1\r\n+a\r\n+b\r\n+OK\r\n", "reply type byte");
 }
 
 TEST(ReplyReader, MaxReplyBytes) {

@@ -130,18 +130,19 @@ describe("nginx configuration", function()
         assert.same({ true }, out.call)  -- no "bad timeout value" from settimeouts
     end)
 
-    it("options and nodes/sentinels as in plain LuaJIT", function()
+    it("options and nodes as in plain LuaJIT", function()
         local out = run("content", [[
             local s = H.hiredis.new({ pool = "p", pool_size = "8" })
             local nodes_ok, nodes_err = pcall(H.hiredis.new, { nodes = { { ip = "127.0.0.1", port = 6379 } } })
-            local sent_ok, sent_err = pcall(H.hiredis.new, { sentinels = { { host = "127.0.0.1" } } })
-            return { options = s.options, nodes = { nodes_ok, nodes_err }, sentinels = { sent_ok, sent_err } }
+            local both_ok, both_err = pcall(H.hiredis.new, { nodes = { { ip = "127.0.0.1", port = 6379 } },
+                                                             sentinels = { { host = "127.0.0.1" } } })
+            return { options = s.options, nodes = { nodes_ok, nodes_err }, both = { both_ok, both_err } }
         ]])
         assert.same({ pool = "p", pool_size = 8, ssl = false }, out.options)
-        assert.is_false(out.nodes[1])
-        assert.matches("invalid nodes: .* not supported by this module yet", out.nodes[2])
-        assert.is_false(out.sentinels[1])
-        assert.matches("invalid sentinels: .* not supported by this module yet", out.sentinels[2])
+        for _, res in ipairs({ out.nodes, out.both }) do
+            assert.is_false(res[1])
+            assert.matches("invalid nodes: .* not supported by this module yet", res[2])
+        end
     end)
 
     describe("a custom pool shared by configurations of different identities", function()

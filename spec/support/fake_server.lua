@@ -14,6 +14,8 @@
 --                 name as the value; a connection is closed after its 5th GET
 --                 (mid-pipeline) or after 300 ms without a command, so that the
 --                 next one is served
+--   sentinel:PORT a sentinel whose every SENTINEL command answers 127.0.0.1:PORT
+--                 (a stale or lying sentinel)
 --   huge_bulk     a bulk header announcing 999999999999 bytes, then streams data
 --   huge_array    an array header announcing 999999999 elements, then streams ":1"
 --   deep          arrays nested 8 levels deep, then streams more nesting
@@ -85,6 +87,9 @@ while true do
                     until rerr and (partial == nil or partial == "")
                     break
                 end
+            elseif mode:match("^sentinel:") and name == "SENTINEL" then
+                local named = mode:match("^sentinel:(%d+)")
+                conn:send("*2\r\n$9\r\n127.0.0.1\r\n$" .. #named .. "\r\n" .. named .. "\r\n")
             elseif name == "HELLO" then
                 conn:send("-ERR unknown command 'HELLO'\r\n")
             elseif name == "AUTH" or name == "SELECT" then

@@ -77,7 +77,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A port in 20000-60000 that nothing listens on (checked with bash's /dev/tcp)
+# A port in 20000-31999 that nothing listens on (checked with bash's /dev/tcp)
 # and that this script has not handed out yet.
 port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -86,7 +86,9 @@ port_in_use() {
 free_port() {
     local port
     while :; do
-        port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40001 ))
+        # below the ephemeral range (32768-60999), where a busy machine's outgoing
+        # connections hold ports a server then cannot bind
+        port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 12000 ))
         [[ "$USED_PORTS" == *" $port "* ]] && continue
         port_in_use "$port" && continue
         USED_PORTS+="$port "

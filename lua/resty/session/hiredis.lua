@@ -131,6 +131,10 @@
 -- their replies come back in order; each call keeps its own `read_timeout`. A call
 -- made while nothing else is in flight runs on its own connection (no added
 -- latency). `false`: every call on a connection of its own, as upstream.
+-- @tfield[opt] string role *Extension.* `"master"` or `"slave"`: each new connection
+-- sends `ROLE` with its handshake (same round trip) and a server in another role is
+-- refused with `nil, "role mismatch: expected master, got slave"` (default `nil`: no
+-- check). Set by `resty.session.hiredis.sentinel` on its data connections.
 -- @tfield[opt] number max_reply_size *Extension.* Bytes one reply may take, an integer
 -- from 1024 to 2147483647 (default `33554432`, 32 MiB: sessions are small). A reply
 -- announcing more fails the call at its header with `protocol error: reply larger
@@ -315,6 +319,15 @@ local mt = {
 -- })
 -- require("resty.session").init({ secret = "...", storage = storage })
 function _M.new(configuration)
+  -- Routing (sentinel half): `sentinels` without `nodes` -> resty.session.hiredis.sentinel.
+  if type(configuration) == "table" and configuration.nodes == nil and configuration.sentinels ~= nil then
+    local routed, storage = pcall(require("resty.session.hiredis.sentinel").new, configuration)
+    if not routed then
+      error(storage, 2)
+    end
+    return storage
+  end
+
   local ok, inst = pcall(core.new, configuration)
   if not ok then
     error(inst, 2)

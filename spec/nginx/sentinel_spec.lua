@@ -1,0 +1,225 @@
+-- resty.session.hiredis.sentinel inside a real nginx: cosockets in request
+-- phases, the native transport in log; a hung first sentinel; and interop both
+-- ways with upstream's resty.session.redis.sentinel (lua-resty-redis-connector).
+local h = require "helpers"
+local nginx = require "nginx"
+local group = require "sentinel_group"
+local upstream = require "upstream"
+local socket = require "socket"
+
+if not group.available then
+    describe("sentinel in nginx", function()
+        pending(group.why_absent)
+    end)
+    return
+end
+
+-- Upstream's sentinel storage needs lua-resty-redis-connector besides lua-resty-redis.
+local CONNECTOR_DIR = nginx.root .. "/../shared/third_party/lua-resty-redis-connector/lib"
+local connector_missing = upstream.redis_missing
+if not connector_missing then
+    local f = io.open(CONNECTOR_DIR .. "/resty/redis/connector.lua")
+    if f then
+        f:close()
+    else
+        connector_missing = "resty.redis.connector (lua-resty-redis-connector) not found in ../shared/third_party"
+    end
+end
+if connector_missing then
+    io.stderr:write("sentinel interop specs skipped: ", connector_missing, "\n")
+end
+
+local NOW = 1700000000
+
+local EVERY_METHOD = [[
+    local s = H.storage(ARGS.cfg)
+    local meta = { audiences = { "aud" }, subjects = { "sub" } }
+    local name = ARGS.name
+    return {
+        set = { s:set(name, "k1", "v1", 100, ARGS.now) },
+        set_meta = { s:set(name, "k2", "v2", 200, ARGS.now, "k1", 10, meta) },
+        get = { s:get(name, "k2") },
+        missing = { s:get(name, "nope") },
+        read_metadata = { s:read_metadata(name, "aud", "sub", ARGS.now) },
+        delete = { s:delete(name, "k2", ARGS.now, meta) },
+        after = { s:get(name, "k2") },
+    }
+]]
+
+describe("sentinel in nginx", function()
+    local srv
+
+    lazy_setup(function()
+        local lua_path = upstream.lua_path
+        if not connector_missing then
+            lua_path = lua_path .. ";" .. CONNECTOR_DIR .. "/?.lua"
+        end
+        srv = nginx.start_kit({ workers = 1, lua_path = lua_path })
+    end)
+
+    lazy_teardown(function()
+        if srv then assert.same({}, srv:shutdown()) end
+    end)
+
+    for _, case in ipairs({ { phase = "content", cosocket = true }, { phase = "log", cosocket = false } }) do
+        it("serves every method in " .. case.phase .. (case.cosocket and " over cosockets" or " natively"),
+            function()
+                group.wait_stable(30)
+                local name = h.unique("ngx-" .. case.phase)
+                local res = srv:run(case.phase, EVERY_METHOD,
+                                    { cfg = group.config({ prefix = "ns" }), name = name, now = NOW })
+                assert.is_true(res.ok, tostring(res[1]))
+                local out = res[1]
+                assert.same({ true }, out.set)
+                assert.same({ true }, out.set_meta)
+                assert.same({ "v2" }, out.get)
+                assert.same({}, out.missing)
+                assert.same({ { k2 = tostring(NOW + 200) } }, out.read_metadata)
+                assert.same({ true }, out.delete)
+                assert.same({}, out.after)
+                if case.cosocket then
+                    assert.is_true(res.tcp > 0)
+                else
+                    assert.equal(0, res.tcp)
+                end
+            end)
+    end
+
+    it("answers `invalid master name` over cosockets", function()
+        local res = srv:run("content", "return { H.storage(ARGS.cfg):get('n', 'k') }",
+                            { cfg = group.config({ master = "no-such-master" }) })
+        assert.is_true(res.ok, tostring(res[1]))
+        assert.same({ nil, "invalid master name" }, res[1])
+    end)
+
+    it("transport = 'cosocket' in a phase without cosockets fails cleanly", function()
+        local res = srv:run("log", "return { H.storage(ARGS.cfg):get('n', 'k') }",
+                            { cfg = group.config({ transport = "cosocket" }) })
+        assert.is_true(res.ok, tostring(res[1]))
+        assert.is_nil(res[1][1])
+        assert.matches("^cosocket transport unavailable", res[1][2])
+    end)
+
+    it("moves a hung first sentinel out of the way after one call (cosockets)", function()
+        group.wait_stable(30)
+        local hung = assert(socket.bind("127.0.0.1", 0, 16))
+        local _, hung_port = hung:getsockname()
+        hung:settimeout(0)
+        local list = group.sentinels()
+        table.insert(list, 1, { host = "127.0.0.1", port = hung_port })
+        local res = srv:run("content", [[
+            local s = H.storage(ARGS.cfg, "hung")
+            local out = {}
+            for i = 1, 6 do out[i] = s:set(ARGS.name, "k", "v", 60, ARGS.now) end
+            return out
+        ]], { cfg = group.config({ sentinels = list, read_timeout = 300 }), name = h.unique("hung"), now = NOW })
+        assert.is_true(res.ok, tostring(res[1]))
+        assert.same({ true, true, true, true, true, true }, res[1])
+        local connections = 0
+        while hung:accept() do connections = connections + 1 end
+        hung:close()
+        assert.equal(1, connections)
+    end)
+
+    local function interop(label, writer, reader)
+        it("interop: " .. label, function()
+            if connector_missing then
+                pending("skipped: " .. connector_missing)
+                return
+            end
+            group.wait_stable(30)
+            local name = h.unique("sinterop")
+            local cfg = group.config({ prefix = "pre", suffix = "suf" })
+            local res = srv:run("content", [[
+                local function storage(which)
+                    if which == "upstream" then
+                        return require("resty.session.redis.sentinel").new(ARGS.cfg)
+                    end
+                    return require("resty.session.hiredis").new(ARGS.cfg)
+                end
+                local w, r = storage(ARGS.writer), storage(ARGS.reader)
+                local meta = { audiences = { "aud" }, subjects = { "sub" } }
+                local out = {}
+                out.set = { w:set(ARGS.name, "key", "value\0bin", 300, ARGS.now, nil, nil, meta) }
+                out.get = { r:get(ARGS.name, "key") }
+                out.meta = { r:read_metadata(ARGS.name, "aud", "sub", ARGS.now) }
+                out.delete = { r:delete(ARGS.name, "key", ARGS.now, meta) }
+                out.gone = { w:get(ARGS.name, "key") }
+                out.meta_gone = { w:read_metadata(ARGS.name, "aud", "sub", ARGS.now) }
+                return out
+            ]], { cfg = cfg, name = name, now = NOW, writer = writer, reader = reader })
+            assert.is_true(res.ok, tostring(res[1]))
+            local out = res[1]
+            assert.is_truthy(out.set[1], tostring(out.set[2]))
+            assert.same({ "value\0bin" }, out.get)
+            assert.same({ { key = tostring(NOW + 300) } }, out.meta)
+            assert.is_truthy(out.delete[1], tostring(out.delete[2]))
+            assert.is_nil(out.gone[1])
+            assert.is_nil(out.gone[2])
+            assert.same({}, out.meta_gone[1])
+        end)
+    end
+    interop("upstream's sentinel storage writes, this module reads and deletes", "upstream", "hiredis")
+    interop("this module writes, upstream's sentinel storage reads and deletes", "hiredis", "upstream")
+
+    describe("failover under a call loop (cosockets)", function()
+        local report = {}
+
+        lazy_teardown(function()
+            for _, line in ipairs(report) do
+                print("\n[sentinel failover, cosocket] " .. line)
+            end
+        end)
+
+        -- One set per request through the worker's long-lived storage instance.
+        local function writer(name, timeout)
+            local cfg = group.config({ connect_timeout = timeout, read_timeout = timeout, send_timeout = timeout })
+            return function()
+                local res = srv:run("content", [[
+                    return { H.storage(ARGS.cfg, ARGS.label):set(ARGS.name, "k", "v", 60, ngx.time()) }
+                ]], { cfg = cfg, label = name, name = name })
+                return res.ok and res[1][1] == true
+            end
+        end
+
+        it("SENTINEL FAILOVER: writes reach the new master", function()
+            local old = group.wait_stable(30, true)
+            local name = h.unique("ngx-forced")
+            local write = writer(name, 500)
+            assert.is_true(write())
+            local sc = group.raw_sentinel(3)
+            assert.equal("OK", sc:call("SENTINEL", "FAILOVER", "mymaster"))
+            sc:close()
+            local errors = 0
+            local rounds, seconds = group.measure(function()
+                local ok = write()
+                if not ok then errors = errors + 1 end
+                return ok and group.master_port() ~= old
+            end, 0.02, 30)
+            assert.is_number(seconds)
+            local r = group.raw_server(group.master_port())
+            assert.equal("v", r:call("GET", name .. ":k"))
+            r:close()
+            report[#report + 1] = string.format(
+                "forced: %d calls failed (%d loop rounds before the sentinels named the new master), "
+                .. "writes on the new master after %.2f s", errors, rounds, seconds)
+        end)
+
+        it("a killed master: writes resume on the promoted replica", function()
+            local old = group.wait_stable(30, true)
+            local name = h.unique("ngx-killed")
+            local write = writer(name, 300)
+            assert.is_true(write())
+            local r = group.raw_server(old)
+            r:send("SHUTDOWN", "NOSAVE")
+            r:close()
+            local failed, seconds = group.measure(write, 0.05, 60)
+            assert.is_number(seconds, "no write succeeded within 60 s")
+            assert.not_equal(old, group.master_port())
+            report[#report + 1] = string.format("killed: %d calls failed, writes again after %.2f s",
+                                                failed, seconds)
+            group.restart(old)
+            group.wait_stable(30, true)
+        end)
+    end)
+end)

@@ -1,0 +1,299 @@
+-- resty.session.hiredis.sentinel over the native transport, against the sentinel
+-- group of spec/support/with-sentinels.sh (1 master, 1 replica, 3 sentinels):
+-- routing, layout, invalid master name, credentials kept apart, ROLE refusal,
+-- a hung first sentinel, replicas, and failovers under a call loop (their gaps
+-- are printed).
+local h = require "helpers"
+local group = require "sentinel_group"
+local socket = require "socket"
+
+local hiredis = require "resty.session.hiredis"
+local sentinel = require "resty.session.hiredis.sentinel"
+
+if not group.available then
+    describe("sentinel (native)", function()
+        pending(group.why_absent)
+    end)
+    return
+end
+
+local function meta()
+    return h.meta({ "aud" }, { "sub" })
+end
+
+describe("sentinel (native)", function()
+    it("is what resty.session.hiredis.new gives for `sentinels`, with upstream's fields", function()
+        local s = hiredis.new(group.config({ prefix = "p" }))
+        assert.equal("mymaster", s.master)
+        assert.equal("master", s.role)
+        assert.equal("p", s.prefix)
+        assert.equal(0, s.sentinel_cache_ttl)
+        assert.equal(#group.sentinel_ports, #s.sentinels)
+        assert.has_error(function() s.prefix = "q" end, "attempt to update a read-only table")
+        -- nodes route elsewhere (cluster); sentinels alone route here
+        assert.equal(sentinel.new(group.config()).master, s.master)
+    end)
+
+    it("rejects configurations that cannot work at new()", function()
+        assert.has_error(function() sentinel.new({ sentinels = {} }) end,
+            "invalid sentinels: must be a non-empty array of { host = ..., port = ... }")
+        assert.has_error(function() sentinel.new({ sentinels = { { port = 0 } } }) end,
+            "invalid sentinels[1].port: must be an integer from 1 to 65535")
+        assert.has_error(function() sentinel.new(group.config({ role = "replica" })) end,
+            'invalid role: must be "master" or "slave"')
+        assert.has_error(function() sentinel.new(group.config({ master = "" })) end,
+            "invalid master: must be a non-empty string")
+        assert.has_error(function() sentinel.new(group.config({ connect_timeout = -1 })) end,
+            "invalid connect_timeout: must be a positive number of milliseconds")
+        assert.has_error(function() sentinel.new(group.config({ sentinel_cache_ttl = -1 })) end,
+            "invalid sentinel_cache_ttl: must be a non-negative number of seconds")
+        -- numeric strings, as configurations from environment variables have them
+        assert.equal(26379, sentinel.new({ sentinels = { { port = "26379" } } }).sentinels[1].port)
+    end)
+
+    it("stores sessions on the master with the single node's layout and results", function()
+        local master = group.wait_stable(30)
+        local s = hiredis.new(group.config({ prefix = "sp" }))
+        local name = h.unique("layout")
+        local now = os.time()
+        assert.same({ true }, { s:set(name, "k1", "v1", 100, now) })
+        assert.same({ true }, { s:set(name, "k2", "v2", 200, now, "k1", 10, meta()) })
+        assert.same({ "v2" }, { s:get(name, "k2") })
+        assert.same({ [1] = nil }, { s:get(name, "missing") })
+        assert.same({ { k2 = tostring(now + 200) } }, { s:read_metadata(name, "aud", "sub", now) })
+        local r = group.raw_server(master)
+        assert.equal("v2", r:call("GET", "sp:" .. name .. ":k2"))
+        local ttl = r:call("TTL", "sp:" .. name .. ":k1")
+        assert.is_true(ttl > 0 and ttl <= 10)
+        assert.equal(tostring(now + 200), r:call("ZSCORE", "sp:" .. name .. ":aud:sub", "k2"))
+        assert.same({ true }, { s:delete(name, "k2", now, meta()) })
+        assert.equal(0, r:call("EXISTS", "sp:" .. name .. ":k2"))
+        r:close()
+        local bad = s:set(name, "k3", 42, 100, now)
+        assert.is_nil(bad)
+    end)
+
+    it("answers `invalid master name` for a name no sentinel monitors", function()
+        local s = sentinel.new(group.config({ master = "no-such-master" }))
+        assert.same({ nil, "invalid master name" }, { s:get("n", "k") })
+    end)
+
+    it("keeps sentinel and master credentials apart", function()
+        local master = group.wait_stable(30)
+        local r = group.raw_server(master)
+        assert(r:call("CONFIG", "RESETSTAT"))
+        local s = sentinel.new(group.config())
+        assert.same({ true }, { s:set(h.unique("auth"), "k", "v", 60, os.time()) })
+        -- the sentinel password never reached the master (it would be a WRONGPASS there)
+        local errors = assert(r:info("errorstats"))
+        assert.is_nil(errors.errorstat_WRONGPASS)
+        r:close()
+        -- each side refuses the other's password: both are needed, each in its place
+        local swapped = sentinel.new(group.config({
+            sentinel_password = group.password, password = group.sentinel_password,
+        }))
+        local ok, err = swapped:get("n", "k")
+        assert.is_nil(ok)
+        assert.matches("WRONGPASS", err)
+        local wrong_master = sentinel.new(group.config({ password = "wrong" }))
+        ok, err = wrong_master:get("n", "k")
+        assert.is_nil(ok)
+        assert.matches("^WRONGPASS", err)
+        -- per-sentinel credentials win over sentinel_password
+        local list = group.sentinels()
+        for _, entry in ipairs(list) do entry.password = group.sentinel_password end
+        local per_entry = sentinel.new(group.config({ sentinels = list, sentinel_password = "wrong" }))
+        assert.same({ true }, { per_entry:set(h.unique("entry"), "k", "v", 60, os.time()) })
+    end)
+
+    it("never hands its authenticated connections to another configuration's custom pool", function()
+        local master = group.wait_stable(30)
+        local name = h.unique("pool")
+        local s = sentinel.new(group.config({ pool = "shared" }))
+        assert.is_true(s:set(name, "k", "v", 60, os.time()))
+        -- same pool name, same server, no password: must not get an authenticated connection
+        local other = hiredis.new({ port = master, pool = "shared", connect_timeout = 1000 })
+        local ok, err = other:get(name, "k")
+        assert.is_nil(ok)
+        assert.matches("^NOAUTH", err)
+        assert.equal("v", s:get(name, "k"))
+    end)
+
+    it("refuses a server in another role (ROLE in the handshake)", function()
+        group.wait_stable(30, true)
+        local replica = group.replica_port()
+        -- a stale configuration pointing at what is now a replica
+        local stale = hiredis.new({ port = replica, password = group.password, role = "master",
+                                    connect_timeout = 1000 })
+        assert.same({ nil, "role mismatch: expected master, got slave" }, { stale:get("n", "k") })
+        -- the replica's dataset was not written
+        assert.same({ nil, "role mismatch: expected master, got slave" },
+                    { stale:set("n", h.unique("k"), "v", 60, os.time()) })
+        local ok = hiredis.new({ port = replica, password = group.password, role = "slave" })
+        assert.same({ [1] = nil }, { ok:get("n", "missing") })
+    end)
+
+    it("refuses a replica named by a stale sentinel and asks the next one", function()
+        local master = group.wait_stable(30, true)
+        local replica = group.replica_port()
+        local liar, stop = h.fake_server("sentinel:" .. replica)
+        local list = group.sentinels()
+        table.insert(list, 1, { host = "127.0.0.1", port = liar })
+        local s = sentinel.new(group.config({ sentinels = list }))
+        local name = h.unique("stale")
+        -- with the liar alone the replica is refused, twice (the retry asks it again)
+        local alone = sentinel.new(group.config({ sentinels = { list[1] } }))
+        assert.same({ nil, "role mismatch: expected master, got slave" },
+                    { alone:set(name, "k", "v", 60, os.time()) })
+        local ok, err = s:set(name, "k", "v", 60, os.time())
+        stop()
+        assert.is_nil(err)
+        assert.is_true(ok)
+        local r = group.raw_server(master)
+        assert.equal("v", r:call("GET", name .. ":k"))
+        r:close()
+        -- later calls go to the sentinels that tell the truth first
+        assert.equal("v", s:get(name, "k"))
+    end)
+
+    it("reads from a healthy replica with role = \"slave\"", function()
+        local master = group.wait_stable(30, true)
+        local name = h.unique("replica")
+        assert.is_true(sentinel.new(group.config()):set(name, "k", "v", 60, os.time()))
+        local r = group.raw_server(master)
+        r:call("WAIT", 1, 2000)
+        r:close()
+        local s = sentinel.new(group.config({ role = "slave" }))
+        assert.equal("v", s:get(name, "k"))
+        local ok, err = s:set(name, "k", "w", 60, os.time())
+        assert.is_nil(ok)
+        assert.matches("^READONLY", err)
+    end)
+
+    it("moves a hung first sentinel out of the way after one call", function()
+        -- accepts connections (the kernel's backlog) and never answers
+        local hung = assert(socket.bind("127.0.0.1", 0, 16))
+        local _, hung_port = hung:getsockname()
+        hung:settimeout(0)
+        local list = group.sentinels()
+        table.insert(list, 1, { host = "127.0.0.1", port = hung_port })
+        local s = sentinel.new(group.config({ sentinels = list, read_timeout = 300 }))
+        local name = h.unique("hung")
+        assert.is_true(s:set(name, "k", "v", 60, os.time()))
+        for _ = 1, 5 do
+            assert.equal("v", s:get(name, "k"))
+        end
+        local connections = 0
+        while hung:accept() do connections = connections + 1 end
+        hung:close()
+        assert.equal(1, connections)
+    end)
+
+    it("with sentinel_cache_ttl reuses the address; without, asks on every call", function()
+        local master = group.wait_stable(30)
+        -- a sentinel (fake, naming the real master) that goes away after the first call
+        local port, stop = h.fake_server("sentinel:" .. master)
+        local list = { { host = "127.0.0.1", port = port } }
+        local cached = sentinel.new(group.config({ sentinels = list, sentinel_cache_ttl = 60 }))
+        local uncached = sentinel.new(group.config({ sentinels = list }))
+        assert.same({ [1] = nil }, { cached:get("n", "missing") })
+        assert.same({ [1] = nil }, { uncached:get("n", "missing") })
+        stop()
+        h.wait_until(function()
+            local probe = socket.tcp()
+            probe:settimeout(0.2)
+            local connected = probe:connect("127.0.0.1", port)
+            probe:close()
+            return not connected
+        end, 5000)
+        for _ = 1, 3 do
+            assert.same({ [1] = nil }, { cached:get("n", "missing") })
+        end
+        local ok, err = uncached:get("n", "missing")
+        assert.is_nil(ok)
+        assert.matches("^no hosts available: ", err)
+    end)
+
+    describe("failover under a call loop", function()
+        local report = {}
+
+        lazy_teardown(function()
+            for _, line in ipairs(report) do
+                print("\n[sentinel failover, native] " .. line)
+            end
+        end)
+
+        local function loop_call(s, name)
+            return function()
+                return s:set(name, "k", "v", 60, os.time()) == true
+            end
+        end
+
+        it("SENTINEL FAILOVER: writes reach the new master", function()
+            local old = group.wait_stable(30, true)
+            local s = sentinel.new(group.config({ connect_timeout = 500, read_timeout = 500 }))
+            local name = h.unique("forced")
+            assert.is_true(s:set(name, "k", "v", 60, os.time()))
+            -- an instance that caches the address (and has a pooled connection to it)
+            local cached = sentinel.new(group.config({ sentinel_cache_ttl = 3600 }))
+            assert.is_true(cached:set(name, "c", "v", 60, os.time()))
+            local sc = group.raw_sentinel(2)
+            assert.equal("OK", sc:call("SENTINEL", "FAILOVER", "mymaster"))
+            sc:close()
+            -- until the sentinels name the new master, writes may still go to the old one
+            local errors, n, last = 0, 0, nil
+            local failed, seconds = group.measure(function()
+                n = n + 1
+                local ok = s:set(name, "k", "f" .. n, 60, os.time()) == true
+                if ok then last = "f" .. n else errors = errors + 1 end
+                return ok and group.master_port() ~= old
+            end, 0.02, 30)
+            assert.is_number(seconds)
+            local new = group.master_port()
+            assert.not_equal(old, new)
+            -- the loop's last write is on the new master
+            local r = group.raw_server(new)
+            assert.equal(last, r:call("GET", name .. ":k"))
+            -- the cached address stays in use while the old master takes writes (the
+            -- trade-off of sentinel_cache_ttl); once it refuses them (demoted: READONLY,
+            -- closed connections, ROLE) the address is dropped and the sentinels asked again
+            local round, cached_failed = 0, 0
+            local _, cached_seconds = group.measure(function()
+                round = round + 1
+                local value = "w" .. round
+                if cached:set(name, "c", value, 60, os.time()) ~= true then
+                    cached_failed = cached_failed + 1
+                    return false
+                end
+                return r:call("GET", name .. ":c") == value
+            end, 0.05, 30)
+            assert.is_number(cached_seconds, "the cached instance never reached the new master")
+            r:close()
+            report[#report + 1] = string.format(
+                "sentinel_cache_ttl: writes reached the new master %.2f s after the others did, %d calls failed",
+                cached_seconds, cached_failed)
+            report[#report + 1] = string.format(
+                "forced: %d calls failed (%d loop rounds before the sentinels named the new master), "
+                .. "writes on the new master after %.2f s", errors, failed, seconds)
+        end)
+
+        it("a killed master: writes resume on the promoted replica", function()
+            local old = group.wait_stable(30, true)
+            local s = sentinel.new(group.config({ connect_timeout = 300, read_timeout = 300 }))
+            local name = h.unique("killed")
+            assert.is_true(s:set(name, "k", "v", 60, os.time()))
+            local r = group.raw_server(old)
+            r:send("SHUTDOWN", "NOSAVE")
+            r:close()
+            local failed, seconds = group.measure(loop_call(s, name), 0.05, 60)
+            assert.is_number(seconds, "no write succeeded within 60 s")
+            local new = group.master_port()
+            assert.not_equal(old, new)
+            report[#report + 1] = string.format("killed: %d calls failed, writes again after %.2f s",
+                                                failed, seconds)
+            -- the old master comes back as a replica of the new one
+            group.restart(old)
+            group.wait_stable(30, true)
+        end)
+    end)
+end)

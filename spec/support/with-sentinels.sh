@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Runs a command against a throwaway Redis Sentinel group on free loopback ports:
+# a master and a replica (requirepass/masterauth), three sentinels (their own
+# requirepass) monitoring them as "mymaster", with fast failure detection.
+#
+#   spec/support/with-sentinels.sh CMD [ARGS...]
+#
+# Exports HIREDIS_SENTINEL_PORTS ("p1,p2,p3"), HIREDIS_SENTINEL_PASSWORD,
+# HIREDIS_SENTINEL_MASTER_PASSWORD, HIREDIS_SENTINEL_DATA_PORTS ("master,replica"
+# as started), HIREDIS_SENTINEL_DIR (configs, logs; a server a spec restarts writes
+# its pid to <dir>/<name>.pid so that it is stopped here too). Always stops every
+# process it or a spec started and removes the directory. Exits with CMD's status.
+set -euo pipefail
+
+if [[ $# -eq 0 ]]; then
+    echo "usage: $0 CMD [ARGS...]" >&2
+    exit 2
+fi
+for tool in redis-server redis-cli; do
+    command -v "$tool" >/dev/null || { echo "with-sentinels: $tool not found (make deps)" >&2; exit 2; }
+done
+
+DIR="$(mktemp -d "${TMPDIR:-/tmp}/rsh-sentinel.XXXXXX")"
+MASTER_PASSWORD="master-$RANDOM$RANDOM"
+SENTINEL_PASSWORD="sentinel-$RANDOM$RANDOM"
+USED_PORTS=" "
+CMD_PID=""
+
+log() { echo "with-sentinels: $*" >&2; }
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    if [[ -n "$CMD_PID" ]]; then
+        kill -TERM "$CMD_PID" 2>/dev/null || true
+        wait "$CMD_PID" 2>/dev/null || true
+    fi
+    local f pid i
+    for f in "$DIR"/*.pid; do
+        [[ -f "$f" ]] || continue
+        pid=$(cat "$f" 2>/dev/null || true)
+        [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null || true
+    done
+    for f in "$DIR"/*.pid; do
+        [[ -f "$f" ]] || continue
+        pid=$(cat "$f" 2>/dev/null || true)
+        [[ -n "$pid" ]] || continue
+        for i in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    rm -rf "$DIR"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+    local port
+    while :; do
+        # below the ephemeral range (32768-60999): no outgoing connection holds it
+        port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 12000 ))
+        [[ "$USED_PORTS" == *" $port "* ]] && continue
+        port_in_use "$port" && continue
+        USED_PORTS+="$port "
+        FREE_PORT=$port
+        return
+    done
+}
+
+common_config() {
+    local name=$1 port=$2
+    mkdir -p "$DIR/$name.data"
+    echo "bind 127.0.0.1"
+    echo "port $port"
+    echo "protected-mode no"
+    echo "daemonize yes"
+    echo "pidfile $DIR/$name.pid"
+    echo "dir $DIR/$name.data"
+    echo "logfile $DIR/$name.log"
+}
+
+# Waits until redis-cli ARGS... answers PONG.
+wait_pong() {
+    local i
+    for i in $(seq 1 100); do
+        [[ "$(redis-cli --no-auth-warning "$@" ping 2>/dev/null)" == "PONG" ]] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+free_port; MASTER_PORT=$FREE_PORT
+free_port; REPLICA_PORT=$FREE_PORT
+for name in master replica; do
+    port=$MASTER_PORT
+    [[ $name == replica ]] && port=$REPLICA_PORT
+    {
+        common_config "$name" "$port"
+        echo "save \"\""
+        echo "appendonly no"
+        echo "requirepass $MASTER_PASSWORD"
+        echo "masterauth $MASTER_PASSWORD"
+        echo "repl-diskless-sync yes"
+        echo "repl-diskless-sync-delay 0"
+        echo "enable-debug-command yes"
+        [[ $name == replica ]] && echo "replicaof 127.0.0.1 $MASTER_PORT"
+    } >"$DIR/$name.conf"
+    redis-server "$DIR/$name.conf" >>"$DIR/$name.out" 2>&1
+    wait_pong -p "$port" -a "$MASTER_PASSWORD" || { log "$name did not start"; tail -5 "$DIR/$name.log" >&2; exit 1; }
+done
+
+SENTINEL_PORTS=()
+for i in 1 2 3; do
+    free_port
+    SENTINEL_PORTS+=("$FREE_PORT")
+    {
+        common_config "sentinel$i" "$FREE_PORT"
+        echo "sentinel monitor mymaster 127.0.0.1 $MASTER_PORT 2"
+        echo "sentinel auth-pass mymaster $MASTER_PASSWORD"
+        echo "sentinel down-after-milliseconds mymaster 2000"
+        echo "sentinel failover-timeout mymaster 6000"
+        echo "sentinel parallel-syncs mymaster 1"
+        echo "requirepass $SENTINEL_PASSWORD"
+    } >"$DIR/sentinel$i.conf"
+    redis-server "$DIR/sentinel$i.conf" --sentinel >>"$DIR/sentinel$i.out" 2>&1
+done
+for port in "${SENTINEL_PORTS[@]}"; do
+    wait_pong -p "$port" -a "$SENTINEL_PASSWORD" || { log "sentinel on $port did not start"; exit 1; }
+done
+
+# Ready when the replica is in sync and every sentinel sees the replica and the
+# two other sentinels (a killed master then gets its quorum and a leader).
+ready=0
+for i in $(seq 1 200); do
+    ready=1
+    [[ "$(redis-cli --no-auth-warning -p "$REPLICA_PORT" -a "$MASTER_PASSWORD" info replication 2>/dev/null | tr -d '\r' | grep '^master_link_status:')" == "master_link_status:up" ]] || ready=0
+    for port in "${SENTINEL_PORTS[@]}"; do
+        info=$(redis-cli --no-auth-warning -p "$port" -a "$SENTINEL_PASSWORD" info sentinel 2>/dev/null | tr -d '\r')
+        [[ "$info" == *"slaves=1,sentinels=3"* ]] || ready=0
+    done
+    [[ $ready -eq 1 ]] && break
+    sleep 0.1
+done
+[[ $ready -eq 1 ]] || { log "sentinel group not ready"; tail -5 "$DIR"/sentinel1.log >&2; exit 1; }
+
+export HIREDIS_SENTINEL_PORTS
+HIREDIS_SENTINEL_PORTS=$(IFS=,; echo "${SENTINEL_PORTS[*]}")
+export HIREDIS_SENTINEL_PASSWORD="$SENTINEL_PASSWORD"
+export HIREDIS_SENTINEL_MASTER_PASSWORD="$MASTER_PASSWORD"
+export HIREDIS_SENTINEL_DATA_PORTS="$MASTER_PORT,$REPLICA_PORT"
+export HIREDIS_SENTINEL_DIR="$DIR"
+log "sentinel group ready: master=$MASTER_PORT replica=$REPLICA_PORT sentinels=$HIREDIS_SENTINEL_PORTS"
+
+exec 3<&0
+"$@" <&3 3<&- &
+CMD_PID=$!
+set +e
+wait "$CMD_PID"
+status=$?
+CMD_PID=""
+set -e
+exit "$status"
