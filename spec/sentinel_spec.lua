@@ -44,7 +44,7 @@ describe("sentinel (native)", function()
         assert.has_error(function() sentinel.new(group.config({ master = "" })) end,
             "invalid master: must be a non-empty string")
         assert.has_error(function() sentinel.new(group.config({ connect_timeout = -1 })) end,
-            "invalid connect_timeout: must be a positive number of milliseconds")
+            "invalid connect_timeout: must be a number of milliseconds from 0 to 2147483647 (0: the default)")
         assert.has_error(function() sentinel.new(group.config({ sentinel_cache_ttl = -1 })) end,
             "invalid sentinel_cache_ttl: must be a non-negative number of seconds")
         -- numeric strings, as configurations from environment variables have them

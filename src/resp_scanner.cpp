@@ -40,6 +40,22 @@ bool parse_ll(const char* s, std::size_t len, long long& out) {
     return true;
 }
 
+// The RESP3 types a HELLO 2 connection never receives (named as hiredis 1.x does).
+const char* resp3_type_name(char c) {
+    switch (c) {
+    case ',': return "double";
+    case '#': return "boolean";
+    case '_': return "null";
+    case '%': return "map";
+    case '~': return "set";
+    case '>': return "push";
+    case '(': return "big number";
+    case '=': return "verbatim string";
+    case '|': return "attribute";
+    default: return nullptr;
+    }
+}
+
 const char* bad_number_message(char kind) {
     switch (kind) {
     case '$': return "Bad bulk string length";
@@ -123,25 +139,29 @@ void ReplyScanner::scan(const char* data, std::size_t len) {
             } else {
                 char hex[8];
                 std::snprintf(hex, sizeof hex, "0x%02x", static_cast<unsigned char>(c));
-                fail(std::string("invalid reply type byte ") + hex);
+                const char* resp3 = resp3_type_name(c);
+                fail(std::string("invalid reply type byte ") + hex +
+                     (resp3 ? std::string(" (RESP3 ") + resp3 + " reply type)" : std::string()));
             }
             break;
         }
-        case State::Line: {  // status or error text, up to CRLF
+        case State::Line: {  // status or error text up to CRLF; CR and LF never inside (hiredis 1.x rule)
             if (cr_) {
+                count(1);
+                if (data[i++] != '\n') fail("Bad simple string value");
                 cr_ = false;
-                if (data[i] == '\n') {
-                    ++i;
-                    count(1);
-                    element_done();
-                    break;
-                }
+                element_done();
+                break;
             }
-            const void* cr = std::memchr(data + i, '\r', len - i);
-            const std::size_t n = cr ? static_cast<std::size_t>(static_cast<const char*>(cr) - (data + i)) + 1 : len - i;
+            std::size_t n = 0;
+            while (i + n < len && data[i + n] != '\r' && data[i + n] != '\n') ++n;
             count(n);
             i += n;
-            cr_ = cr != nullptr;
+            if (i < len) {
+                count(1);
+                if (data[i++] == '\n') fail("Bad simple string value");
+                cr_ = true;
+            }
             break;
         }
         case State::Header: {

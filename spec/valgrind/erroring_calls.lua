@@ -36,7 +36,7 @@ for _ = 1, rounds do
   -- new() with bad configurations, through the module and the core
   for _, new in ipairs({ hiredis.new, core.new }) do
     must_raise("not a table", new, long)
-    must_raise("port", new, { prefix = long, suffix = long, port = "6379" })
+    must_raise("port", new, { prefix = long, suffix = long, port = "not a port" })
     must_raise("host", new, { prefix = long, host = "" })
     must_raise("pool_size", new, { password = long, pool_size = 0 })
     must_raise("transport", new, { prefix = long, transport = long })
