@@ -1,0 +1,279 @@
+-- The benchmark's figures: medians over repetitions, storage CPU (minus the no-op
+-- handler), ratios to upstream, validity; written as CSV, a markdown table and the
+-- chart's data file (bench/chart.gp draws it).
+local _M = {}
+
+_M.IMPLS = { "up", "co", "na" }
+_M.IMPL_NAMES = {
+  up = "upstream resty.session.redis",
+  co = "hiredis, cosocket",
+  na = "hiredis, native (blocking)",
+}
+_M.OP_NAMES = {
+  get = "get",
+  set = "set",
+  set_meta = "set +old_key +2 meta",
+  delete = "delete +meta",
+  read_metadata = "read_metadata",
+}
+
+local function median(values)
+  local v = {}
+  for i, x in ipairs(values) do v[i] = x end
+  table.sort(v)
+  local n = #v
+  if n == 0 then return nil end
+  if n % 2 == 1 then return v[(n + 1) / 2] end
+  return (v[n / 2] + v[n / 2 + 1]) / 2
+end
+_M.median = median
+
+local function field(runs, name)
+  local out = {}
+  for i, r in ipairs(runs) do out[i] = r[name] end
+  return out
+end
+
+local function sum(runs, name)
+  local s = 0
+  for _, r in ipairs(runs) do s = s + (r[name] or 0) end
+  return s
+end
+
+-- Medians of one configuration's runs (each: rps, p50_ms, p99_ms, cpu_us, non2xx,
+-- socket_errors, requests, note). Errors are summed: any error invalidates.
+function _M.aggregate(runs)
+  if not runs or #runs == 0 then return nil end
+  local notes = {}
+  for _, r in ipairs(runs) do
+    if r.note and r.note ~= "" then notes[#notes + 1] = r.note end
+  end
+  return {
+    reps = #runs,
+    rps = median(field(runs, "rps")),
+    p50_ms = median(field(runs, "p50_ms")),
+    p99_ms = median(field(runs, "p99_ms")),
+    cpu_us = median(field(runs, "cpu_us")),
+    non2xx = sum(runs, "non2xx"),
+    socket_errors = sum(runs, "socket_errors"),
+    rps_reps = table.concat(field(runs, "rps"), "|"),
+    note = table.concat(notes, "; "),
+  }
+end
+
+local function ratio(a, b)
+  if a and b and b > 0 then return a / b end
+  return nil
+end
+
+---
+-- Rows of the HTTP benchmark, in plan order: one per (workers, op, conc) with a
+-- result per implementation (nil when not run). `runs[key]` lists the runs of
+-- key = workers .. "/" .. op .. "/" .. conc .. "/" .. impl ("noop" as op and impl).
+function _M.rows(plan, runs)
+  local rows = {}
+  for _, w in ipairs(plan.workers) do
+    for _, op in ipairs(plan.ops) do
+      for _, c in ipairs(plan.conc) do
+        local row = { workers = w, op = op, conc = c, impl = {}, invalid = {} }
+        local noop = _M.aggregate(runs[w .. "/noop/" .. c .. "/noop"])
+        row.noop = noop
+        for _, impl in ipairs(_M.IMPLS) do
+          local m = _M.aggregate(runs[w .. "/" .. op .. "/" .. c .. "/" .. impl])
+          if m then
+            m.storage_us = noop and m.cpu_us and (m.cpu_us - noop.cpu_us) or nil
+            row.impl[impl] = m
+            if m.non2xx > 0 or m.socket_errors > 0 or m.note ~= "" then
+              row.invalid[#row.invalid + 1] = string.format("%s: %d non-2xx, %d socket errors%s",
+                impl, m.non2xx, m.socket_errors, m.note ~= "" and (", " .. m.note) or "")
+            end
+          end
+        end
+        local up = row.impl.up
+        for _, impl in ipairs(_M.IMPLS) do
+          local m = row.impl[impl]
+          if m and up then
+            m.rps_ratio = ratio(m.rps, up.rps)
+            m.storage_ratio = ratio(m.storage_us, up.storage_us)
+            m.p50_ratio = ratio(m.p50_ms, up.p50_ms)
+          end
+        end
+        row.valid = #row.invalid == 0
+        rows[#rows + 1] = row
+      end
+    end
+  end
+  return rows
+end
+
+local function num(x, fmt)
+  if x == nil then return "" end
+  return string.format(fmt or "%.3f", x)
+end
+
+local function csv_field(s)
+  s = tostring(s or "")
+  if s:find('[,"\n]') then s = '"' .. s:gsub('"', '""') .. '"' end
+  return s
+end
+
+local CSV_HEADER = "kind,workers,op,conc,impl,reps,rps,p50_ms,p99_ms,cpu_us_per_req,"
+  .. "storage_cpu_us_per_req,rps_ratio,storage_cpu_ratio,p50_ratio,ratio_base,non2xx,socket_errors,"
+  .. "valid,note,rps_per_rep"
+
+local function csv_line(t)
+  local cols = {
+    t.kind, t.workers or "", t.op, t.conc or "", t.impl, t.reps or "",
+    num(t.rps, "%.0f"), num(t.p50_ms), num(t.p99_ms), num(t.cpu_us, "%.1f"), num(t.storage_us, "%.1f"),
+    num(t.rps_ratio), num(t.storage_ratio), num(t.p50_ratio), t.ratio_base or "",
+    t.non2xx or "", t.socket_errors or "", t.valid == nil and "" or (t.valid and "yes" or "no"),
+    t.note or "", t.rps_reps or "",
+  }
+  for i, v in ipairs(cols) do cols[i] = csv_field(v) end
+  return table.concat(cols, ",")
+end
+
+---
+-- The CSV: HTTP rows (one line per implementation), the no-op handler, then the
+-- limits (redis-benchmark, the plain-LuaJIT native loop).
+function _M.csv(rows, limits)
+  local lines = { CSV_HEADER }
+  local noop_seen = {}
+  for _, row in ipairs(rows) do
+    local nk = row.workers .. "/" .. row.conc
+    if row.noop and not noop_seen[nk] then
+      noop_seen[nk] = true
+      local n = row.noop
+      lines[#lines + 1] = csv_line({ kind = "noop", workers = row.workers, op = "noop", conc = row.conc,
+        impl = "noop", reps = n.reps, rps = n.rps, p50_ms = n.p50_ms, p99_ms = n.p99_ms, cpu_us = n.cpu_us,
+        non2xx = n.non2xx, socket_errors = n.socket_errors,
+        valid = n.non2xx == 0 and n.socket_errors == 0, note = n.note, rps_reps = n.rps_reps })
+    end
+    for _, impl in ipairs(_M.IMPLS) do
+      local m = row.impl[impl]
+      if m then
+        lines[#lines + 1] = csv_line({ kind = "http", workers = row.workers, op = row.op, conc = row.conc,
+          impl = impl, reps = m.reps, rps = m.rps, p50_ms = m.p50_ms, p99_ms = m.p99_ms, cpu_us = m.cpu_us,
+          storage_us = m.storage_us, rps_ratio = m.rps_ratio, storage_ratio = m.storage_ratio,
+          p50_ratio = m.p50_ratio, ratio_base = m.rps_ratio and "up" or "", non2xx = m.non2xx,
+          socket_errors = m.socket_errors, valid = row.valid, note = m.note, rps_reps = m.rps_reps })
+      end
+    end
+  end
+  for _, l in ipairs(limits) do
+    lines[#lines + 1] = csv_line(l)
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+local function thousands(x)
+  if not x then return "-" end
+  local s = string.format("%.0f", x)
+  return (s:reverse():gsub("(%d%d%d)(%d)", "%1,%2"):reverse())
+end
+
+local function x(r)
+  return r and string.format("%.2fx", r) or "-"
+end
+
+local function triple(row, name, fmt)
+  local parts = {}
+  for _, impl in ipairs(_M.IMPLS) do
+    local m = row.impl[impl]
+    parts[#parts + 1] = m and m[name] and string.format(fmt, m[name]) or "-"
+  end
+  return table.concat(parts, " / ")
+end
+
+---
+-- The markdown report: machine, settings, the HTTP table, the limits, the native loop.
+function _M.markdown(info, rows, limits)
+  local out = {}
+  local function add(s) out[#out + 1] = s end
+  local m = {}
+  for _, pair in ipairs(info.machine) do m[#m + 1] = pair[1] .. " " .. pair[2] end
+  add("Machine: " .. table.concat(m, ", ") .. ".")
+  add("")
+  add("Run: " .. info.settings .. ".")
+  add("")
+  add("up = upstream `resty.session.redis` (" .. info.upstream .. "), co = this module through cosockets "
+      .. "(default transport choice), na = this module with `transport = \"native\"` (blocks the worker). "
+      .. "Medians of the repetitions; latencies in ms; CPU = the nginx workers' utime+stime per request; "
+      .. "storage CPU = CPU minus the no-op handler's at the same workers and connections; "
+      .. "(x) = ratio to upstream.")
+  add("")
+  add("| workers | op | conns | rps up | rps co | rps na | p50 up / co / na | p99 up / co / na "
+      .. "| CPU µs/req up / co / na | storage µs/req up | storage co | storage na | valid |")
+  add("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+  for _, row in ipairs(rows) do
+    local up, co, na = row.impl.up, row.impl.co, row.impl.na
+    local function rps(mm) return mm and (thousands(mm.rps) .. (mm.rps_ratio and mm ~= up and (" (" .. x(mm.rps_ratio) .. ")") or "")) or "-" end
+    local function st(mm)
+      if not mm or not mm.storage_us then return "-" end
+      return string.format("%.1f", mm.storage_us) .. (mm.storage_ratio and mm ~= up and (" (" .. x(mm.storage_ratio) .. ")") or "")
+    end
+    add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |",
+      row.workers, _M.OP_NAMES[row.op] or row.op, row.conc, rps(up), rps(co), rps(na),
+      triple(row, "p50_ms", "%.2f"), triple(row, "p99_ms", "%.2f"), triple(row, "cpu_us", "%.1f"),
+      st(up), st(co), st(na), row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; "))))
+  end
+  add("")
+  add("Limits: the no-op Lua handler (same nginx, same wrk settings) and `redis-benchmark` "
+      .. "(512-byte values, its own key) for the raw Redis round trip.")
+  add("")
+  add("| what | workers | conns | rps | p50 ms | p99 ms | CPU µs/req |")
+  add("|---|---|---|---|---|---|---|")
+  local seen = {}
+  for _, row in ipairs(rows) do
+    local k = row.workers .. "/" .. row.conc
+    if row.noop and not seen[k] then
+      seen[k] = true
+      local n = row.noop
+      local bad = (n.non2xx > 0 or n.socket_errors > 0) and " **INVALID**" or ""
+      add(string.format("| no-op handler%s | %d | %d | %s | %.2f | %.2f | %.1f |", bad, row.workers, row.conc,
+        thousands(n.rps), n.p50_ms, n.p99_ms, n.cpu_us))
+    end
+  end
+  for _, l in ipairs(limits) do
+    if l.kind == "redis-benchmark" then
+      add(string.format("| redis-benchmark %s | - | %d | %s | %.3f | %.3f | - |", l.op, l.conc,
+        thousands(l.rps), l.p50_ms, l.p99_ms))
+    end
+  end
+  add("")
+  add("Native transport, plain LuaJIT loop (one connection, `bench/native_bench.lua`) against "
+      .. "`redis-benchmark -c 1` for the same command:")
+  add("")
+  add("| command | native loop ops/s | redis-benchmark -c 1 ops/s | ratio |")
+  add("|---|---|---|---|")
+  for _, l in ipairs(limits) do
+    if l.kind == "native-loop" then
+      add(string.format("| %s | %s | %s | %s |", l.op, thousands(l.rps), thousands(l.base_rps), x(l.rps_ratio)))
+    end
+  end
+  local invalid = 0
+  for _, row in ipairs(rows) do if not row.valid then invalid = invalid + 1 end end
+  add("")
+  add(string.format("%d of %d rows invalid.", invalid, #rows))
+  return table.concat(out, "\n") .. "\n"
+end
+
+---
+-- The chart's data: one line per row, "label rps_up rps_co rps_na storage_up storage_co storage_na"
+-- ("-" where absent; gnuplot skips it).
+function _M.chart_data(rows)
+  local out = { "# label rps_up rps_co rps_na storage_up storage_co storage_na" }
+  for _, row in ipairs(rows) do
+    local cols = { string.format('"w%d %s c%d"', row.workers, row.op, row.conc) }
+    for _, name in ipairs({ "rps", "storage_us" }) do
+      for _, impl in ipairs(_M.IMPLS) do
+        local m = row.impl[impl]
+        cols[#cols + 1] = m and m[name] and string.format("%.2f", m[name]) or "-"
+      end
+    end
+    out[#out + 1] = table.concat(cols, " ")
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+return _M
