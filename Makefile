@@ -5,6 +5,7 @@
 #   make demo    deps + build + a round trip through resty.session.hiredis
 #   make asan    unit tests and native specs under ASan/UBSan (build-asan/)
 #   make valgrind  the native specs under valgrind
+#   make bench   upstream resty.session.redis vs this module in nginx under wrk (bench/run.sh)
 #   make lint    luacheck (when installed)
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
@@ -23,7 +24,8 @@ DEB_PACKAGES := build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libh
 	libnginx-mod-http-lua lua-resty-core lua-nginx-redis openssl googletest libgtest-dev \
 	libbenchmark-dev valgrind wrk clang lua-socket curl
 
-.PHONY: deps build test unit spec demo asan valgrind bench fuzz rock-check lint clean
+.PHONY: deps build test unit spec demo asan valgrind bench bench-deps bench-profile bench-profile-deps bench-readme bench-micro \
+	fuzz rock-check lint clean
 
 deps:
 	@missing=""; \
@@ -83,8 +85,32 @@ valgrind: deps build
 	$(WITH_SERVERS) valgrind --error-exitcode=1 -q \
 		$(LUAJIT) $(BUSTED) $(BUSTED_ARGS) $(NATIVE_SPECS)
 
+# The side-by-side benchmark (bench/run.sh: knobs BENCH_QUICK=1, BENCH_OPS=, BENCH_CONC=,
+# BENCH_WORKERS=, BENCH_REPS=, BENCH_DURATION=; UPSTREAM_LUA_PATH): upstream
+# resty.session.redis vs this module in nginx under wrk, plus the limits; results in
+# bench/results/ (a full run also rewrites README.md's benchmark section).
+BENCH_PACKAGES := gnuplot-nox
+bench-deps:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) $(BENCH_PACKAGES)"
+
+bench: bench-deps build
+	bench/run.sh
+
+# perf record -g on the nginx workers under load: PROFILE="IMPL OP CONC SECONDS WORKERS"
+# (IMPL up|co|na|noop; OP get|set|set_meta|delete|read_metadata).
+PROFILE ?= co get 32 10 1
+bench-profile-deps:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) linux-perf"
+
+bench-profile: bench-profile-deps build
+	bench/run.sh --profile $(PROFILE)
+
+# The latest bench/results/results.md and chart into README.md.
+bench-readme:
+	$(LUAJIT) bench/update_readme.lua
+
 # Micro benchmarks (Google Benchmark) and round trips through the native transport.
-bench: deps
+bench-micro: deps
 	flock build.lock sh -c 'cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DRSH_BUILD_BENCH=ON && \
 		cmake --build build-bench -j$(JOBS)'
 	build-bench/micro_bench

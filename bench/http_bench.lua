@@ -62,12 +62,19 @@ for _, op in ipairs(plan.ops) do
 end
 
 -- Upstream: UPSTREAM_LUA_PATH (a Lua path with '?', or a LuaRocks tree), else ../shared/third_party.
+-- Relative paths are taken from the project root (nginx needs absolute ones).
+local function absolute(path)
+  return path:sub(1, 1) == "/" and path or (ROOT .. "/" .. path)
+end
 local function upstream_path()
   local given = env("UPSTREAM_LUA_PATH")
   if given and given:find("?", 1, true) then
-    return given
+    local parts = {}
+    for p in given:gmatch("[^;]+") do parts[#parts + 1] = absolute(p) end
+    return table.concat(parts, ";")
   elseif given then
-    return given .. "/share/lua/5.1/?.lua;" .. given .. "/share/lua/5.1/?/init.lua"
+    local tree = absolute(given)
+    return tree .. "/share/lua/5.1/?.lua;" .. tree .. "/share/lua/5.1/?/init.lua"
   end
   local base = ROOT .. "/../shared/third_party/"
   local parts = {}
@@ -276,9 +283,14 @@ local function profile(impl, op, conc, seconds, workers)
       error("perf record failed (perf not usable here?):\n" .. rec)
     end
     socket.sleep(2)
-    print(sh(string.format("perf report -i %s --stdio --no-children --sort dso,symbol --percent-limit 0.5 "
-                           .. "2>/dev/null | grep -v '^$' | grep -v '^ *|' | grep -v '^ *-' | head -60",
-                           quote(data))))
+    -- by shared object, then the top symbols (no call graphs: `perf report -i` has them)
+    for _, sort in ipairs({ "dso", "dso,sym" }) do
+      print("== perf report --sort " .. sort .. " (share of the workers' samples)")
+      print(sh(string.format("perf report -i %s --stdio --no-children -g none --sort %s --percent-limit 0.5 "
+                             .. "2>/dev/null | grep -v '^$' | grep -v '^#' | head -%d | cut -c1-160",
+                             quote(data), sort, sort == "dso" and 20 or 50)))
+    end
+    io.stdout:flush()
     log("profile: data in %s (perf report -i %s)", data, data)
   end)
   srv:stop()

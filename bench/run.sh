@@ -10,6 +10,7 @@
 #     BENCH_WARMUP=1              seconds of warm-up per op and implementation (0: none)
 #     UPSTREAM_LUA_PATH           where resty.session.redis and resty.redis are (a LuaRocks
 #                                 tree or a Lua path); default ../shared/third_party
+#     BENCH_README=0|1            rewrite README.md's section (default: only after a full run)
 #   bench/run.sh --profile [IMPL [OP [CONC [SECONDS [WORKERS]]]]]
 #                                 perf record -g on the workers under load, top symbols
 #
@@ -74,5 +75,14 @@ if command -v gnuplot >/dev/null; then
     echo "bench: chart in $RESULTS/results.png" >&2
 else
     echo "bench: gnuplot not found (apt-get install gnuplot-nox): no chart" >&2
+fi
+# README.md shows full default runs only (BENCH_README=1 forces, 0 skips).
+full=1
+for knob in BENCH_QUICK BENCH_OPS BENCH_CONC BENCH_WORKERS BENCH_REPS BENCH_DURATION BENCH_WARMUP BENCH_RESULTS; do
+    [[ -n "${!knob:-}" && "$knob" != BENCH_RESULTS ]] && full=0
+done
+[[ "$RESULTS" != bench/results ]] && full=0
+if [[ "${BENCH_README:-$full}" == 1 ]]; then
+    luajit bench/update_readme.lua "$RESULTS"
 fi
 echo "bench: make bench took $(( $(date +%s) - started )) s" >&2
