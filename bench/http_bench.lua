@@ -376,7 +376,7 @@ local info = {
   settings = string.format("%d rep(s) x %d s per wrk run (%d thread), interleaved up/co/na per row, "
     .. "warm-up %d s per op and implementation, %d-byte values, one storage call per request, "
     .. "%d s in all", REPS, DURATION, WRK_THREADS, WARMUP, dataset.VALUE_BYTES, elapsed),
-  upstream = WITH_UPSTREAM and ("lua-resty-session " .. info_field("resty_session") .. " on lua-resty-redis "
+  upstream = WITH_UPSTREAM and ("lua-resty-session " .. info_field("resty_session"):gsub("absent", "of unknown version") .. " on lua-resty-redis "
                                 .. info_field("resty_redis")) or "absent",
 }
 local rows = report.rows(plan, runs)
