@@ -125,6 +125,11 @@ function _M.reset()
   ngx.print("ok")
 end
 
+-- /bench/count: storage calls (and no-op requests) started since the last reset.
+function _M.count()
+  ngx.print(counter:get("n") or 0)
+end
+
 -- /bench/errors: "impl op<TAB>count<TAB>first error" lines.
 function _M.report_errors()
   for _, key in ipairs(errors:get_keys(0)) do

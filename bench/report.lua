@@ -44,9 +44,12 @@ end
 -- socket_errors, requests, note). Errors are summed: any error invalidates.
 function _M.aggregate(runs)
   if not runs or #runs == 0 then return nil end
-  local notes = {}
+  local notes, seen = {}, {}
   for _, r in ipairs(runs) do
-    if r.note and r.note ~= "" then notes[#notes + 1] = r.note end
+    if r.note and r.note ~= "" and not seen[r.note] then
+      seen[r.note] = true
+      notes[#notes + 1] = r.note
+    end
   end
   return {
     reps = #runs,
@@ -83,9 +86,12 @@ function _M.rows(plan, runs)
           if m then
             m.storage_us = noop and m.cpu_us and (m.cpu_us - noop.cpu_us) or nil
             row.impl[impl] = m
-            if m.non2xx > 0 or m.socket_errors > 0 or m.note ~= "" then
-              row.invalid[#row.invalid + 1] = string.format("%s: %d non-2xx, %d socket errors%s",
-                impl, m.non2xx, m.socket_errors, m.note ~= "" and (", " .. m.note) or "")
+            local why = {}
+            if m.non2xx > 0 then why[#why + 1] = m.non2xx .. " non-2xx" end
+            if m.socket_errors > 0 then why[#why + 1] = m.socket_errors .. " socket errors" end
+            if m.note ~= "" then why[#why + 1] = m.note end
+            if #why > 0 then
+              row.invalid[#row.invalid + 1] = impl .. ": " .. table.concat(why, ", ")
             end
           end
         end
