@@ -134,7 +134,7 @@ rock-check: deps
 
 lint:
 	@if command -v luacheck >/dev/null 2>&1; then \
-		luacheck lua spec examples; \
+		luacheck lua spec examples bench; \
 	else \
 		echo "lint: luacheck not installed (apt-get install lua-check), skipping"; \
 	fi

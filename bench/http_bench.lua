@@ -397,9 +397,13 @@ local info = {
   settings = string.format("%d rep(s) x %d s per wrk run (%d thread), interleaved up/co/na per row, "
     .. "warm-up %d s per op and implementation, %d-byte values, one storage call per request, "
     .. "%d s in all", REPS, DURATION, WRK_THREADS, WARMUP, dataset.VALUE_BYTES, elapsed),
-  upstream = WITH_UPSTREAM and ("lua-resty-session " .. info_field("resty_session"):gsub("absent", "of unknown version") .. " on lua-resty-redis "
-                                .. info_field("resty_redis")) or "absent",
+  upstream = "absent",
 }
+if WITH_UPSTREAM then
+  local session_version = info_field("resty_session")
+  if session_version == "absent" then session_version = "of unknown version" end
+  info.upstream = "lua-resty-session " .. session_version .. " on lua-resty-redis " .. info_field("resty_redis")
+end
 local rows = report.rows(plan, runs)
 local md = report.markdown(info, rows, limits)
 sh("mkdir -p " .. quote(RESULTS))

@@ -213,10 +213,14 @@ function _M.markdown(info, rows, limits)
   add("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for _, row in ipairs(rows) do
     local up, co, na = row.impl.up, row.impl.co, row.impl.na
-    local function rps(mm) return mm and (thousands(mm.rps) .. (mm.rps_ratio and mm ~= up and (" (" .. x(mm.rps_ratio) .. ")") or "")) or "-" end
+    -- a figure, with its ratio to upstream in parentheses (not on upstream's own column)
+    local function with_ratio(text, mm, r)
+      return (r and mm ~= up) and (text .. " (" .. x(r) .. ")") or text
+    end
+    local function rps(mm) return mm and with_ratio(thousands(mm.rps), mm, mm.rps_ratio) or "-" end
     local function st(mm)
       if not mm or not mm.storage_us then return "-" end
-      return string.format("%.1f", mm.storage_us) .. (mm.storage_ratio and mm ~= up and (" (" .. x(mm.storage_ratio) .. ")") or "")
+      return with_ratio(string.format("%.1f", mm.storage_us), mm, mm.storage_ratio)
     end
     add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |",
       row.workers, _M.OP_NAMES[row.op] or row.op, row.conc, rps(up), rps(co), rps(na),
