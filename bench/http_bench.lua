@@ -171,6 +171,20 @@ end
 
 -- wrk -----------------------------------------------------------------------
 
+-- What Redis saw since CONFIG RESETSTAT: commands by name, and connections accepted.
+local function redis_counts()
+  local text = assert(call("INFO", "commandstats")) .. assert(call("INFO", "stats"))
+  local commands, total = {}, 0
+  for name, calls in text:gmatch("cmdstat_([%w|]+):calls=(%d+)") do
+    if not name:find("^info") and not name:find("^config") then   -- the harness's own
+      commands[name] = tonumber(calls)
+      total = total + tonumber(calls)
+    end
+  end
+  return { commands = commands, total = total,
+           connections = tonumber(text:match("total_connections_received:(%d+)")) or 0 }
+end
+
 -- Requests the handlers started since the last /bench/reset, once they have all
 -- finished: when wrk stops, up to one request per connection is still in the workers
 -- (a blocked native call, a queued cosocket); their CPU belongs to this run, and they
@@ -187,16 +201,29 @@ local function settled_count(srv)
   return last
 end
 
+-- "get=1.00 hello=0.23": Redis commands per request, most frequent first.
+local function command_mix(commands, served)
+  if served == 0 then return "" end
+  local names = {}
+  for name in pairs(commands) do names[#names + 1] = name end
+  table.sort(names, function(a, b) return commands[a] > commands[b] or (commands[a] == commands[b] and a < b) end)
+  local parts = {}
+  for i, name in ipairs(names) do parts[i] = string.format("%s=%.2f", name, commands[name] / served) end
+  return table.concat(parts, " ")
+end
+
 -- One wrk run against `path`; the workers' CPU is read right before and once the
 -- last request is done, and divided by the requests the handlers served.
 local function wrk(srv, path, conc, seconds)
   local cmd = string.format("wrk -t%d -c%d -d%ds --timeout 5s -s %s %s", math.min(WRK_THREADS, conc), conc,
                             seconds, quote(ROOT .. "/bench/wrk_report.lua"), quote(srv:url(path)))
   local count_before = settled_count(srv)
+  assert(call("CONFIG", "RESETSTAT"))
   local cpu_before = proc.cpu_us(srv.workers)
   local output = sh(cmd, true)
   local served = settled_count(srv) - count_before
   local cpu_after = proc.cpu_us(srv.workers)
+  local redis_stats = redis_counts()
   local line = output:match("RESULT ([^\n]+)")
   if not line then error("wrk failed: " .. cmd .. "\n" .. output) end
   local r = {}
@@ -211,6 +238,9 @@ local function wrk(srv, path, conc, seconds)
     p99_ms = r.p99_us / 1000,
     served = served,
     cpu_us = cpu_before and cpu_after and served > 0 and (cpu_after - cpu_before) / served or nil,
+    redis_cmds = served > 0 and redis_stats.total / served or nil,
+    redis_conns = served > 0 and redis_stats.connections / served or nil,
+    redis_mix = command_mix(redis_stats.commands, served),
     non2xx = r.status,
     socket_errors = r.connect + r.read + r.write + r.timeout,
     note = note,
@@ -246,8 +276,8 @@ local function measure(srv, workers, op, conc, impl)
     end
   end
   record(workers .. "/" .. op .. "/" .. conc .. "/" .. impl, r)
-  log("  w%d %-13s c%-3d %-4s %8.0f rps  p50 %6.2f ms  p99 %6.2f ms  cpu %6.1f us/req%s%s", workers, op, conc,
-      impl, r.rps, r.p50_ms, r.p99_ms, r.cpu_us or -1,
+  log("  w%d %-13s c%-3d %-4s %8.0f rps  p50 %6.2f ms  p99 %6.2f ms  cpu %6.1f us/req  redis %s, %.2f conns/req%s%s",
+      workers, op, conc, impl, r.rps, r.p50_ms, r.p99_ms, r.cpu_us or -1, r.redis_mix, r.redis_conns or -1,
       (r.non2xx + r.socket_errors > 0) and string.format("  ERRORS non2xx=%d socket=%d", r.non2xx,
                                                           r.socket_errors) or "",
       r.note ~= "" and ("  " .. r.note) or "")

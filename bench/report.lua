@@ -57,9 +57,12 @@ function _M.aggregate(runs)
     p50_ms = median(field(runs, "p50_ms")),
     p99_ms = median(field(runs, "p99_ms")),
     cpu_us = median(field(runs, "cpu_us")),
+    redis_cmds = median(field(runs, "redis_cmds")),
+    redis_conns = median(field(runs, "redis_conns")),
+    redis_mix = runs[1].redis_mix,
     non2xx = sum(runs, "non2xx"),
     socket_errors = sum(runs, "socket_errors"),
-    rps_reps = table.concat(field(runs, "rps"), "|"),
+    rps_reps = (table.concat(field(runs, "rps"), "|"):gsub("%.%d+", "")),
     note = table.concat(notes, "; "),
   }
 end
@@ -125,7 +128,7 @@ end
 
 local CSV_HEADER = "kind,workers,op,conc,impl,reps,rps,p50_ms,p99_ms,cpu_us_per_req,"
   .. "storage_cpu_us_per_req,rps_ratio,storage_cpu_ratio,p50_ratio,ratio_base,non2xx,socket_errors,"
-  .. "valid,note,rps_per_rep"
+  .. "valid,note,rps_per_rep,redis_cmds_per_req,redis_conns_per_req,redis_cmd_mix"
 
 local function csv_line(t)
   local cols = {
@@ -133,7 +136,7 @@ local function csv_line(t)
     num(t.rps, "%.0f"), num(t.p50_ms), num(t.p99_ms), num(t.cpu_us, "%.1f"), num(t.storage_us, "%.1f"),
     num(t.rps_ratio), num(t.storage_ratio), num(t.p50_ratio), t.ratio_base or "",
     t.non2xx or "", t.socket_errors or "", t.valid == nil and "" or (t.valid and "yes" or "no"),
-    t.note or "", t.rps_reps or "",
+    t.note or "", t.rps_reps or "", num(t.redis_cmds), num(t.redis_conns), t.redis_mix or "",
   }
   for i, v in ipairs(cols) do cols[i] = csv_field(v) end
   return table.concat(cols, ",")
@@ -162,7 +165,8 @@ function _M.csv(rows, limits)
           impl = impl, reps = m.reps, rps = m.rps, p50_ms = m.p50_ms, p99_ms = m.p99_ms, cpu_us = m.cpu_us,
           storage_us = m.storage_us, rps_ratio = m.rps_ratio, storage_ratio = m.storage_ratio,
           p50_ratio = m.p50_ratio, ratio_base = m.rps_ratio and "up" or "", non2xx = m.non2xx,
-          socket_errors = m.socket_errors, valid = row.valid, note = m.note, rps_reps = m.rps_reps })
+          socket_errors = m.socket_errors, valid = row.valid, note = m.note, rps_reps = m.rps_reps,
+          redis_cmds = m.redis_cmds, redis_conns = m.redis_conns, redis_mix = m.redis_mix })
       end
     end
   end
@@ -206,11 +210,14 @@ function _M.markdown(info, rows, limits)
       .. "(default transport choice), na = this module with `transport = \"native\"` (blocks the worker). "
       .. "Medians of the repetitions; latencies in ms; CPU = the nginx workers' utime+stime per request; "
       .. "storage CPU = CPU minus the no-op handler's at the same workers and connections; "
-      .. "(x) = ratio to upstream.")
+      .. "(x) = ratio to upstream; Redis conns/req = connections Redis accepted per request (pool misses; "
+      .. "the CSV has Redis commands per request too); valid = no non-2xx response and no socket error "
+      .. "in any run.")
   add("")
   add("| workers | op | conns | rps up | rps co | rps na | p50 up / co / na | p99 up / co / na "
-      .. "| CPU µs/req up / co / na | storage µs/req up | storage co | storage na | valid |")
-  add("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+      .. "| CPU µs/req up / co / na | storage µs/req up | storage co | storage na "
+      .. "| Redis conns/req up / co / na | valid |")
+  add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for _, row in ipairs(rows) do
     local up, co, na = row.impl.up, row.impl.co, row.impl.na
     -- a figure, with its ratio to upstream in parentheses (not on upstream's own column)
@@ -222,10 +229,11 @@ function _M.markdown(info, rows, limits)
       if not mm or not mm.storage_us then return "-" end
       return with_ratio(string.format("%.1f", mm.storage_us), mm, mm.storage_ratio)
     end
-    add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |",
+    add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |",
       row.workers, _M.OP_NAMES[row.op] or row.op, row.conc, rps(up), rps(co), rps(na),
       triple(row, "p50_ms", "%.2f"), triple(row, "p99_ms", "%.2f"), triple(row, "cpu_us", "%.1f"),
-      st(up), st(co), st(na), row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; "))))
+      st(up), st(co), st(na), triple(row, "redis_conns", "%.2f"),
+      row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; "))))
   end
   add("")
   add("Limits: the no-op Lua handler (same nginx, same wrk settings) and `redis-benchmark` "
