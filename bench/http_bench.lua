@@ -370,19 +370,22 @@ for _, workers in ipairs(plan.workers) do
     if WITH_UPSTREAM and not info_text:find("upstream\tyes", 1, true) then
       error("upstream resty.session.redis did not load inside nginx:\n" .. srv:error_log())
     end
-    -- the no-op handler at each concurrency
-    for _, conc in ipairs(plan.conc) do
-      if WARMUP > 0 then wrk(srv, "/noop", conc, WARMUP) end
-      for _ = 1, REPS do measure(srv, workers, "noop", conc, "noop") end
-    end
-    for _, op in ipairs(plan.ops) do
-      assert(redis:call("FLUSHALL"))
-      populate(op == "delete" and "set_meta" or op)
-      for ci, conc in ipairs(plan.conc) do
-        if ci == 1 and WARMUP > 0 then
+    -- Each repetition is a pass over every row, so that the repetitions of a row lie
+    -- minutes apart: a burst of load from elsewhere spoils one of them, not the median.
+    -- Within a pass the implementations run back to back (up, co, na) on each row.
+    for rep = 1, REPS do
+      log("bench: %d worker(s), pass %d of %d", workers, rep, REPS)
+      for _, conc in ipairs(plan.conc) do   -- the no-op handler at each concurrency
+        if rep == 1 and WARMUP > 0 then wrk(srv, "/noop", conc, WARMUP) end
+        measure(srv, workers, "noop", conc, "noop")
+      end
+      for _, op in ipairs(plan.ops) do
+        assert(redis:call("FLUSHALL"))
+        populate(op == "delete" and "set_meta" or op)
+        if rep == 1 and WARMUP > 0 then
           for _, impl in ipairs(IMPLS) do wrk(srv, "/" .. impl .. "/" .. op, 32, WARMUP) end
         end
-        for _ = 1, REPS do
+        for _, conc in ipairs(plan.conc) do
           for _, impl in ipairs(IMPLS) do measure(srv, workers, op, conc, impl) end
         end
       end
@@ -414,7 +417,9 @@ local function info_field(name)
   return (info_text or ""):match(name .. "\t([^\n]*)") or "?"
 end
 local rev = sh("git rev-parse --short HEAD")
-if rev ~= "" and sh("git status --porcelain -- src lua bench") ~= "" then rev = rev .. "+dirty" end
+if rev ~= "" and sh("git status --porcelain --untracked-files=no -- src lua bench") ~= "" then
+  rev = rev .. "+dirty"
+end
 local elapsed = socket.gettime() - started
 local info = {
   machine = proc.machine({
@@ -424,9 +429,9 @@ local info = {
     { "commit", rev ~= "" and rev or "?" },
     { "date", os.date("!%Y-%m-%d %H:%M UTC") },
   }, nginx.binary),
-  settings = string.format("%d rep(s) x %d s per wrk run (%d thread), interleaved up/co/na per row, "
-    .. "warm-up %d s per op and implementation, %d-byte values, one storage call per request, "
-    .. "%d s in all", REPS, DURATION, WRK_THREADS, WARMUP, dataset.VALUE_BYTES, elapsed),
+  settings = string.format("%d rep(s) x %d s per wrk run (%d thread), each repetition a pass over all rows "
+    .. "with up/co/na back to back per row, warm-up %d s per op and implementation, %d-byte values, "
+    .. "one storage call per request, %d s in all", REPS, DURATION, WRK_THREADS, WARMUP, dataset.VALUE_BYTES, elapsed),
   upstream = "absent",
 }
 if WITH_UPSTREAM then
