@@ -193,7 +193,7 @@ local function settled_count(srv)
   local last = tonumber(http_get(srv, "/bench/count"))
   local deadline = socket.gettime() + 10
   repeat
-    socket.sleep(0.05)
+    socket.sleep(0.02)
     local now = tonumber(http_get(srv, "/bench/count"))
     if now == last then return now end
     last = now
@@ -217,7 +217,7 @@ end
 local function wrk(srv, path, conc, seconds)
   local cmd = string.format("wrk -t%d -c%d -d%ds --timeout 5s -s %s %s", math.min(WRK_THREADS, conc), conc,
                             seconds, quote(ROOT .. "/bench/wrk_report.lua"), quote(srv:url(path)))
-  local count_before = settled_count(srv)
+  local count_before = tonumber(http_get(srv, "/bench/count"))   -- the previous run has settled
   assert(call("CONFIG", "RESETSTAT"))
   local cpu_before = proc.cpu_us(srv.workers)
   local output = sh(cmd, true)
@@ -372,13 +372,10 @@ for _, workers in ipairs(plan.workers) do
     end
     -- Each repetition is a pass over every row, so that the repetitions of a row lie
     -- minutes apart: a burst of load from elsewhere spoils one of them, not the median.
-    -- Within a pass the implementations run back to back (up, co, na) on each row.
+    -- Within a pass the no-op handler and the implementations run back to back on each
+    -- row (noop, up, co, na).
     for rep = 1, REPS do
       log("bench: %d worker(s), pass %d of %d", workers, rep, REPS)
-      for _, conc in ipairs(plan.conc) do   -- the no-op handler at each concurrency
-        if rep == 1 and WARMUP > 0 then wrk(srv, "/noop", conc, WARMUP) end
-        measure(srv, workers, "noop", conc, "noop")
-      end
       for _, op in ipairs(plan.ops) do
         assert(redis:call("FLUSHALL"))
         populate(op == "delete" and "set_meta" or op)
@@ -386,6 +383,8 @@ for _, workers in ipairs(plan.workers) do
           for _, impl in ipairs(IMPLS) do wrk(srv, "/" .. impl .. "/" .. op, 32, WARMUP) end
         end
         for _, conc in ipairs(plan.conc) do
+          -- the no-op handler first: each row's baseline is measured in the same minute
+          measure(srv, workers, op, conc, "noop")
           for _, impl in ipairs(IMPLS) do measure(srv, workers, op, conc, impl) end
         end
       end

@@ -75,14 +75,15 @@ end
 ---
 -- Rows of the HTTP benchmark, in plan order: one per (workers, op, conc) with a
 -- result per implementation (nil when not run). `runs[key]` lists the runs of
--- key = workers .. "/" .. op .. "/" .. conc .. "/" .. impl ("noop" as op and impl).
+-- key = workers .. "/" .. op .. "/" .. conc .. "/" .. impl (impl "noop": the no-op handler
+-- measured on that row, its baseline).
 function _M.rows(plan, runs)
   local rows = {}
   for _, w in ipairs(plan.workers) do
     for _, op in ipairs(plan.ops) do
       for _, c in ipairs(plan.conc) do
         local row = { workers = w, op = op, conc = c, impl = {}, invalid = {} }
-        local noop = _M.aggregate(runs[w .. "/noop/" .. c .. "/noop"])
+        local noop = _M.aggregate(runs[w .. "/" .. op .. "/" .. c .. "/noop"])
         row.noop = noop
         for _, impl in ipairs(_M.IMPLS) do
           local m = _M.aggregate(runs[w .. "/" .. op .. "/" .. c .. "/" .. impl])
@@ -107,9 +108,25 @@ function _M.rows(plan, runs)
             m.p50_ratio = ratio(m.p50_ms, up.p50_ms)
           end
         end
+        if noop and (noop.non2xx > 0 or noop.socket_errors > 0) then
+          row.invalid[#row.invalid + 1] = string.format("noop: %d non-2xx, %d socket errors", noop.non2xx,
+                                                        noop.socket_errors)
+        end
         row.valid = #row.invalid == 0
         rows[#rows + 1] = row
       end
+    end
+  end
+  -- the no-op handler per workers and concurrency, over every row's runs
+  rows.noop = {}
+  for _, w in ipairs(plan.workers) do
+    for _, c in ipairs(plan.conc) do
+      local all = {}
+      for _, op in ipairs(plan.ops) do
+        for _, r in ipairs(runs[w .. "/" .. op .. "/" .. c .. "/noop"] or {}) do all[#all + 1] = r end
+      end
+      local agg = _M.aggregate(all)
+      if agg then rows.noop[#rows.noop + 1] = { workers = w, conc = c, m = agg } end
     end
   end
   return rows
@@ -143,17 +160,14 @@ local function csv_line(t)
 end
 
 ---
--- The CSV: HTTP rows (one line per implementation), the no-op handler, then the
--- limits (redis-benchmark, the plain-LuaJIT native loop).
+-- The CSV: per row the no-op handler and each implementation, then the limits
+-- (redis-benchmark, the plain-LuaJIT native loop).
 function _M.csv(rows, limits)
   local lines = { CSV_HEADER }
-  local noop_seen = {}
   for _, row in ipairs(rows) do
-    local nk = row.workers .. "/" .. row.conc
-    if row.noop and not noop_seen[nk] then
-      noop_seen[nk] = true
-      local n = row.noop
-      lines[#lines + 1] = csv_line({ kind = "noop", workers = row.workers, op = "noop", conc = row.conc,
+    local n = row.noop
+    if n then
+      lines[#lines + 1] = csv_line({ kind = "http", workers = row.workers, op = row.op, conc = row.conc,
         impl = "noop", reps = n.reps, rps = n.rps, p50_ms = n.p50_ms, p99_ms = n.p99_ms, cpu_us = n.cpu_us,
         non2xx = n.non2xx, socket_errors = n.socket_errors,
         valid = n.non2xx == 0 and n.socket_errors == 0, note = n.note, rps_reps = n.rps_reps })
@@ -209,15 +223,15 @@ function _M.markdown(info, rows, limits)
   add("up = upstream `resty.session.redis` (" .. info.upstream .. "), co = this module through cosockets "
       .. "(default transport choice), na = this module with `transport = \"native\"` (blocks the worker). "
       .. "Medians of the repetitions; latencies in ms; CPU = the nginx workers' utime+stime per request; "
-      .. "storage CPU = CPU minus the no-op handler's at the same workers and connections; "
+      .. "storage CPU = CPU minus the no-op handler's, measured on the same row right before; "
       .. "(x) = ratio to upstream; Redis conns/req = connections Redis accepted per request (pool misses; "
       .. "the CSV has Redis commands per request too); valid = no non-2xx response and no socket error "
       .. "in any run.")
   add("")
   add("| workers | op | conns | rps up | rps co | rps na | p50 up / co / na | p99 up / co / na "
-      .. "| CPU µs/req up / co / na | storage µs/req up | storage co | storage na "
+      .. "| CPU µs/req up / co / na | no-op CPU | storage µs/req up | storage co | storage na "
       .. "| Redis conns/req up / co / na | valid |")
-  add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+  add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for _, row in ipairs(rows) do
     local up, co, na = row.impl.up, row.impl.co, row.impl.na
     -- a figure, with its ratio to upstream in parentheses (not on upstream's own column)
@@ -229,10 +243,10 @@ function _M.markdown(info, rows, limits)
       if not mm or not mm.storage_us then return "-" end
       return with_ratio(string.format("%.1f", mm.storage_us), mm, mm.storage_ratio)
     end
-    add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |",
+    add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |",
       row.workers, _M.OP_NAMES[row.op] or row.op, row.conc, rps(up), rps(co), rps(na),
       triple(row, "p50_ms", "%.2f"), triple(row, "p99_ms", "%.2f"), triple(row, "cpu_us", "%.1f"),
-      st(up), st(co), st(na), triple(row, "redis_conns", "%.2f"),
+      row.noop and row.noop.cpu_us and string.format("%.1f", row.noop.cpu_us) or "-", st(up), st(co), st(na), triple(row, "redis_conns", "%.2f"),
       row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; "))))
   end
   add("")
@@ -241,16 +255,11 @@ function _M.markdown(info, rows, limits)
   add("")
   add("| what | workers | conns | rps | p50 ms | p99 ms | CPU µs/req |")
   add("|---|---|---|---|---|---|---|")
-  local seen = {}
-  for _, row in ipairs(rows) do
-    local k = row.workers .. "/" .. row.conc
-    if row.noop and not seen[k] then
-      seen[k] = true
-      local n = row.noop
-      local bad = (n.non2xx > 0 or n.socket_errors > 0) and " **INVALID**" or ""
-      add(string.format("| no-op handler%s | %d | %d | %s | %.2f | %.2f | %.1f |", bad, row.workers, row.conc,
-        thousands(n.rps), n.p50_ms, n.p99_ms, n.cpu_us))
-    end
+  for _, entry in ipairs(rows.noop or {}) do
+    local n = entry.m
+    local bad = (n.non2xx > 0 or n.socket_errors > 0) and " **INVALID**" or ""
+    add(string.format("| no-op handler (median of %d runs)%s | %d | %d | %s | %.2f | %.2f | %.1f |",
+      n.reps, bad, entry.workers, entry.conc, thousands(n.rps), n.p50_ms, n.p99_ms, n.cpu_us))
   end
   for _, l in ipairs(limits) do
     if l.kind == "redis-benchmark" then
