@@ -246,7 +246,8 @@ function _M.markdown(info, rows, limits)
     add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |",
       row.workers, _M.OP_NAMES[row.op] or row.op, row.conc, rps(up), rps(co), rps(na),
       triple(row, "p50_ms", "%.2f"), triple(row, "p99_ms", "%.2f"), triple(row, "cpu_us", "%.1f"),
-      row.noop and row.noop.cpu_us and string.format("%.1f", row.noop.cpu_us) or "-", st(up), st(co), st(na), triple(row, "redis_conns", "%.2f"),
+      row.noop and row.noop.cpu_us and string.format("%.1f", row.noop.cpu_us) or "-",
+      st(up), st(co), st(na), triple(row, "redis_conns", "%.2f"),
       row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; "))))
   end
   add("")
