@@ -55,7 +55,8 @@ local WRK_THREADS = tonumber(env("BENCH_WRK_THREADS", "1"))
 local LIMIT_N = tonumber(env("BENCH_LIMIT_N", QUICK and "5000" or "20000"))
 local RESULTS = env("BENCH_RESULTS", "bench/results")
 -- delete needs a fresh key per request: this many are written before each run
-local DELETE_KEYS = tonumber(env("BENCH_DELETE_KEYS", tostring(40000 * DURATION)))
+-- (above what the no-op handler reaches here: no run can delete them all)
+local DELETE_KEYS = tonumber(env("BENCH_DELETE_KEYS", tostring(150000 * DURATION)))
 
 for _, op in ipairs(plan.ops) do
   assert(report.OP_NAMES[op], "BENCH_OPS: unknown op '" .. op .. "' (" .. ALL_OPS .. ")")
@@ -98,6 +99,15 @@ local IMPLS = WITH_UPSTREAM and { "up", "co", "na" } or { "co", "na" }
 local redis = assert(raw.connect(REDIS_PORT))
 redis:settimeout(60)
 local function call(...) return redis:call(...) end
+
+-- Sessions d1..d<n> that each implementation's next delete run must (re)write: all of
+-- them after a FLUSHALL, then only those the previous run deleted.
+local delete_refill = {}
+
+local function flush()
+  assert(redis:call("FLUSHALL"))
+  delete_refill = {}
+end
 
 local function populate(op, first, last)
   for _, impl in ipairs(IMPLS) do
@@ -257,17 +267,20 @@ end
 local function measure(srv, workers, op, conc, impl)
   local path = impl == "noop" and "/noop" or ("/" .. impl .. "/" .. op)
   http_get(srv, "/bench/reset")
-  if op == "delete" then
-    dataset.populate(call, "delete", impl, os.time(), 1, DELETE_KEYS)
+  local deletes = op == "delete" and impl ~= "noop"
+  if deletes then
+    local n = delete_refill[impl] or DELETE_KEYS
+    if n > 0 then dataset.populate(call, "delete", impl, os.time(), 1, n) end
   end
   local r = wrk(srv, path, conc, DURATION)
   local errs = handler_errors(srv)
   local e = errs[(impl == "noop" and "noop noop") or (impl .. " " .. op)]
   if e then r.note = (r.note ~= "" and r.note .. "; " or "") .. "first error: " .. e[2] end
-  if op == "delete" then
+  if deletes then
     -- every request must have deleted a prepared session: the first and the last are gone
     -- (d1..d<served>, and no further)
     local base = dataset.PREFIX .. ":" .. impl .. ":d"
+    delete_refill[impl] = math.min(r.served, DELETE_KEYS)
     if r.served >= DELETE_KEYS then
       r.note = (r.note ~= "" and r.note .. "; " or "")
                .. string.format("%d requests >= %d prepared keys (BENCH_DELETE_KEYS)", r.served, DELETE_KEYS)
@@ -363,7 +376,7 @@ log("bench: ops %s, conns %s, workers %s, impls %s, %d rep(s) of %d s, warm-up %
     table.concat(IMPLS, ","), REPS, DURATION, WARMUP)
 
 for _, workers in ipairs(plan.workers) do
-  assert(redis:call("FLUSHALL"))
+  flush()
   local srv = start_nginx(workers)
   local ok, err = pcall(function()
     info_text = info_text or http_get(srv, "/bench/info")
@@ -377,7 +390,7 @@ for _, workers in ipairs(plan.workers) do
     for rep = 1, REPS do
       log("bench: %d worker(s), pass %d of %d", workers, rep, REPS)
       for _, op in ipairs(plan.ops) do
-        assert(redis:call("FLUSHALL"))
+        flush()
         populate(op == "delete" and "set_meta" or op)
         if rep == 1 and WARMUP > 0 then
           for _, impl in ipairs(IMPLS) do wrk(srv, "/" .. impl .. "/" .. op, 32, WARMUP) end

@@ -28,6 +28,10 @@ local function median(values)
 end
 _M.median = median
 
+-- A row whose repetitions' throughputs differ by more than this share of their
+-- median is flagged noisy (load from elsewhere during one of them).
+_M.NOISY_SPREAD = 0.5
+
 local function field(runs, name)
   local out = {}
   for i, r in ipairs(runs) do out[i] = r[name] end
@@ -51,9 +55,12 @@ function _M.aggregate(runs)
       notes[#notes + 1] = r.note
     end
   end
+  local rps = field(runs, "rps")
+  local lo, hi = math.min(unpack(rps)), math.max(unpack(rps))
   return {
     reps = #runs,
-    rps = median(field(runs, "rps")),
+    rps = median(rps),
+    rps_spread = (hi - lo) / median(rps),
     p50_ms = median(field(runs, "p50_ms")),
     p99_ms = median(field(runs, "p99_ms")),
     cpu_us = median(field(runs, "cpu_us")),
@@ -113,6 +120,11 @@ function _M.rows(plan, runs)
                                                         noop.socket_errors)
         end
         row.valid = #row.invalid == 0
+        row.noisy = {}
+        for _, name in ipairs({ "noop", "up", "co", "na" }) do
+          local m = name == "noop" and noop or row.impl[name]
+          if m and m.rps_spread > _M.NOISY_SPREAD then row.noisy[#row.noisy + 1] = name end
+        end
         rows[#rows + 1] = row
       end
     end
@@ -145,7 +157,7 @@ end
 
 local CSV_HEADER = "kind,workers,op,conc,impl,reps,rps,p50_ms,p99_ms,cpu_us_per_req,"
   .. "storage_cpu_us_per_req,rps_ratio,storage_cpu_ratio,p50_ratio,ratio_base,non2xx,socket_errors,"
-  .. "valid,note,rps_per_rep,redis_cmds_per_req,redis_conns_per_req,redis_cmd_mix"
+  .. "valid,note,rps_per_rep,rps_spread,redis_cmds_per_req,redis_conns_per_req,redis_cmd_mix"
 
 local function csv_line(t)
   local cols = {
@@ -153,7 +165,7 @@ local function csv_line(t)
     num(t.rps, "%.0f"), num(t.p50_ms), num(t.p99_ms), num(t.cpu_us, "%.1f"), num(t.storage_us, "%.1f"),
     num(t.rps_ratio), num(t.storage_ratio), num(t.p50_ratio), t.ratio_base or "",
     t.non2xx or "", t.socket_errors or "", t.valid == nil and "" or (t.valid and "yes" or "no"),
-    t.note or "", t.rps_reps or "", num(t.redis_cmds), num(t.redis_conns), t.redis_mix or "",
+    t.note or "", t.rps_reps or "", num(t.rps_spread, "%.2f"), num(t.redis_cmds), num(t.redis_conns), t.redis_mix or "",
   }
   for i, v in ipairs(cols) do cols[i] = csv_field(v) end
   return table.concat(cols, ",")
@@ -170,7 +182,8 @@ function _M.csv(rows, limits)
       lines[#lines + 1] = csv_line({ kind = "http", workers = row.workers, op = row.op, conc = row.conc,
         impl = "noop", reps = n.reps, rps = n.rps, p50_ms = n.p50_ms, p99_ms = n.p99_ms, cpu_us = n.cpu_us,
         non2xx = n.non2xx, socket_errors = n.socket_errors,
-        valid = n.non2xx == 0 and n.socket_errors == 0, note = n.note, rps_reps = n.rps_reps })
+        valid = n.non2xx == 0 and n.socket_errors == 0, note = n.note, rps_reps = n.rps_reps,
+        rps_spread = n.rps_spread })
     end
     for _, impl in ipairs(_M.IMPLS) do
       local m = row.impl[impl]
@@ -180,6 +193,7 @@ function _M.csv(rows, limits)
           storage_us = m.storage_us, rps_ratio = m.rps_ratio, storage_ratio = m.storage_ratio,
           p50_ratio = m.p50_ratio, ratio_base = m.rps_ratio and "up" or "", non2xx = m.non2xx,
           socket_errors = m.socket_errors, valid = row.valid, note = m.note, rps_reps = m.rps_reps,
+          rps_spread = m.rps_spread,
           redis_cmds = m.redis_cmds, redis_conns = m.redis_conns, redis_mix = m.redis_mix })
       end
     end
@@ -226,7 +240,8 @@ function _M.markdown(info, rows, limits)
       .. "storage CPU = CPU minus the no-op handler's, measured on the same row right before; "
       .. "(x) = ratio to upstream; Redis conns/req = connections Redis accepted per request (pool misses; "
       .. "the CSV has Redis commands per request too); valid = no non-2xx response and no socket error "
-      .. "in any run.")
+      .. "in any run; noisy = the repetitions' throughputs of the named runs differ by more than "
+      .. string.format("%d%%", _M.NOISY_SPREAD * 100) .. " of their median (load from elsewhere).")
   add("")
   add("| workers | op | conns | rps up | rps co | rps na | p50 up / co / na | p99 up / co / na "
       .. "| CPU µs/req up / co / na | no-op CPU | storage µs/req up | storage co | storage na "
@@ -248,7 +263,8 @@ function _M.markdown(info, rows, limits)
       triple(row, "p50_ms", "%.2f"), triple(row, "p99_ms", "%.2f"), triple(row, "cpu_us", "%.1f"),
       row.noop and row.noop.cpu_us and string.format("%.1f", row.noop.cpu_us) or "-",
       st(up), st(co), st(na), triple(row, "redis_conns", "%.2f"),
-      row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; "))))
+      (row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; ")))
+        .. (#row.noisy > 0 and (" (noisy: " .. table.concat(row.noisy, ", ") .. ")") or "")))
   end
   add("")
   add("Limits: the no-op Lua handler (same nginx, same wrk settings) and `redis-benchmark` "
