@@ -8,6 +8,7 @@ set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set boxwidth 0.9
+set rmargin 12
 set grid ytics
 set yrange [0:*]
 set key top left
