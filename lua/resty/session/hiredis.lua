@@ -207,6 +207,7 @@ local rawget = rawget
 local rawset = rawset
 local pcall = pcall
 local error = error
+local type = type
 
 -- Private keys of each storage table.
 local CORE = {}    -- the core instance: validation, the native transport, operations
@@ -311,6 +312,18 @@ local mt = {
 -- })
 -- require("resty.session").init({ secret = "...", storage = storage })
 function _M.new(configuration)
+  -- Routing as lua-resty-session's loader: nodes -> cluster, else sentinels ->
+  -- sentinel, else a single node.
+  if type(configuration) == "table" then
+    if configuration.nodes ~= nil then
+      local created, storage = pcall(require("resty.session.hiredis.cluster").new, configuration)
+      if not created then
+        error(storage, 2)
+      end
+      return storage
+    end
+    -- sentinels: routed here (resty.session.hiredis.sentinel)
+  end
   local ok, inst = pcall(core.new, configuration)
   if not ok then
     error(inst, 2)
