@@ -24,6 +24,33 @@ void ClusterOperation::add(std::size_t phase, std::string_view key, std::initial
         it->slot = slot;
     }
     it->commands.add(args);
+    if (it->parts.empty() || it->parts.back().key != key) {
+        it->parts.emplace_back();
+        it->parts.back().key = std::string(key);
+    }
+    it->parts.back().commands.add(args);
+}
+
+// Replaces group index (of the current phase) by one group per key.
+bool ClusterOperation::split_by_key(std::size_t index) {
+    auto& groups = phases_[phase_];
+    Group whole = std::move(groups[index]);
+    std::vector<Group> by_key;
+    for (auto& part : whole.parts) {
+        auto it = std::find_if(by_key.begin(), by_key.end(),
+                               [&](const Group& g) { return g.parts.front().key == part.key; });
+        if (it == by_key.end()) {
+            by_key.emplace_back();
+            it = by_key.end() - 1;
+            it->slot = whole.slot;
+            it->connection_failures = whole.connection_failures;
+        }
+        it->commands.append(part.commands);
+        it->parts.push_back(std::move(part));
+    }
+    groups[index] = std::move(by_key.front());
+    for (std::size_t i = 1; i < by_key.size(); ++i) groups.push_back(std::move(by_key[i]));
+    return by_key.size() > 1;
 }
 
 void ClusterOperation::start(const Operation& loaded, const KeyNaming& naming,
@@ -31,6 +58,8 @@ void ClusterOperation::start(const Operation& loaded, const KeyNaming& naming,
     phases_.clear();
     phase_ = 0;
     batches_.clear();
+    to_split_.clear();
+    split_ = false;
     topology_ = std::move(topology);
     limits_ = limits;
     redirections_ = 0;
@@ -153,6 +182,9 @@ ClusterOperation::Verdict ClusterOperation::redirect(Group& group, const std::st
         if (moved) {
             group.ask.reset();
             topology_->patch(group.slot, *target);
+        } else if (!group.ask && std::any_of(group.parts.begin(), group.parts.end(),
+                                               [&](const Part& p) { return p.key != group.parts.front().key; })) {
+            split_ = true;  // per key, to the source again (see the header)
         } else {
             group.ask = *target;  // this call only: the map keeps the slot's owner
         }
@@ -246,6 +278,10 @@ void ClusterOperation::node_replies(std::size_t batch, std::vector<ReplyPtr>& re
             group.done = true;
             group.ask.reset();
         }
+        if (split_) {
+            split_ = false;
+            to_split_.push_back(index);
+        }
     }
 }
 
@@ -268,6 +304,11 @@ void ClusterOperation::node_failed(std::size_t batch, const std::string& error, 
 RoundOutcome ClusterOperation::end_round() {
     RoundOutcome outcome;
     batches_.clear();
+    if (!finished_) {
+        std::sort(to_split_.rbegin(), to_split_.rend());  // later indexes first: appends keep earlier ones
+        for (std::size_t index : to_split_) split_by_key(index);
+    }
+    to_split_.clear();
     if (!finished_) {
         const auto& groups = phases_[phase_];
         const bool all_done = std::all_of(groups.begin(), groups.end(), [](const Group& g) { return g.done; });

@@ -16,6 +16,11 @@
 // group to the target behind ASKING, without touching the map; TRYAGAIN and
 // CLUSTERDOWN back off. Every command sent is idempotent, so a group whose node
 // failed before answering is sent again after a refresh.
+// An ASK for a group of several keys (keys sharing a slot: a hash-tagged
+// prefix) splits the group per key: the source still serves the keys it holds
+// and only the missing ones go to the target, so the migration's MIGRATE never
+// meets a key we created on the target meanwhile (BUSYKEY). Such a call gives
+// up its single transaction for the time of the migration, not its phases.
 #pragma once
 
 #include <memory>
@@ -74,9 +79,14 @@ public:
 
 private:
     enum class Answer { Value, Ok };
+    struct Part {  // one key's commands within a group
+        std::string key;
+        CommandBuffer commands;
+    };
     struct Group {
         int slot = 0;
-        CommandBuffer commands;
+        CommandBuffer commands;  // every part's, in order
+        std::vector<Part> parts;
         std::optional<NodeAddress> ask;  // ASK target for the next send
         bool done = false;
         bool pending_send = true;
@@ -87,15 +97,18 @@ private:
     void add(std::size_t phase, std::string_view key, std::initializer_list<std::string_view> args);
     Verdict judge(Group& group, std::vector<ReplyPtr>& replies, std::size_t& at);
     Verdict redirect(Group& group, const std::string& error);
+    bool split_by_key(std::size_t index);
     void take_value(Reply& reply);
 
     std::vector<std::vector<Group>> phases_;
     std::size_t phase_ = 0;
     std::vector<NodeBatch> batches_;
+    std::vector<std::size_t> to_split_;  // groups that got ASK with several keys
     std::shared_ptr<ClusterTopology> topology_;
     ClusterLimits limits_;
     Answer answer_ = Answer::Ok;
     int redirections_ = 0;
+    bool split_ = false;
     bool refresh_ = false;
     int backoffs_ = 0;
     bool backoff_ = false;

@@ -206,6 +206,49 @@ TEST(ClusterOperation, AskSendsAskingBeforeMultiAndLeavesTheMap) {
     EXPECT_EQ(op.result().kind, Result::Kind::Ok);
 }
 
+TEST(ClusterOperation, AskOnAGroupOfSeveralKeysSplitsItPerKeyBackToTheSource) {
+    auto naming = prefix("{sessions}");
+    rsh::Operation loaded;
+    auto& args = loaded.start_set(naming);
+    args.name = "session";
+    args.key = "abc";
+    args.value = "v";
+    args.ttl = 60;
+    args.current_time = 1000;
+    args.metadata = rsh::Metadata{{{"web", "alice"}}};
+    ClusterOperation op;
+    auto topology = three_masters();  // slot 12738: c
+    op.start(loaded, naming, topology, {});
+    ASSERT_TRUE(op.plan_round());
+    ASSERT_EQ(op.batches().size(), 1u);
+    // the new session key is not on the source yet; the metadata key is
+    auto ask = replies("+OK\r\n-ASK 12738 a:1\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n"
+                       "-EXECABORT Transaction discarded\r\n");
+    op.node_replies(0, ask);
+    EXPECT_FALSE(op.end_round().finished);
+    ASSERT_TRUE(op.plan_round());
+    ASSERT_EQ(op.batches().size(), 1u);
+    EXPECT_EQ(op.batches()[0].node, kC);  // per key, to the source again
+    const string meta = "{sessions}:session:web:alice";
+    EXPECT_EQ(op.batches()[0].commands.bytes(),
+              cmd({"SET", "{sessions}:session:abc", "v", "EX", "60"}) + cmd({"MULTI"}) +
+                  cmd({"ZREMRANGEBYSCORE", meta, "0", "999"}) + cmd({"ZADD", meta, "1060", "abc"}) +
+                  cmd({"EXPIRE", meta, "60", "NX"}) + cmd({"EXPIRE", meta, "60", "GT"}) + cmd({"EXEC"}));
+    auto split = replies("-ASK 12738 a:1\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n"
+                         "*4\r\n:0\r\n:1\r\n:1\r\n:0\r\n");
+    op.node_replies(0, split);
+    EXPECT_FALSE(op.end_round().finished);
+    ASSERT_TRUE(op.plan_round());
+    ASSERT_EQ(op.batches().size(), 1u);
+    EXPECT_EQ(op.batches()[0].node, kA);  // only the missing key goes to the target
+    EXPECT_EQ(op.batches()[0].commands.bytes(),
+              cmd({"ASKING"}) + cmd({"SET", "{sessions}:session:abc", "v", "EX", "60"}));
+    auto ok = replies("+OK\r\n+OK\r\n");
+    op.node_replies(0, ok);
+    EXPECT_TRUE(op.end_round().finished);
+    EXPECT_EQ(op.result().kind, Result::Kind::Ok);
+}
+
 TEST(ClusterOperation, RedirectionsAreCapped) {
     auto naming = prefix("sessions");
     rsh::Operation loaded;

@@ -162,6 +162,12 @@ local mt = {
   end,
 }
 
+-- The core instance of a storage (for the specs).
+-- @local
+function _M._core(storage)
+  return rawget(storage, CORE)
+end
+
 ---
 -- Creates a Redis Cluster storage instance. No connection is made here.
 -- @tparam table configuration see @{configuration}
