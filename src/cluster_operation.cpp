@@ -33,6 +33,16 @@ void ClusterOperation::add(std::size_t phase, std::string_view key, std::initial
 
 // Replaces group index (of the current phase) by one group per key.
 bool ClusterOperation::split_by_key(std::size_t index) {
+    if (merged_tail_ && phase_ == 0) {
+        // A one-slot call split up: its add and remove phases come back apart.
+        Group& whole = phases_[0][index];
+        whole.parts.resize(whole.parts.size() - merged_tail_->parts.size());
+        whole.commands.clear();
+        for (const auto& part : whole.parts) whole.commands.append(part.commands);
+        phases_.emplace_back();
+        phases_[1].push_back(std::move(*merged_tail_));
+        merged_tail_.reset();
+    }
     auto& groups = phases_[phase_];
     Group whole = std::move(groups[index]);
     std::vector<Group> by_key;
@@ -120,10 +130,18 @@ void ClusterOperation::start(const Operation& loaded, const KeyNaming& naming,
     }
 
     // One slot for everything: one phase, one transaction (the atomic option).
+    merged_tail_.reset();
     if (phases_.size() == 2 && phases_[0].size() == 1 && phases_[1].size() == 1 &&
         phases_[0][0].slot == phases_[1][0].slot) {
-        phases_[0][0].commands.append(phases_[1][0].commands);
+        Group& whole = phases_[0][0];
+        merged_tail_ = std::move(phases_[1][0]);  // kept to restore the phases (split_by_key)
         phases_.pop_back();
+        whole.commands.append(merged_tail_->commands);
+        for (const auto& part : merged_tail_->parts) {
+            whole.parts.emplace_back();
+            whole.parts.back().key = part.key;
+            whole.parts.back().commands.append(part.commands);
+        }
     }
 }
 

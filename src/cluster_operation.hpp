@@ -103,7 +103,8 @@ private:
     std::vector<std::vector<Group>> phases_;
     std::size_t phase_ = 0;
     std::vector<NodeBatch> batches_;
-    std::vector<std::size_t> to_split_;  // groups that got ASK with several keys
+    std::vector<std::size_t> to_split_;
+    std::optional<Group> merged_tail_;   // the remove phase folded into a one-slot call  // groups that got ASK with several keys
     std::shared_ptr<ClusterTopology> topology_;
     ClusterLimits limits_;
     Answer answer_ = Answer::Ok;
