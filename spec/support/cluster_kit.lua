@@ -152,14 +152,19 @@ function _M.other_master(port)
     end
 end
 
--- A replica of master port (per CLUSTER SHARDS / REPLICAS).
+-- A replica of master port that is connected and in sync (waits up to 10 s:
+-- after a failover the old master takes a moment to follow the new one).
 function _M.replica_of(port)
-    local _, masters = _M.view()
-    local lines = assert(_M.call(port, "CLUSTER", "REPLICAS", masters[port]))
-    for _, line in ipairs(lines) do
-        local p = line:match("^%S+ [^:]+:(%d+)")
-        if p then return tonumber(p) end
-    end
+    local deadline = _M.now() + 10
+    repeat
+        local role = _M.call(port, "ROLE")
+        if type(role) == "table" and role[1] == "master" then
+            for _, replica in ipairs(role[3] or {}) do
+                if tonumber(replica[3]) and tonumber(replica[3]) > 0 then return tonumber(replica[2]) end
+            end
+        end
+        _M.sleep(100)
+    until _M.now() > deadline
 end
 
 -- Starts a stopped node again (daemonized: its pid file lets with-servers.sh
