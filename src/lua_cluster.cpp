@@ -2,28 +2,13 @@
 
 #include "cluster_client.hpp"
 #include "lua_cluster_config.hpp"
+#include "lua_cluster_driver.hpp"
 #include "lua_operation.hpp"
 #include "lua_util.hpp"
 #include "slots.hpp"
 
 namespace rsh {
 namespace {
-
-constexpr const char* kClusterType = "resty.session.hiredis.core.cluster";
-
-struct ClusterInstance {
-    explicit ClusterInstance(ClusterConfig c)
-        : naming{c.base.prefix, c.base.suffix}, client(std::move(c)) {}
-
-    KeyNaming naming;
-    ClusterClient client;
-    Operation loader;         // validates and holds a native call's arguments
-    ClusterOperation native;  // the native call in progress
-};
-
-ClusterInstance* check_cluster(lua_State* L, int idx) {
-    return static_cast<ClusterInstance*>(luaL_checkudata(L, idx, kClusterType));
-}
 
 int cluster_new(lua_State* L) {
     lua_settop(L, 1);
@@ -91,6 +76,7 @@ void register_cluster(lua_State* L) {
     luaL_newmetatable(L, kClusterType);
     lua_newtable(L);
     luaL_register(L, nullptr, kClusterMethods);
+    luaL_register(L, nullptr, kClusterDriverMethods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, gc_object<ClusterInstance>);
     lua_setfield(L, -2, "__gc");
@@ -100,6 +86,7 @@ void register_cluster(lua_State* L) {
     lua_setfield(L, -2, "cluster_new");
     lua_pushcfunction(L, key_slot_of);
     lua_setfield(L, -2, "key_slot");
+    register_cluster_driver(L);
 }
 
 }  // namespace rsh
