@@ -59,9 +59,10 @@ unit:
 spec:
 	$(WITH_SERVERS) $(LUAJIT) $(BUSTED) $(BUSTED_ARGS)
 
-# Plain LuaJIT (native transport), then the same round trip inside nginx.
+# Plain LuaJIT (native transport), a Redis Cluster round trip, then the same
+# round trip inside nginx.
 demo: deps build
-	$(WITH_SERVERS) --only plain examples/run_demo.sh
+	$(WITH_SERVERS) --only plain,cluster examples/run_demo.sh
 
 
 # The specs that need no nginx (the nginx ones start nginx processes, which must
