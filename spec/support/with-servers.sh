@@ -340,7 +340,7 @@ EOF
     local all=""
     for port in "${CLUSTER_PORTS[@]}"; do all+=" 127.0.0.1:$port"; done
     # shellcheck disable=SC2086
-    redis-cli --no-auth-warning -a "$CLUSTER_PASSWORD" --cluster create $all \
+    timeout 60 redis-cli --no-auth-warning -a "$CLUSTER_PASSWORD" --cluster create $all \
         --cluster-replicas 1 --cluster-yes >"$dir/create.out" 2>&1 || {
         log "cluster create failed:"; tail -n 20 "$dir/create.out" >&2; exit 1; }
     # writable everywhere: every node sees cluster_state ok
