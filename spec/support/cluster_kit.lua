@@ -160,11 +160,31 @@ function _M.replica_of(port)
         local role = _M.call(port, "ROLE")
         if type(role) == "table" and role[1] == "master" then
             for _, replica in ipairs(role[3] or {}) do
-                if tonumber(replica[3]) and tonumber(replica[3]) > 0 then return tonumber(replica[2]) end
+                local p = tonumber(replica[2])
+                local info = tonumber(replica[3]) and tonumber(replica[3]) > 0 and _M.call(p, "INFO", "replication")
+                if info and info:find("master_link_status:up", 1, true)
+                   and info:find("master_sync_in_progress:0", 1, true) then
+                    return p
+                end
             end
         end
         _M.sleep(100)
     until _M.now() > deadline
+end
+
+-- CLUSTER FAILOVER on replica until it is a master (a manual failover gives up
+-- after 5 s when the master does not answer in time: asked again, up to 3 times).
+function _M.manual_failover(replica)
+    for _ = 1, 3 do
+        assert(_M.call(replica, "CLUSTER", "FAILOVER"))
+        local deadline = _M.now() + 6
+        repeat
+            local role = _M.call(replica, "ROLE")
+            if type(role) == "table" and role[1] == "master" then return true end
+            _M.sleep(50)
+        until _M.now() > deadline
+    end
+    return false
 end
 
 -- Starts a stopped node again (daemonized: its pid file lets with-servers.sh
