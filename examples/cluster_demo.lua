@@ -62,8 +62,10 @@ print("== Redis Cluster: 3 masters + 3 replicas, seeds " .. #nodes .. " nodes (n
 local storage = hiredis.new({ nodes = nodes, password = password, prefix = "demo" })
 local now = os.time()
 local meta = { audiences = { "web" }, subjects = { "alice" } }
-step("set(session, first, ..., metadata web/alice)", storage:set("session", "first", "data-1", 3600, now, nil, nil, meta))
-step("set(session, second, ..., old_key = first)", storage:set("session", "second", "data-2", 3600, now, "first", 10, meta))
+step("set(session, first, ..., metadata web/alice)",
+     storage:set("session", "first", "data-1", 3600, now, nil, nil, meta))
+step("set(session, second, ..., old_key = first)",
+     storage:set("session", "second", "data-2", 3600, now, "first", 10, meta))
 step("get(session, second)", storage:get("session", "second"))
 step("read_metadata(session, web, alice)", storage:read_metadata("session", "web", "alice", now))
 print("   demo:session:second       " .. master_of("demo:session:second"))

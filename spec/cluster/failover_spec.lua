@@ -13,8 +13,9 @@ local core = require "resty.session.hiredis.core"
 local cluster = require "resty.session.hiredis.cluster"
 
 local function report(what, failed, seconds)
-    io.stderr:write(string.format("\n[cluster failover] %s: %d calls failed, first success on the new master after %.2f s\n",
-                                  what, failed, seconds))
+    io.stderr:write(string.format(
+        "\n[cluster failover] %s: %d calls failed, first success on the new master after %.2f s\n",
+        what, failed, seconds))
 end
 
 -- Calls set then get on key every 20 ms from `t0` until a success is served by

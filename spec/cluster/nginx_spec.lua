@@ -189,6 +189,7 @@ describe("cluster in nginx", function()
         local deadline = kit.now() + 5
         repeat kit.sleep(50) until (kit.call(replica, "ROLE") or {})[1] == "master" or kit.now() > deadline
         assert.equal(out.value, kit.call(replica, "GET", redis_key))
-        io.stderr:write(string.format("\n[cluster failover] CLUSTER FAILOVER (cosockets): %d calls failed\n", out.failed))
+        io.stderr:write(string.format("\n[cluster failover] CLUSTER FAILOVER (cosockets): %d calls failed\n",
+                                      out.failed))
     end)
 end)
