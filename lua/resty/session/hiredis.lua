@@ -293,6 +293,16 @@ local mt = {
   end,
 }
 
+-- An instance of another storage module (cluster, sentinel) for this
+-- configuration; its errors are raised at new()'s caller.
+local function routed(module, configuration)
+  local created, storage = pcall(require(module).new, configuration)
+  if not created then
+    error(storage, 3)
+  end
+  return storage
+end
+
 ---
 -- Creates a storage instance: a table with the methods `set`, `get`, `delete`,
 -- `read_metadata` and the @{configuration} fields. No connection is made here.
@@ -316,13 +326,13 @@ function _M.new(configuration)
   -- sentinel, else a single node.
   if type(configuration) == "table" then
     if configuration.nodes ~= nil then
-      local created, storage = pcall(require("resty.session.hiredis.cluster").new, configuration)
-      if not created then
-        error(storage, 2)
-      end
+      local storage = routed("resty.session.hiredis.cluster", configuration)  -- no tail call: error levels
       return storage
     end
-    -- sentinels: routed here (resty.session.hiredis.sentinel)
+    -- SENTINEL ROUTING (the Sentinel half of issue 10 goes here):
+    -- if configuration.sentinels ~= nil then
+    --   return routed("resty.session.hiredis.sentinel", configuration)
+    -- end
   end
   local ok, inst = pcall(core.new, configuration)
   if not ok then
