@@ -150,11 +150,17 @@ int driver_op_start(lua_State* L) {
     });
 }
 
-// cop:plan() -> the number of node batches of the next round; 0 when finished.
+// cop:plan() -> the number of node batches of the next round (0: none this
+// round, e.g. no node serves a slot: end_round says how long to wait), or
+// false when the call is finished.
 int driver_op_plan(lua_State* L) {
     DriverOperation* self = check_driver_op(L, 1);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
-        lua_pushinteger(L, self->op.plan_round() ? static_cast<lua_Integer>(self->op.batches().size()) : 0);
+        if (self->op.plan_round()) {
+            lua_pushinteger(L, static_cast<lua_Integer>(self->op.batches().size()));
+        } else {
+            lua_pushboolean(L, 0);
+        }
         return 1;
     });
 }

@@ -192,4 +192,58 @@ describe("cluster in nginx", function()
         io.stderr:write(string.format("\n[cluster failover] CLUSTER FAILOVER (cosockets): %d calls failed\n",
                                       out.failed))
     end)
+
+    it("recovers when a master is killed (cosockets), once its replica is promoted", function()
+        assert.is_true(kit.wait_stable(15000))
+        local key = "nginx-killed-" .. math.random(1e9)
+        local redis_key = "nkill:session:" .. key
+        local cfg = kit.config({ prefix = "nkill", connect_timeout = 200, read_timeout = 500,
+                                 send_timeout = 500, max_connection_timeout = 1000 })
+        assert.same({ true }, run("content", "return { H.hiredis.new(ARGS.cfg):set('session', ARGS.key, 'x', 600) }",
+                                  { cfg = cfg, key = key }))
+        local master = kit.owner(require("resty.session.hiredis.core").key_slot(redis_key))
+        local replica = assert(kit.replica_of(master))
+        local pidfile = io.open(string.format("%s/%d.pid", kit.dir, master))
+        local pid = assert(pidfile:read("*n"))
+        pidfile:close()
+        os.execute("kill -KILL " .. pid)
+        local out = run("content", [[
+            local s = H.hiredis.new(ARGS.cfg)
+            ngx.update_time()
+            local t0, failed, errors = ngx.now(), 0, {}
+            while ngx.now() - t0 < 30 do
+                local v = tostring(ngx.now())
+                local ok, err = s:set("session", ARGS.key, v, 600)
+                local got, gerr
+                if ok then
+                    got, gerr = s:get("session", ARGS.key)
+                    if got == v then
+                        return { failed = failed, value = v, seconds = ngx.now() - t0 }
+                    end
+                    err = "get: " .. tostring(got) .. ", " .. tostring(gerr)
+                end
+                errors[tostring(err)] = (errors[tostring(err)] or 0) + 1
+                failed = failed + 1
+                ngx.sleep(0.02)
+                ngx.update_time()
+            end
+            return { failed = failed, errors = errors }
+        ]], { cfg = cfg, key = key })
+        local function restart()
+            os.remove(string.format("%s/%d.pid", kit.dir, master))
+            kit.restart(master)
+        end
+        if not out.value then
+            restart()
+            error("no success: " .. require("cjson").encode(out.errors or {}))
+        end
+        assert.equal(out.value, kit.call(replica, "GET", redis_key))
+        io.stderr:write(string.format(
+            "\n[cluster failover] killed master (cosockets): %d calls failed, first success after %.2f s\n",
+            out.failed, out.seconds))
+        restart()
+        local deadline = kit.now() + 15
+        repeat kit.sleep(100) until (kit.call(master, "ROLE") or {})[1] == "slave" or kit.now() > deadline
+        assert.equal("slave", (kit.call(master, "ROLE") or {})[1])
+    end)
 end)

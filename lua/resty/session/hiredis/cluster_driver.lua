@@ -200,12 +200,12 @@ function _M.call(cinst, view, method, ...)
       end
     end
     local n = cop:plan()
-    if not n or n == 0 then
-      break
+    if not n then
+      break  -- finished
     end
     if n == 1 then
       run_batch(cinst, view, cop, 1)
-    else
+    elseif n > 1 then
       local threads = {}
       for i = 1, n do
         threads[i] = spawn(run_batch, cinst, view, cop, i)
