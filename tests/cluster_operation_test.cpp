@@ -307,6 +307,27 @@ TEST(ClusterOperation, NodeFailuresRetryUpToMaxConnectionAttempts) {
     EXPECT_EQ(op.result().text, "connection refused");
 }
 
+TEST(ClusterOperation, NoNodeForASlotWaitsForARefreshInsteadOfSucceeding) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    auto& args = loaded.start_get(naming);
+    args.name = "session";
+    args.key = "abc";  // slot 8350
+    auto topology = std::make_shared<rsh::ClusterTopology>();
+    rsh::SlotMap map;
+    map.assign(0, 5460, kA);  // 5461-16383 uncovered: their master failed
+    topology->replace(map);
+    ClusterOperation op;
+    op.start(loaded, naming, topology, {});
+    ASSERT_TRUE(op.plan_round());
+    EXPECT_TRUE(op.batches().empty());
+    auto outcome = op.end_round();
+    EXPECT_FALSE(outcome.finished);
+    EXPECT_TRUE(outcome.refresh);
+    EXPECT_GT(outcome.backoff_ms, 0);
+    EXPECT_EQ(op.last_retry_error(), "CLUSTERDOWN no known node serves slot 8350");
+}
+
 TEST(ClusterOperation, TimeoutIsNotRetried) {
     auto naming = prefix("sessions");
     rsh::Operation loaded;
