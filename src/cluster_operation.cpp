@@ -285,6 +285,10 @@ ClusterOperation::Verdict ClusterOperation::judge(Group& group, std::vector<Repl
 
 void ClusterOperation::node_replies(std::size_t batch, std::vector<ReplyPtr>& replies) {
     if (finished_) return;
+    if (replies.size() != batches_[batch].commands.count()) {
+        return fail("protocol error: " + std::to_string(replies.size()) + " replies for " +
+                    std::to_string(batches_[batch].commands.count()) + " commands");
+    }
     auto& groups = phases_[phase_];
     std::size_t at = 0;
     for (std::size_t index : batches_[batch].groups) {
