@@ -87,14 +87,15 @@ hiredis1: deps
 leak-lua51: deps build
 	$(WITH_SERVERS) --only plain spec/valgrind/leak-lua51.sh $(BUILD_DIR)
 
-# Plain LuaJIT (native transport), then the same round trip inside nginx.
+# Plain LuaJIT (native transport), a Redis Cluster round trip, then the same
+# round trip inside nginx.
 demo: deps build
-	$(WITH_SERVERS) --only plain examples/run_demo.sh
+	$(WITH_SERVERS) --only plain,cluster examples/run_demo.sh
 
 
 # The specs that need no nginx (the nginx ones start nginx processes, which must
 # not inherit LD_PRELOAD or run under valgrind).
-NATIVE_SPECS = $(wildcard spec/*_spec.lua)
+NATIVE_SPECS = $(wildcard spec/*_spec.lua) spec/cluster/native_spec.lua spec/cluster/reshard_spec.lua
 
 # AddressSanitizer + UBSan build of the core (build-asan/): the unit tests, then
 # the native specs in luajit with the sanitizer runtimes preloaded.
