@@ -9,3 +9,6 @@ files["spec/support/"] = { std = "luajit+busted" }
 files["examples/"] = { std = "ngx_lua" }
 
 exclude_files = { "build*/" }
+files["bench/"] = { std = "luajit" }
+files["bench/handlers.lua"] = { std = "ngx_lua" }
+files["bench/wrk_report.lua"] = { std = "luajit", globals = { "done" } }

@@ -7,6 +7,7 @@
 #   make valgrind  the native specs under valgrind
 #   make leak-lua51  PUC Lua 5.1 under valgrind: erroring and out-of-memory calls leak nothing
 #   make hiredis1  unit tests and native specs against hiredis 1.x (Debian 13's, private prefix)
+#   make bench   upstream resty.session.redis vs this module in nginx under wrk (bench/run.sh)
 #   make lint    luacheck (when installed)
 #   make docs    the API page of resty.session.hiredis (LDoc) into docs/
 SHELL := /bin/bash
@@ -28,7 +29,8 @@ DEB_PACKAGES := build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libh
 	libbenchmark-dev valgrind wrk clang lua-socket curl lua-cjson lua-ldoc lua-discount lua5.1 \
 	liblua5.1-0-dev
 
-.PHONY: deps build test unit spec hiredis1 leak-lua51 demo asan valgrind bench fuzz rock-check lint docs clean
+.PHONY: deps build test unit spec hiredis1 leak-lua51 demo asan valgrind bench bench-deps bench-profile \
+	bench-profile-deps bench-readme bench-micro fuzz rock-check lint docs clean
 
 deps:
 	@missing=""; \
@@ -85,14 +87,15 @@ hiredis1: deps
 leak-lua51: deps build
 	$(WITH_SERVERS) --only plain spec/valgrind/leak-lua51.sh $(BUILD_DIR)
 
-# Plain LuaJIT (native transport), then the same round trip inside nginx.
+# Plain LuaJIT (native transport), a Redis Cluster round trip, then the same
+# round trip inside nginx.
 demo: deps build
-	$(WITH_SERVERS) --only plain examples/run_demo.sh
+	$(WITH_SERVERS) --only plain,cluster examples/run_demo.sh
 
 
 # The specs that need no nginx (the nginx ones start nginx processes, which must
 # not inherit LD_PRELOAD or run under valgrind).
-NATIVE_SPECS = $(wildcard spec/*_spec.lua)
+NATIVE_SPECS = $(wildcard spec/*_spec.lua) spec/cluster/native_spec.lua spec/cluster/reshard_spec.lua
 
 # AddressSanitizer + UBSan build of the core (build-asan/): the unit tests, then
 # the native specs in luajit with the sanitizer runtimes preloaded.
@@ -110,8 +113,32 @@ valgrind: deps build
 	$(WITH_SERVERS) valgrind --error-exitcode=1 -q \
 		$(LUAJIT) $(BUSTED) $(BUSTED_ARGS) $(NATIVE_SPECS)
 
+# The side-by-side benchmark (bench/run.sh: knobs BENCH_QUICK=1, BENCH_OPS=, BENCH_CONC=,
+# BENCH_WORKERS=, BENCH_REPS=, BENCH_DURATION=; UPSTREAM_LUA_PATH): upstream
+# resty.session.redis vs this module in nginx under wrk, plus the limits; results in
+# bench/results/ (a full run also rewrites README.md's benchmark section).
+BENCH_PACKAGES := gnuplot-nox
+bench-deps:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) $(BENCH_PACKAGES)"
+
+bench: bench-deps build
+	bench/run.sh
+
+# perf record -g on the nginx workers under load: PROFILE="IMPL OP CONC SECONDS WORKERS"
+# (IMPL up|co|na|noop; OP get|set|set_meta|delete|read_metadata).
+PROFILE ?= co get 32 10 1
+bench-profile-deps:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) linux-perf"
+
+bench-profile: bench-profile-deps build
+	bench/run.sh --profile $(PROFILE)
+
+# The latest bench/results/results.md and chart into README.md.
+bench-readme:
+	$(LUAJIT) bench/update_readme.lua
+
 # Micro benchmarks (Google Benchmark) and round trips through the native transport.
-bench: deps
+bench-micro: deps
 	flock build.lock sh -c 'cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DRSH_BUILD_BENCH=ON && \
 		cmake --build build-bench -j$(JOBS)'
 	build-bench/micro_bench
@@ -144,7 +171,7 @@ docs: deps
 
 lint:
 	@if command -v luacheck >/dev/null 2>&1; then \
-		luacheck lua spec examples; \
+		luacheck lua spec examples bench; \
 	else \
 		echo "lint: luacheck not installed (apt-get install lua-check), skipping"; \
 	fi

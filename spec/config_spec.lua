@@ -277,27 +277,18 @@ describe("configuration", function()
             assert_rejects("field", function() store.options = { pool_size = 1 } end)
         end)
 
-        it("nodes raises at new(): Redis Cluster is not supported by this module yet (no silent single node)",
-           function()
+        it("the core refuses nodes and sentinels: never a silent single node", function()
+            -- resty.session.hiredis.new routes them to its cluster and sentinel clients
             local core = require "resty.session.hiredis.core"
-            for _, cfg in ipairs({
-                { nodes = { { ip = "127.0.0.1", port = h.port } } },
-                { nodes = {} },  -- upstream would route an empty list away from a single node too
-                { nodes = { { ip = "127.0.0.1", port = h.port } }, sentinels = { { host = "127.0.0.1" } } },
+            for _, case in ipairs({
+                { { nodes = { { ip = "127.0.0.1", port = h.port } } }, "invalid nodes: Redis Cluster %(nodes%)" },
+                { { nodes = {} }, "invalid nodes: Redis Cluster %(nodes%)" },
+                { { sentinels = { { host = "127.0.0.1" } } }, "invalid sentinels: Redis Sentinel %(sentinels%)" },
             }) do
-                for _, new in ipairs({ hiredis.new, core.new }) do
-                    local ok, err = pcall(new, cfg)
-                    assert.is_false(ok)
-                    assert.matches("invalid nodes: Redis Cluster %(nodes%) is not supported by this module yet",
-                                   tostring(err))
-                end
+                local ok, err = pcall(core.new, case[1])
+                assert.is_false(ok)
+                assert.matches(case[2] .. " is served by resty.session.hiredis, not by the core", tostring(err))
             end
-        end)
-
-        it("the core refuses sentinels: the public module routes them to its sentinel client", function()
-            local ok, err = pcall(require("resty.session.hiredis.core").new, { sentinels = { { host = "127.0.0.1" } } })
-            assert.is_false(ok)
-            assert.matches("invalid sentinels: .* served by resty.session.hiredis", tostring(err))
         end)
     end)
 

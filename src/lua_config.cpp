@@ -17,11 +17,11 @@ constexpr const char* kFields[] = {
     "ssl_client_priv_key", "force_auth", "transport", "pipelining", "role", "max_reply_size",
 };
 
-// Upstream routes these to its cluster and sentinel storages; connecting to a
-// single node instead would be a silent surprise. (resty.session.hiredis.new
-// routes `sentinels` to resty.session.hiredis.sentinel before the core sees it.)
+// resty.session.hiredis.new routes these to its cluster and sentinel clients
+// before the core sees them; the core itself connecting to a single node
+// instead would be a silent surprise.
 constexpr const char* kUnsupportedFields[][2] = {
-    {"nodes", "Redis Cluster (nodes) is not supported by this module yet"},
+    {"nodes", "Redis Cluster (nodes) is served by resty.session.hiredis, not by the core"},
     {"sentinels", "Redis Sentinel (sentinels) is served by resty.session.hiredis, not by the core"},
 };
 

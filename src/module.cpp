@@ -1,6 +1,7 @@
 // luaopen_resty_session_hiredis_core: the instance type (configuration fields,
 // the storage methods over the native transport) and the driver's entry points.
 #include "errors.hpp"
+#include "lua_cluster.hpp"
 #include "lua_config.hpp"
 #include "lua_driver.hpp"
 #include "lua_instance.hpp"
@@ -122,6 +123,7 @@ extern "C" __attribute__((visibility("default"))) int luaopen_resty_session_hire
     lua_setfield(L, -2, "native");
     rsh::register_driver(L);
     rsh::register_sentinel(L);
+    rsh::register_cluster(L);
     lua_pushstring(L, rsh::kVersion);
     lua_setfield(L, -2, "_VERSION");
     return 1;

@@ -89,6 +89,12 @@ ReadMetadataArgs& Operation::start_read_metadata(const KeyNaming& naming) {
     return read_;
 }
 
+void Operation::start_raw(const CommandBuffer& commands) {
+    begin(Kind::Raw, nullptr);
+    raw_.clear();
+    raw_.append(commands);
+}
+
 Operation Operation::set(const KeyNaming& naming, SetArgs args) {
     Operation op;
     op.start_set(naming) = std::move(args);
@@ -250,6 +256,9 @@ void Operation::build_main(std::optional<long long> old_ttl) {
     case Kind::Handshake:
         add_handshake_commands(commands_, handshake_);
         break;
+    case Kind::Raw:
+        commands_.append(raw_);
+        break;
     }
 }
 
@@ -318,6 +327,7 @@ void Operation::trim() {
     constexpr std::size_t kKeep = 64 * 1024;
     commands_.trim(kKeep);
     prefixed_.trim(kKeep);
+    raw_.trim(kKeep);
     if (result_.text.capacity() > kKeep) std::string().swap(result_.text);
     if (set_.value.capacity() > kKeep) std::string().swap(set_.value);
     if (reader_.buffered_capacity() > kKeep) reader_ = ReplyReader{limits_};
@@ -355,6 +365,8 @@ void Operation::complete_round() {
         build_main(ttl.integer);
         return;  // the transaction is the next round trip
     }
+
+    if (kind_ == Kind::Raw) return finish(Result{});  // replies stay in replies_
 
     Reply& first = *replies_.front();
     Result result;
@@ -407,6 +419,8 @@ void Operation::complete_round() {
         result.version = learned_version_;
         break;
     }
+    case Kind::Raw:
+        break;
     }
     finish(std::move(result));
 }

@@ -90,6 +90,18 @@ public:
     GetArgs& start_get(const KeyNaming& naming);
     DeleteArgs& start_delete(const KeyNaming& naming);
     ReadMetadataArgs& start_read_metadata(const KeyNaming& naming);
+    // A ready-made round trip whose replies are kept as they are, for whoever
+    // built it to read (a cluster node's share of a call: cluster_operation).
+    void start_raw(const CommandBuffer& commands);
+    // The replies of a finished raw round trip.
+    std::vector<ReplyPtr>& raw_replies() { return replies_; }
+
+    // The arguments loaded by start_* (nullptr for the other kinds): the cluster
+    // operation splits them across slots.
+    const SetArgs* set_args() const { return kind_ == Kind::Set ? &set_ : nullptr; }
+    const GetArgs* get_args() const { return kind_ == Kind::Get ? &get_ : nullptr; }
+    const DeleteArgs* delete_args() const { return kind_ == Kind::Delete ? &delete_ : nullptr; }
+    const ReadMetadataArgs* read_metadata_args() const { return kind_ == Kind::ReadMetadata ? &read_ : nullptr; }
 
     // Bytes of the next round trip, or nullopt once the result is known; valid
     // until the next call on this operation. server_version picks the command
@@ -125,7 +137,7 @@ public:
     void trim();
 
 private:
-    enum class Kind { Set, Get, Delete, ReadMetadata, Handshake };
+    enum class Kind { Set, Get, Delete, ReadMetadata, Handshake, Raw };
     enum class Stage { Start, OldKeyTtl, Main };
 
     void begin(Kind kind, const KeyNaming* naming);
@@ -147,6 +159,7 @@ private:
     DeleteArgs delete_;
     ReadMetadataArgs read_;
     HandshakeArgs handshake_;
+    CommandBuffer raw_;               // Kind::Raw: the round trip as given
     CommandBuffer commands_;          // the round trip being built
     CommandBuffer prefixed_;          // handshake + commands_, when prefixed
     std::string key_, meta_key_;      // key names, rebuilt in place per call

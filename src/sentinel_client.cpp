@@ -26,7 +26,7 @@ SentinelAnswer ask_sentinel(const SentinelTarget& target, SentinelQuery::Ask ask
 
     // A pooled connection found dead before any reply byte is replaced once.
     for (int attempt = 0;; ++attempt) {
-        const Deadline connect_deadline(target.connect_timeout);
+        const Deadline connect_deadline(native_timeout_ms(target.connect_timeout));
         std::optional<Pool<Connection>::Lease> lease;
         bool received = false;
         try {
@@ -34,9 +34,9 @@ SentinelAnswer ask_sentinel(const SentinelTarget& target, SentinelQuery::Ask ask
                                        [&] { return Connection::open(endpoint, connect_deadline); }));
             SentinelQuery query(ask, master_name, target.username, target.password,
                                 !lease->reused() || target.force_auth);
-            (*lease)->send_all(query.request(), Deadline(target.send_timeout));
+            (*lease)->send_all(query.request(), Deadline(native_timeout_ms(target.send_timeout)));
             std::array<char, 16384> buf;
-            const Deadline read_deadline(target.read_timeout);
+            const Deadline read_deadline(native_timeout_ms(target.read_timeout));
             bool complete = false;
             while (!complete) {
                 const std::size_t n = (*lease)->read_some(buf.data(), buf.size(), read_deadline);

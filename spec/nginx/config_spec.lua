@@ -1,6 +1,6 @@
 -- Inside a real nginx: configurations upstream accepts (numeric strings, 0 timeouts
 -- meaning nginx's lua_socket_*_timeout), timeouts capped where cosockets cap them,
--- options, nodes/sentinels refused, shared custom pools that never cross
+-- options, shared custom pools that never cross
 -- identities, and reply limits at the header; through cosockets and, in the log
 -- phase, the native transport.
 local h = require "helpers"
@@ -130,19 +130,12 @@ describe("nginx configuration", function()
         assert.same({ true }, out.call)  -- no "bad timeout value" from settimeouts
     end)
 
-    it("options and nodes as in plain LuaJIT", function()
+    it("options as in plain LuaJIT", function()
         local out = run("content", [[
             local s = H.hiredis.new({ pool = "p", pool_size = "8" })
-            local nodes_ok, nodes_err = pcall(H.hiredis.new, { nodes = { { ip = "127.0.0.1", port = 6379 } } })
-            local both_ok, both_err = pcall(H.hiredis.new, { nodes = { { ip = "127.0.0.1", port = 6379 } },
-                                                             sentinels = { { host = "127.0.0.1" } } })
-            return { options = s.options, nodes = { nodes_ok, nodes_err }, both = { both_ok, both_err } }
+            return { options = s.options }
         ]])
         assert.same({ pool = "p", pool_size = 8, ssl = false }, out.options)
-        for _, res in ipairs({ out.nodes, out.both }) do
-            assert.is_false(res[1])
-            assert.matches("invalid nodes: .* not supported by this module yet", res[2])
-        end
     end)
 
     describe("a custom pool shared by configurations of different identities", function()

@@ -11,12 +11,14 @@
 #   tls_client  like tls, client certificates required (tls-auth-clients yes)
 #   tls_self    TLS with a self-signed certificate
 #   tls_other   TLS with a CA-signed certificate for another name (other.invalid)
+#   cluster     Redis Cluster: 3 masters + 3 replicas (cluster-node-timeout 2000),
+#               requirepass on every node plus an ACL user "app" (see start_cluster)
 #
 # Exports HIREDIS_TEST_* variables (see below), runs CMD, then always stops every
 # server and removes the temporary directory. Exits with CMD's status.
 set -euo pipefail
 
-ALL_SERVERS="plain pass acl tls tls_client tls_self tls_other"
+ALL_SERVERS="plain pass acl tls tls_client tls_self tls_other cluster"
 only=""
 if [[ "${1:-}" == "--only" ]]; then
     only="${2:?--only needs a comma-separated list of servers}"
@@ -58,10 +60,16 @@ cleanup() {
         kill -TERM "$CMD_PID" 2>/dev/null || true
         wait "$CMD_PID" 2>/dev/null || true
     fi
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
+    # cluster nodes a spec restarted (daemonized) are known by their pid files only
+    local pidfile
+    for pidfile in "$TMP_ROOT"/cluster/*.pid; do
+        [[ -f "$pidfile" ]] && PIDS["$pidfile"]="$(cat "$pidfile" 2>/dev/null || true)"
     done
     for pid in "${PIDS[@]}"; do
+        [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        [[ -n "$pid" ]] || continue
         local i
         for i in $(seq 1 50); do
             kill -0 "$pid" 2>/dev/null || break
@@ -267,13 +275,97 @@ start_server() {
     exit 1
 }
 
+# Redis Cluster: 6 nodes on loopback, every node with requirepass (the default
+# user's password) and an ACL user; replicas authenticate with masterauth.
+# A node's configuration is $TMP_ROOT/cluster/<port>.conf (a spec may stop a node
+# and start it again with `redis-server <conf> --daemonize yes`: its pid file
+# lets the cleanup find it).
+CLUSTER_PASSWORD="cluster-$RANDOM$RANDOM-secret"
+CLUSTER_PORTS=()
+start_cluster() {
+    local dir="$TMP_ROOT/cluster" i port attempt
+    mkdir -p "$dir"
+    for i in 1 2 3 4 5 6; do
+        for attempt in 1 2 3 4 5; do
+            # below the kernel's ephemeral range (32768+), bus port (port + 10000) included
+            while :; do
+                port=$(( 20000 + (RANDOM % 2700) ))
+                [[ "$USED_PORTS" == *" $port "* || "$USED_PORTS" == *" $((port + 10000)) "* ]] && continue
+                port_in_use "$port" || port_in_use $((port + 10000)) || break
+            done
+            USED_PORTS+="$port $((port + 10000)) "
+            mkdir -p "$dir/$port.data"
+            cat >"$dir/$port.conf" <<EOF
+bind 127.0.0.1
+protected-mode no
+port $port
+daemonize no
+pidfile $dir/$port.pid
+dir $dir/$port.data
+logfile $dir/$port.log
+save ""
+appendonly no
+enable-debug-command yes
+cluster-enabled yes
+cluster-config-file $dir/$port.data/nodes.conf
+cluster-node-timeout 2000
+cluster-replica-validity-factor 0
+repl-diskless-sync yes
+repl-diskless-sync-delay 0
+requirepass $CLUSTER_PASSWORD
+masterauth $CLUSTER_PASSWORD
+user app on >$ACL_PASSWORD ~* &* +@all
+EOF
+            redis-server "$dir/$port.conf" >>"$dir/$port.out" 2>&1 &
+            PIDS["cluster$i"]=$!
+            local up=0 n
+            for n in $(seq 1 100); do
+                kill -0 "${PIDS[cluster$i]}" 2>/dev/null || break
+                if [[ "$(redis-cli --no-auth-warning -a "$CLUSTER_PASSWORD" -p "$port" ping 2>/dev/null)" == "PONG" ]]; then
+                    up=1
+                    break
+                fi
+                sleep 0.05
+            done
+            if [[ $up -eq 1 ]]; then
+                CLUSTER_PORTS+=("$port")
+                break
+            fi
+            kill -KILL "${PIDS[cluster$i]}" 2>/dev/null || true
+            wait "${PIDS[cluster$i]}" 2>/dev/null || true
+            unset "PIDS[cluster$i]"
+            rm -f "$dir/$port.conf"
+            log "cluster node on port $port did not start (attempt $attempt)"
+            [[ $attempt -eq 5 ]] && { log "giving up on the cluster"; exit 1; }
+        done
+    done
+    local all=""
+    for port in "${CLUSTER_PORTS[@]}"; do all+=" 127.0.0.1:$port"; done
+    # shellcheck disable=SC2086
+    timeout 60 redis-cli --no-auth-warning -a "$CLUSTER_PASSWORD" --cluster create $all \
+        --cluster-replicas 1 --cluster-yes >"$dir/create.out" 2>&1 || {
+        log "cluster create failed:"; tail -n 20 "$dir/create.out" >&2; exit 1; }
+    # writable everywhere: every node sees cluster_state ok
+    for i in $(seq 1 200); do
+        local ok=1
+        for port in "${CLUSTER_PORTS[@]}"; do
+            redis-cli --no-auth-warning -a "$CLUSTER_PASSWORD" -p "$port" cluster info 2>/dev/null |
+                grep -q '^cluster_state:ok' || { ok=0; break; }
+        done
+        [[ $ok -eq 1 ]] && return 0
+        sleep 0.05
+    done
+    log "cluster did not reach cluster_state:ok"
+    exit 1
+}
+
 if [[ $need_tls -eq 1 ]]; then
     command -v openssl >/dev/null || { log "openssl not found (make deps)"; exit 2; }
     make_certs
 fi
 
 for s in $servers; do
-    start_server "$s"
+    if [[ "$s" == cluster ]]; then start_cluster; else start_server "$s"; fi
 done
 
 export HIREDIS_TEST_HOST=127.0.0.1
@@ -301,6 +393,15 @@ for s in $servers; do
         tls_client) export HIREDIS_TEST_TLS_CLIENT_PORT="${PORTS[tls_client]}" ;;
         tls_self) export HIREDIS_TEST_TLS_SELF_PORT="${PORTS[tls_self]}" ;;
         tls_other) export HIREDIS_TEST_TLS_OTHER_PORT="${PORTS[tls_other]}" ;;
+        cluster)
+            HIREDIS_TEST_CLUSTER_PORTS="$(IFS=,; echo "${CLUSTER_PORTS[*]}")"
+            export HIREDIS_TEST_CLUSTER_PORTS
+            export HIREDIS_TEST_CLUSTER_PASSWORD="$CLUSTER_PASSWORD"
+            export HIREDIS_TEST_CLUSTER_DIR="$TMP_ROOT/cluster"
+            export HIREDIS_TEST_CLUSTER_ACL_USER="$ACL_USER"
+            export HIREDIS_TEST_CLUSTER_ACL_PASSWORD="$ACL_PASSWORD"
+            PORTS[cluster]="$HIREDIS_TEST_CLUSTER_PORTS"
+            ;;
     esac
 done
 if [[ $need_tls -eq 1 ]]; then

@@ -232,6 +232,7 @@ local rawset = rawset
 local pcall = pcall
 local error = error
 local pairs = pairs
+local type = type
 
 -- Private keys of each storage table.
 local CORE = {}    -- the core instance: validation, the native transport, operations
@@ -299,6 +300,16 @@ local mt = {
   end,
 }
 
+-- An instance of another storage module (cluster, sentinel) for this
+-- configuration; its errors are raised at new()'s caller.
+local function routed(module, configuration)
+  local created, storage = pcall(require(module).new, configuration)
+  if not created then
+    error(storage, 3)
+  end
+  return storage
+end
+
 ---
 -- Creates a storage instance: a table with the methods `set`, `get`, `delete`,
 -- `read_metadata` and the @{configuration} fields. No connection is made here.
@@ -319,15 +330,18 @@ local mt = {
 -- })
 -- require("resty.session").init({ secret = "...", storage = storage })
 function _M.new(configuration)
-  -- Routing (sentinel half): `sentinels` without `nodes` -> resty.session.hiredis.sentinel.
-  if type(configuration) == "table" and configuration.nodes == nil and configuration.sentinels ~= nil then
-    local routed, storage = pcall(require("resty.session.hiredis.sentinel").new, configuration)
-    if not routed then
-      error(storage, 2)
+  -- Routing as lua-resty-session's loader: nodes -> cluster, else sentinels ->
+  -- sentinel, else a single node.
+  if type(configuration) == "table" then
+    if configuration.nodes ~= nil then
+      local storage = routed("resty.session.hiredis.cluster", configuration)  -- no tail call: error levels
+      return storage
     end
-    return storage
+    if configuration.sentinels ~= nil then
+      local storage = routed("resty.session.hiredis.sentinel", configuration)
+      return storage
+    end
   end
-
   local ok, inst = pcall(core.new, configuration)
   if not ok then
     error(inst, 2)

@@ -463,6 +463,20 @@ function _M.call(inst, view, method, ...)
   return r1, r2
 end
 
+---
+-- Runs one round trip already built in `op` (a cluster node's batch, see
+-- `resty.session.hiredis.cluster_driver`) on a connection of the view's pool, with
+-- the pool's handshake rules, without auto-pipelining.
+-- @return true, or nil, err, stale (a pooled connection the server had closed,
+-- or an older server than assumed: build the request again and retry)
+function _M.round_trip(inst, view, op, request)
+  local status, r1, r2 = attempt(inst, view, op, request)
+  if status == DONE then
+    return true
+  end
+  return nil, r1, r2 and status == nil
+end
+
 -- For the specs: forget what pools have proven.
 function _M.reset_versions()
   versions = {}

@@ -1,0 +1,154 @@
+-- The HTTP benchmark's request handlers, loaded inside nginx by bench/http_bench.lua:
+-- one storage call per request, the same keys and arguments for every implementation.
+--
+--   location = /up/get { content_by_lua_block { B.run("up", "get") } }
+--
+-- Implementations: "up" (upstream resty.session.redis), "co" (resty.session.hiredis,
+-- transport picked by phase: cosockets here), "na" (resty.session.hiredis with
+-- transport = "native"). B.noop() does the same per-request work minus the storage call.
+--
+-- Keys (session name = the implementation's tag, so each has its own data):
+--   get, set       k<i % SESSIONS>
+--   set_meta       m<i % SESSIONS>, old key m<(i - 1) % SESSIONS>, metadata web/api x u<i % SUBJECTS>
+--   delete         d<i> (i restarts at 1 after /bench/reset), metadata web/api x u<i % SUBJECTS>
+--   read_metadata  web:r<i % SUBJECTS> (bench/dataset.lua gives each 4 live sessions)
+-- where i is a counter shared by all workers (a shared dict), so 2 workers never
+-- race for the same delete key.
+local ngx = ngx
+local tostring = tostring
+local next = next
+local type = type
+
+local dataset = require "dataset"
+
+local _M = {}
+
+local VALUE = dataset.value()
+local SESSIONS = dataset.SESSIONS
+local SUBJECTS = dataset.SUBJECTS
+local TTL = dataset.TTL
+local STALE_TTL = dataset.STALE_TTL
+
+local storages = {}
+local counter          -- ngx.shared.bench
+local errors           -- ngx.shared.bench_errors
+
+-- Two metadata pairs per subject, built once: the caller's tables are not what we measure.
+local METADATA = {}
+for j = 0, SUBJECTS - 1 do
+  local subject = "u" .. j
+  METADATA[j] = { audiences = { "web", "api" }, subjects = { subject, subject } }
+end
+
+---
+-- Called from init_by_lua: builds the storages. `cfg` = { host, port, prefix };
+-- `with_upstream` = whether resty.session.redis can be loaded.
+function _M.init(cfg, with_upstream)
+  local hiredis = require "resty.session.hiredis"
+  local function config(extra)
+    local c = { host = cfg.host, port = cfg.port, prefix = dataset.PREFIX }
+    for k, v in pairs(extra or {}) do c[k] = v end
+    return c
+  end
+  if with_upstream then
+    storages.up = require("resty.session.redis").new(config())
+  end
+  storages.co = hiredis.new(config())
+  storages.na = hiredis.new(config({ transport = "native" }))
+  counter = ngx.shared.bench
+  errors = ngx.shared.bench_errors
+end
+
+local function next_index()
+  return counter:incr("n", 1, 0)
+end
+
+local function fail(impl, op, err)
+  local key = impl .. " " .. op
+  local n = errors:incr(key, 1, 0)
+  if n == 1 then
+    errors:set(key .. " first", tostring(err))
+  end
+  ngx.status = 500
+  ngx.print(tostring(err))
+end
+
+local OPS = {
+  get = function(s, name, i)
+    local value, err = s:get(name, "k" .. i % SESSIONS)
+    if type(value) ~= "string" then
+      return nil, err or "missing session"
+    end
+    return true
+  end,
+  set = function(s, name, i)
+    return s:set(name, "k" .. i % SESSIONS, VALUE, TTL, ngx.time())
+  end,
+  set_meta = function(s, name, i)
+    return s:set(name, "m" .. i % SESSIONS, VALUE, TTL, ngx.time(), "m" .. (i - 1) % SESSIONS,
+                 STALE_TTL, METADATA[i % SUBJECTS])
+  end,
+  delete = function(s, name, i)
+    return s:delete(name, "d" .. i, ngx.time(), METADATA[i % SUBJECTS])
+  end,
+  read_metadata = function(s, name, i)
+    local sessions, err = s:read_metadata(name, "web", "r" .. i % SUBJECTS, ngx.time())
+    if type(sessions) ~= "table" or next(sessions) == nil then
+      return nil, err or "no sessions in the metadata"
+    end
+    return true
+  end,
+}
+_M.OPS = OPS
+
+---
+-- One storage call; 200 "ok", or 500 with the error (counted per impl and op).
+function _M.run(impl, op)
+  local ok, err = OPS[op](storages[impl], impl, next_index())
+  if not ok then
+    return fail(impl, op, err)
+  end
+  ngx.print("ok")
+end
+
+---
+-- The same handler work without the storage call (counter, key string, response).
+function _M.noop()
+  local _ = "k" .. next_index() % SESSIONS
+  ngx.print("ok")
+end
+
+-- /bench/reset: the delete counter restarts at 1 and the error counts at 0.
+function _M.reset()
+  counter:set("n", 0)
+  errors:flush_all()
+  ngx.print("ok")
+end
+
+-- /bench/count: storage calls (and no-op requests) started since the last reset.
+function _M.count()
+  ngx.print(counter:get("n") or 0)
+end
+
+-- /bench/errors: "impl op<TAB>count<TAB>first error" lines.
+function _M.report_errors()
+  for _, key in ipairs(errors:get_keys(0)) do
+    if not key:find(" first$") then
+      ngx.say(key, "\t", errors:get(key), "\t", errors:get(key .. " first") or "")
+    end
+  end
+end
+
+-- /bench/info: what runs inside nginx.
+function _M.info()
+  local redis_ok, redis = pcall(require, "resty.redis")
+  local session_ok, session = pcall(require, "resty.session")
+  ngx.say("luajit\t", jit and jit.version or "?")
+  ngx.say("ngx_lua\t", ngx.config.ngx_lua_version)
+  ngx.say("hiredis_module\t", require("resty.session.hiredis")._VERSION)
+  ngx.say("resty_redis\t", redis_ok and redis._VERSION or "absent")
+  ngx.say("resty_session\t", session_ok and session._VERSION or "absent")
+  ngx.say("upstream\t", storages.up and "yes" or "no")
+end
+
+return _M

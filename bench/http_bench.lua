@@ -1,0 +1,466 @@
+-- The side-by-side benchmark's driver (run by bench/run.sh under
+-- spec/support/with-servers.sh --only plain): starts nginx (spec/support/nginx.lua)
+-- with bench/handlers.lua, runs wrk against upstream resty.session.redis and this
+-- module (cosocket, native) interleaved per row, reads the workers' CPU from /proc,
+-- then the limits (no-op handler, redis-benchmark, the plain-LuaJIT native loop),
+-- and writes bench/results/results.{csv,md} and the chart's data.
+--
+--   luajit bench/http_bench.lua                       the benchmark (settings: env, see bench/run.sh)
+--   luajit bench/http_bench.lua --profile IMPL OP CONC SECONDS WORKERS
+--                                                     perf record -g on the workers under load
+package.path = "spec/support/?.lua;bench/?.lua;lua/?.lua;lua/?/init.lua;" .. package.path
+
+local socket = require "socket"
+local nginx = require "nginx"
+local raw = require "raw_redis"
+local proc = require "proc"
+local report = require "report"
+local dataset = require "dataset"
+
+local sh, quote = proc.sh, proc.quote
+local ROOT = nginx.root
+
+local REDIS_PORT = assert(tonumber(os.getenv("HIREDIS_TEST_PORT")),
+  "run through bench/run.sh (make bench): HIREDIS_TEST_PORT is not set")
+
+local function env(name, default)
+  local v = os.getenv(name)
+  if v == nil or v == "" then return default end
+  return v
+end
+
+local function list(s, numeric)
+  local out = {}
+  for item in s:gmatch("[^,%s]+") do out[#out + 1] = numeric and assert(tonumber(item), item) or item end
+  return out
+end
+
+local function log(fmt, ...)
+  io.stderr:write(string.format(fmt, ...), "\n")
+end
+
+-- Settings ------------------------------------------------------------------
+
+local QUICK = env("BENCH_QUICK", "0") == "1"
+local ALL_OPS = "get,set,set_meta,delete,read_metadata"
+local plan = {
+  ops = list(env("BENCH_OPS", QUICK and "get,set_meta" or ALL_OPS)),
+  conc = list(env("BENCH_CONC", QUICK and "1,32" or "1,32,128"), true),
+  workers = list(env("BENCH_WORKERS", QUICK and "1" or "1,2"), true),
+}
+local REPS = tonumber(env("BENCH_REPS", QUICK and "1" or "3"))
+local DURATION = tonumber(env("BENCH_DURATION", "1"))     -- s per wrk run (wrk takes whole seconds)
+local WARMUP = tonumber(env("BENCH_WARMUP", QUICK and "0" or "1"))  -- s per (workers, op, impl)
+local WRK_THREADS = tonumber(env("BENCH_WRK_THREADS", "1"))
+local LIMIT_N = tonumber(env("BENCH_LIMIT_N", QUICK and "5000" or "20000"))
+local RESULTS = env("BENCH_RESULTS", "bench/results")
+-- delete needs a fresh key per request: this many are written before each run
+-- (above what the no-op handler reaches here: no run can delete them all)
+local DELETE_KEYS = tonumber(env("BENCH_DELETE_KEYS", tostring(150000 * DURATION)))
+
+for _, op in ipairs(plan.ops) do
+  assert(report.OP_NAMES[op], "BENCH_OPS: unknown op '" .. op .. "' (" .. ALL_OPS .. ")")
+end
+
+-- Upstream: UPSTREAM_LUA_PATH (a Lua path with '?', or a LuaRocks tree), else ../shared/third_party.
+-- Relative paths are taken from the project root (nginx needs absolute ones).
+local function absolute(path)
+  return path:sub(1, 1) == "/" and path or (ROOT .. "/" .. path)
+end
+local function upstream_path()
+  local given = env("UPSTREAM_LUA_PATH")
+  if given and given:find("?", 1, true) then
+    local parts = {}
+    for p in given:gmatch("[^;]+") do parts[#parts + 1] = absolute(p) end
+    return table.concat(parts, ";")
+  elseif given then
+    local tree = absolute(given)
+    return tree .. "/share/lua/5.1/?.lua;" .. tree .. "/share/lua/5.1/?/init.lua"
+  end
+  local base = ROOT .. "/../shared/third_party/"
+  local parts = {}
+  for _, lib in ipairs({ "lua-resty-session", "lua-resty-redis", "lua-resty-openssl", "lua-ffi-zlib",
+                         "lua-resty-string" }) do
+    parts[#parts + 1] = base .. lib .. "/lib/?.lua"
+  end
+  return table.concat(parts, ";")
+end
+local UPSTREAM_PATH = upstream_path()
+local WITH_UPSTREAM = package.searchpath("resty.session.redis", UPSTREAM_PATH) ~= nil
+                      and package.searchpath("resty.redis", UPSTREAM_PATH) ~= nil
+if not WITH_UPSTREAM then
+  log("bench: upstream resty.session.redis / resty.redis not found in %s: running without it "
+      .. "(set UPSTREAM_LUA_PATH to a LuaRocks tree with lua-resty-session installed); no ratios", UPSTREAM_PATH)
+end
+local IMPLS = WITH_UPSTREAM and { "up", "co", "na" } or { "co", "na" }
+
+-- Redis ---------------------------------------------------------------------
+
+local redis = assert(raw.connect(REDIS_PORT))
+redis:settimeout(60)
+local function call(...) return redis:call(...) end
+
+-- Sessions d1..d<n> that each implementation's next delete run must (re)write: all of
+-- them after a FLUSHALL, then only those the previous run deleted.
+local delete_refill = {}
+
+local function flush()
+  assert(redis:call("FLUSHALL"))
+  delete_refill = {}
+end
+
+local function populate(op, first, last)
+  for _, impl in ipairs(IMPLS) do
+    dataset.populate(call, op, impl, os.time(), first, last)
+  end
+end
+
+-- nginx ---------------------------------------------------------------------
+
+local function locations()
+  local out = {
+    "location = /noop { content_by_lua_block { B.noop() } }",
+    "location = /bench/reset { content_by_lua_block { B.reset() } }",
+    "location = /bench/errors { content_by_lua_block { B.report_errors() } }",
+    "location = /bench/count { content_by_lua_block { B.count() } }",
+    "location = /bench/info { content_by_lua_block { B.info() } }",
+  }
+  for _, impl in ipairs(IMPLS) do
+    for op in pairs(report.OP_NAMES) do
+      out[#out + 1] = string.format('location = /%s/%s { content_by_lua_block { B.run("%s", "%s") } }',
+                                    impl, op, impl, op)
+    end
+  end
+  return table.concat(out, "\n")
+end
+
+local function start_nginx(workers)
+  local srv = nginx.start({
+    workers = workers,
+    log_level = "warn",
+    vars = { port = REDIS_PORT, path = ROOT .. "/bench/?.lua;" .. UPSTREAM_PATH .. ";",
+             with_upstream = WITH_UPSTREAM },
+    init = [[
+      package.path = T.path .. package.path
+      B = require "handlers"
+      B.init({ host = "127.0.0.1", port = T.port }, T.with_upstream)
+    ]],
+    http = [[
+      lua_shared_dict bench 1m;
+      lua_shared_dict bench_errors 1m;
+      keepalive_requests 1000000;
+    ]],
+    server = locations(),
+  })
+  -- the workers, once all are up
+  local deadline = socket.gettime() + 10
+  repeat
+    srv.workers = proc.children(srv.pid)
+    if #srv.workers == workers then return srv end
+    socket.sleep(0.05)
+  until socket.gettime() > deadline
+  srv:stop()
+  error("nginx did not start " .. workers .. " workers")
+end
+
+local function http_get(srv, path)
+  local body, status = srv:get(path)
+  assert(status == 200, path .. ": HTTP " .. tostring(status) .. " " .. tostring(body))
+  return body
+end
+
+-- "impl op" -> { count, first error } since the last /bench/reset.
+local function handler_errors(srv)
+  local out = {}
+  for line in http_get(srv, "/bench/errors"):gmatch("[^\n]+") do
+    local key, count, first = line:match("^([^\t]+)\t(%d+)\t(.*)$")
+    if key then out[key] = { tonumber(count), first } end
+  end
+  return out
+end
+
+-- wrk -----------------------------------------------------------------------
+
+-- What Redis saw since CONFIG RESETSTAT: commands by name, and connections accepted.
+local function redis_counts()
+  local text = assert(call("INFO", "commandstats")) .. assert(call("INFO", "stats"))
+  local commands, total = {}, 0
+  for name, calls in text:gmatch("cmdstat_([%w|]+):calls=(%d+)") do
+    if not name:find("^info") and not name:find("^config") then   -- the harness's own
+      commands[name] = tonumber(calls)
+      total = total + tonumber(calls)
+    end
+  end
+  return { commands = commands, total = total,
+           connections = tonumber(text:match("total_connections_received:(%d+)")) or 0 }
+end
+
+-- Requests the handlers started since the last /bench/reset, once they have all
+-- finished: when wrk stops, up to one request per connection is still in the workers
+-- (a blocked native call, a queued cosocket); their CPU belongs to this run, and they
+-- must not spill into the next one.
+local function settled_count(srv)
+  local last = tonumber(http_get(srv, "/bench/count"))
+  local deadline = socket.gettime() + 10
+  repeat
+    socket.sleep(0.02)
+    local now = tonumber(http_get(srv, "/bench/count"))
+    if now == last then return now end
+    last = now
+  until socket.gettime() > deadline
+  return last
+end
+
+-- "get=1.00 hello=0.23": Redis commands per request, most frequent first.
+local function command_mix(commands, served)
+  if served == 0 then return "" end
+  local names = {}
+  for name in pairs(commands) do names[#names + 1] = name end
+  table.sort(names, function(a, b) return commands[a] > commands[b] or (commands[a] == commands[b] and a < b) end)
+  local parts = {}
+  for i, name in ipairs(names) do parts[i] = string.format("%s=%.2f", name, commands[name] / served) end
+  return table.concat(parts, " ")
+end
+
+-- One wrk run against `path`; the workers' CPU is read right before and once the
+-- last request is done, and divided by the requests the handlers served.
+local function wrk(srv, path, conc, seconds)
+  local cmd = string.format("wrk -t%d -c%d -d%ds --timeout 5s -s %s %s", math.min(WRK_THREADS, conc), conc,
+                            seconds, quote(ROOT .. "/bench/wrk_report.lua"), quote(srv:url(path)))
+  local count_before = tonumber(http_get(srv, "/bench/count"))   -- the previous run has settled
+  assert(call("CONFIG", "RESETSTAT"))
+  local cpu_before = proc.cpu_us(srv.workers)
+  local output = sh(cmd, true)
+  local served = settled_count(srv) - count_before
+  local cpu_after = proc.cpu_us(srv.workers)
+  local redis_stats = redis_counts()
+  local line = output:match("RESULT ([^\n]+)")
+  if not line then error("wrk failed: " .. cmd .. "\n" .. output) end
+  local r = {}
+  for k, v in line:gmatch("([%w_]+)=(%d+)") do r[k] = tonumber(v) end
+  local requests = r.requests
+  local note = ""
+  if not cpu_before or not cpu_after then note = "a worker exited" end
+  return {
+    requests = requests,
+    rps = requests / (r.duration_us / 1e6),
+    p50_ms = r.p50_us / 1000,
+    p99_ms = r.p99_us / 1000,
+    served = served,
+    cpu_us = cpu_before and cpu_after and served > 0 and (cpu_after - cpu_before) / served or nil,
+    redis_cmds = served > 0 and redis_stats.total / served or nil,
+    redis_conns = served > 0 and redis_stats.connections / served or nil,
+    redis_mix = command_mix(redis_stats.commands, served),
+    non2xx = r.status,
+    socket_errors = r.connect + r.read + r.write + r.timeout,
+    note = note,
+  }
+end
+
+local runs = {}
+local function record(key, result)
+  runs[key] = runs[key] or {}
+  table.insert(runs[key], result)
+end
+
+-- One measured run of `impl` on `op` (delete: fresh keys first), errors checked.
+local function measure(srv, workers, op, conc, impl)
+  local path = impl == "noop" and "/noop" or ("/" .. impl .. "/" .. op)
+  http_get(srv, "/bench/reset")
+  local deletes = op == "delete" and impl ~= "noop"
+  if deletes then
+    local n = delete_refill[impl] or DELETE_KEYS
+    if n > 0 then dataset.populate(call, "delete", impl, os.time(), 1, n) end
+  end
+  local r = wrk(srv, path, conc, DURATION)
+  local errs = handler_errors(srv)
+  local e = errs[(impl == "noop" and "noop noop") or (impl .. " " .. op)]
+  if e then r.note = (r.note ~= "" and r.note .. "; " or "") .. "first error: " .. e[2] end
+  if deletes then
+    -- every request must have deleted a prepared session: the first and the last are gone
+    -- (d1..d<served>, and no further)
+    local base = dataset.PREFIX .. ":" .. impl .. ":d"
+    delete_refill[impl] = math.min(r.served, DELETE_KEYS)
+    if r.served >= DELETE_KEYS then
+      r.note = (r.note ~= "" and r.note .. "; " or "")
+               .. string.format("%d requests >= %d prepared keys (BENCH_DELETE_KEYS)", r.served, DELETE_KEYS)
+    elseif call("EXISTS", base .. "1", base .. r.served) ~= 0 or call("EXISTS", base .. (r.served + 1)) ~= 1 then
+      r.note = (r.note ~= "" and r.note .. "; " or "") .. "delete missed the prepared sessions"
+    end
+  end
+  record(workers .. "/" .. op .. "/" .. conc .. "/" .. impl, r)
+  log("  w%d %-13s c%-3d %-4s %8.0f rps  p50 %6.2f ms  p99 %6.2f ms  cpu %6.1f us/req  redis %s, %.2f conns/req%s%s",
+      workers, op, conc, impl, r.rps, r.p50_ms, r.p99_ms, r.cpu_us or -1, r.redis_mix, r.redis_conns or -1,
+      (r.non2xx + r.socket_errors > 0) and string.format("  ERRORS non2xx=%d socket=%d", r.non2xx,
+                                                          r.socket_errors) or "",
+      r.note ~= "" and ("  " .. r.note) or "")
+  return r
+end
+
+-- Limits --------------------------------------------------------------------
+
+local function redis_benchmark(conc)
+  local out = sh(string.format("redis-benchmark -h 127.0.0.1 -p %d -t set,get -d %d -c %d -n %d --csv",
+                               REDIS_PORT, dataset.VALUE_BYTES, conc, LIMIT_N * math.max(1, conc / 8)), true)
+  local res = {}
+  for test, rps, p50, p99 in out:gmatch('"(%u+)","([%d.]+)","[%d.]+","[%d.]+","([%d.]+)","[%d.]+","([%d.]+)"') do
+    res[test] = { kind = "redis-benchmark", op = test, conc = conc, impl = "redis-benchmark",
+                  rps = tonumber(rps), p50_ms = tonumber(p50), p99_ms = tonumber(p99) }
+  end
+  assert(res.GET and res.SET, "redis-benchmark output not understood:\n" .. out)
+  return res
+end
+
+local function native_loop()
+  local out = sh(string.format("RSH_BUILD_DIR=build luajit bench/native_bench.lua %d '^tcp [gs]et$'", LIMIT_N), true)
+  local res = {}
+  for op, rps in out:gmatch("tcp (%a+)%s+%d+ calls%s+[%d.]+ s%s+(%d+) calls/s") do
+    res[op:upper()] = tonumber(rps)
+  end
+  assert(res.GET and res.SET, "native_bench output not understood:\n" .. out)
+  return res
+end
+
+-- Profile mode --------------------------------------------------------------
+
+local function profile(impl, op, conc, seconds, workers)
+  assert(impl == "noop" or report.IMPL_NAMES[impl], "impl: up, co, na or noop")
+  assert(report.OP_NAMES[op], "op: " .. ALL_OPS)
+  local srv = start_nginx(workers)
+  local ok, err = pcall(function()
+    populate(op == "delete" and "get" or op)
+    if op == "delete" then dataset.populate(call, "delete", impl, os.time(), 1, 100000) end
+    local path = impl == "noop" and "/noop" or ("/" .. impl .. "/" .. op)
+    wrk(srv, path, conc, 1)   -- warm-up
+    local pids = {}
+    for i, pid in ipairs(srv.workers) do pids[i] = tostring(pid) end
+    local data = os.getenv("BENCH_PERF_DATA") or (RESULTS .. "/perf.data")
+    local load = string.format("wrk -t%d -c%d -d%ds %s >/dev/null 2>&1 &", math.min(WRK_THREADS, conc), conc,
+                               seconds + 2, quote(srv:url(path)))
+    os.execute(load)
+    socket.sleep(0.5)
+    log("profile: perf record -g -p %s for %d s (%s %s c%d, %d worker(s))", table.concat(pids, ","), seconds,
+        impl, op, conc, workers)
+    local rec = sh(string.format("perf record -g -o %s -p %s -- sleep %d", quote(data), table.concat(pids, ","),
+                                 seconds), true)
+    if not proc.read_file(data) then
+      error("perf record failed (perf not usable here?):\n" .. rec)
+    end
+    socket.sleep(2)
+    -- by shared object, then the top symbols (no call graphs: `perf report -i` has them)
+    for _, sort in ipairs({ "dso", "dso,sym" }) do
+      print("== perf report --sort " .. sort .. " (share of the workers' samples)")
+      print(sh(string.format("perf report -i %s --stdio --no-children -g none --sort %s --percent-limit 0.5 "
+                             .. "2>/dev/null | grep -v '^$' | grep -v '^#' | head -%d | cut -c1-160",
+                             quote(data), sort, sort == "dso" and 20 or 50)))
+    end
+    io.stdout:flush()
+    log("profile: data in %s (perf report -i %s)", data, data)
+  end)
+  srv:stop()
+  if not ok then error(err, 0) end
+end
+
+if arg[1] == "--profile" then
+  profile(arg[2] or "co", arg[3] or "get", tonumber(arg[4]) or 32, tonumber(arg[5]) or 10, tonumber(arg[6]) or 1)
+  return
+end
+
+-- The benchmark -------------------------------------------------------------
+
+local started = socket.gettime()
+local load_before = proc.loadavg()
+local info_text
+log("bench: ops %s, conns %s, workers %s, impls %s, %d rep(s) of %d s, warm-up %d s",
+    table.concat(plan.ops, ","), table.concat(plan.conc, ","), table.concat(plan.workers, ","),
+    table.concat(IMPLS, ","), REPS, DURATION, WARMUP)
+
+for _, workers in ipairs(plan.workers) do
+  flush()
+  local srv = start_nginx(workers)
+  local ok, err = pcall(function()
+    info_text = info_text or http_get(srv, "/bench/info")
+    if WITH_UPSTREAM and not info_text:find("upstream\tyes", 1, true) then
+      error("upstream resty.session.redis did not load inside nginx:\n" .. srv:error_log())
+    end
+    -- Each repetition is a pass over every row, so that the repetitions of a row lie
+    -- minutes apart: a burst of load from elsewhere spoils one of them, not the median.
+    -- Within a pass the no-op handler and the implementations run back to back on each
+    -- row (noop, up, co, na).
+    for rep = 1, REPS do
+      log("bench: %d worker(s), pass %d of %d", workers, rep, REPS)
+      for _, op in ipairs(plan.ops) do
+        flush()
+        populate(op == "delete" and "set_meta" or op)
+        if rep == 1 and WARMUP > 0 then
+          for _, impl in ipairs(IMPLS) do wrk(srv, "/" .. impl .. "/" .. op, 32, WARMUP) end
+        end
+        for _, conc in ipairs(plan.conc) do
+          -- the no-op handler first: each row's baseline is measured in the same minute
+          measure(srv, workers, op, conc, "noop")
+          for _, impl in ipairs(IMPLS) do measure(srv, workers, op, conc, impl) end
+        end
+      end
+    end
+  end)
+  local nginx_errors = srv:errors()
+  srv:stop()
+  if not ok then error(err, 0) end
+  if #nginx_errors > 0 then
+    log("bench: nginx (%d workers) logged %d error lines, first: %s", workers, #nginx_errors, nginx_errors[1])
+  end
+end
+
+log("bench: limits (redis-benchmark, native loop)")
+local limits = {}
+local rb1 = redis_benchmark(1)
+local rb32 = redis_benchmark(32)
+for _, r in ipairs({ rb1.GET, rb32.GET, rb1.SET, rb32.SET }) do limits[#limits + 1] = r end
+local native = native_loop()
+for _, op in ipairs({ "GET", "SET" }) do
+  limits[#limits + 1] = { kind = "native-loop", op = op, conc = 1, impl = "na", rps = native[op],
+                          base_rps = rb1[op].rps, rps_ratio = native[op] / rb1[op].rps,
+                          ratio_base = "redis-benchmark -c 1" }
+end
+
+-- Report --------------------------------------------------------------------
+
+local function info_field(name)
+  return (info_text or ""):match(name .. "\t([^\n]*)") or "?"
+end
+local rev = sh("git rev-parse --short HEAD")
+if rev ~= "" and sh("git status --porcelain --untracked-files=no -- src lua bench") ~= "" then
+  rev = rev .. "+dirty"
+end
+local elapsed = socket.gettime() - started
+local info = {
+  machine = proc.machine({
+    { "LuaJIT (nginx)", info_field("luajit") },
+    { "ngx_lua", info_field("ngx_lua") },
+    { "load average", load_before .. " at start, " .. proc.loadavg() .. " at end" },
+    { "commit", rev ~= "" and rev or "?" },
+    { "date", os.date("!%Y-%m-%d %H:%M UTC") },
+  }, nginx.binary),
+  settings = string.format("%d rep(s) x %d s per wrk run (%d thread), each repetition a pass over all rows "
+    .. "with up/co/na back to back per row, warm-up %d s per op and implementation, %d-byte values, "
+    .. "one storage call per request, %d s in all", REPS, DURATION, WRK_THREADS, WARMUP, dataset.VALUE_BYTES, elapsed),
+  upstream = "absent",
+}
+if WITH_UPSTREAM then
+  local session_version = info_field("resty_session")
+  if session_version == "absent" then session_version = "of unknown version" end
+  info.upstream = "lua-resty-session " .. session_version .. " on lua-resty-redis " .. info_field("resty_redis")
+end
+local rows = report.rows(plan, runs)
+local md = report.markdown(info, rows, limits)
+sh("mkdir -p " .. quote(RESULTS))
+local function write(name, data)
+  local f = assert(io.open(RESULTS .. "/" .. name, "wb"))
+  f:write(data)
+  f:close()
+end
+write("results.csv", report.csv(rows, limits))
+write("results.md", md)
+write("chart.dat", report.chart_data(rows))
+print(md)
+log("bench: %d s; results in %s/results.{csv,md}", elapsed, RESULTS)

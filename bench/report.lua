@@ -1,0 +1,323 @@
+-- The benchmark's figures: medians over repetitions, storage CPU (minus the no-op
+-- handler), ratios to upstream, validity; written as CSV, a markdown table and the
+-- chart's data file (bench/chart.gp draws it).
+local _M = {}
+
+_M.IMPLS = { "up", "co", "na" }
+_M.IMPL_NAMES = {
+  up = "upstream resty.session.redis",
+  co = "hiredis, cosocket",
+  na = "hiredis, native (blocking)",
+}
+_M.OP_NAMES = {
+  get = "get",
+  set = "set",
+  set_meta = "set +old_key +2 meta",
+  delete = "delete +meta",
+  read_metadata = "read_metadata",
+}
+
+local function median(values)
+  local v = {}
+  for i, x in ipairs(values) do v[i] = x end
+  table.sort(v)
+  local n = #v
+  if n == 0 then return nil end
+  if n % 2 == 1 then return v[(n + 1) / 2] end
+  return (v[n / 2] + v[n / 2 + 1]) / 2
+end
+_M.median = median
+
+-- A row whose repetitions' throughputs differ by more than this share of their
+-- median is flagged noisy (load from elsewhere during one of them).
+_M.NOISY_SPREAD = 0.5
+
+local function field(runs, name)
+  local out = {}
+  for i, r in ipairs(runs) do out[i] = r[name] end
+  return out
+end
+
+local function sum(runs, name)
+  local s = 0
+  for _, r in ipairs(runs) do s = s + (r[name] or 0) end
+  return s
+end
+
+-- Medians of one configuration's runs (each: rps, p50_ms, p99_ms, cpu_us, non2xx,
+-- socket_errors, requests, note). Errors are summed: any error invalidates.
+function _M.aggregate(runs)
+  if not runs or #runs == 0 then return nil end
+  local notes, seen = {}, {}
+  for _, r in ipairs(runs) do
+    if r.note and r.note ~= "" and not seen[r.note] then
+      seen[r.note] = true
+      notes[#notes + 1] = r.note
+    end
+  end
+  local rps = field(runs, "rps")
+  local lo, hi = math.min(unpack(rps)), math.max(unpack(rps))
+  return {
+    reps = #runs,
+    rps = median(rps),
+    rps_spread = (hi - lo) / median(rps),
+    p50_ms = median(field(runs, "p50_ms")),
+    p99_ms = median(field(runs, "p99_ms")),
+    cpu_us = median(field(runs, "cpu_us")),
+    redis_cmds = median(field(runs, "redis_cmds")),
+    redis_conns = median(field(runs, "redis_conns")),
+    redis_mix = runs[1].redis_mix,
+    non2xx = sum(runs, "non2xx"),
+    socket_errors = sum(runs, "socket_errors"),
+    rps_reps = (table.concat(field(runs, "rps"), "|"):gsub("%.%d+", "")),
+    note = table.concat(notes, "; "),
+  }
+end
+
+local function ratio(a, b)
+  if a and b and b > 0 then return a / b end
+  return nil
+end
+
+---
+-- Rows of the HTTP benchmark, in plan order: one per (workers, op, conc) with a
+-- result per implementation (nil when not run). `runs[key]` lists the runs of
+-- key = workers .. "/" .. op .. "/" .. conc .. "/" .. impl (impl "noop": the no-op handler
+-- measured on that row, its baseline).
+function _M.rows(plan, runs)
+  local rows = {}
+  for _, w in ipairs(plan.workers) do
+    for _, op in ipairs(plan.ops) do
+      for _, c in ipairs(plan.conc) do
+        local row = { workers = w, op = op, conc = c, impl = {}, invalid = {} }
+        local noop = _M.aggregate(runs[w .. "/" .. op .. "/" .. c .. "/noop"])
+        row.noop = noop
+        for _, impl in ipairs(_M.IMPLS) do
+          local m = _M.aggregate(runs[w .. "/" .. op .. "/" .. c .. "/" .. impl])
+          if m then
+            m.storage_us = noop and m.cpu_us and (m.cpu_us - noop.cpu_us) or nil
+            row.impl[impl] = m
+            local why = {}
+            if m.non2xx > 0 then why[#why + 1] = m.non2xx .. " non-2xx" end
+            if m.socket_errors > 0 then why[#why + 1] = m.socket_errors .. " socket errors" end
+            if m.note ~= "" then why[#why + 1] = m.note end
+            if #why > 0 then
+              row.invalid[#row.invalid + 1] = impl .. ": " .. table.concat(why, ", ")
+            end
+          end
+        end
+        local up = row.impl.up
+        for _, impl in ipairs(_M.IMPLS) do
+          local m = row.impl[impl]
+          if m and up then
+            m.rps_ratio = ratio(m.rps, up.rps)
+            m.storage_ratio = ratio(m.storage_us, up.storage_us)
+            m.p50_ratio = ratio(m.p50_ms, up.p50_ms)
+          end
+        end
+        if noop and (noop.non2xx > 0 or noop.socket_errors > 0) then
+          row.invalid[#row.invalid + 1] = string.format("noop: %d non-2xx, %d socket errors", noop.non2xx,
+                                                        noop.socket_errors)
+        end
+        row.valid = #row.invalid == 0
+        row.noisy = {}
+        for _, name in ipairs({ "noop", "up", "co", "na" }) do
+          local m = name == "noop" and noop or row.impl[name]
+          if m and m.rps_spread > _M.NOISY_SPREAD then row.noisy[#row.noisy + 1] = name end
+        end
+        rows[#rows + 1] = row
+      end
+    end
+  end
+  -- the no-op handler per workers and concurrency, over every row's runs
+  rows.noop = {}
+  for _, w in ipairs(plan.workers) do
+    for _, c in ipairs(plan.conc) do
+      local all = {}
+      for _, op in ipairs(plan.ops) do
+        for _, r in ipairs(runs[w .. "/" .. op .. "/" .. c .. "/noop"] or {}) do all[#all + 1] = r end
+      end
+      local agg = _M.aggregate(all)
+      if agg then rows.noop[#rows.noop + 1] = { workers = w, conc = c, m = agg } end
+    end
+  end
+  return rows
+end
+
+local function num(x, fmt)
+  if x == nil then return "" end
+  return string.format(fmt or "%.3f", x)
+end
+
+local function csv_field(s)
+  s = tostring(s or "")
+  if s:find('[,"\n]') then s = '"' .. s:gsub('"', '""') .. '"' end
+  return s
+end
+
+local CSV_HEADER = "kind,workers,op,conc,impl,reps,rps,p50_ms,p99_ms,cpu_us_per_req,"
+  .. "storage_cpu_us_per_req,rps_ratio,storage_cpu_ratio,p50_ratio,ratio_base,non2xx,socket_errors,"
+  .. "valid,note,rps_per_rep,rps_spread,redis_cmds_per_req,redis_conns_per_req,redis_cmd_mix"
+
+local function csv_line(t)
+  local cols = {
+    t.kind, t.workers or "", t.op, t.conc or "", t.impl, t.reps or "",
+    num(t.rps, "%.0f"), num(t.p50_ms), num(t.p99_ms), num(t.cpu_us, "%.1f"), num(t.storage_us, "%.1f"),
+    num(t.rps_ratio), num(t.storage_ratio), num(t.p50_ratio), t.ratio_base or "",
+    t.non2xx or "", t.socket_errors or "", t.valid == nil and "" or (t.valid and "yes" or "no"),
+    t.note or "", t.rps_reps or "", num(t.rps_spread, "%.2f"), num(t.redis_cmds), num(t.redis_conns), t.redis_mix or "",
+  }
+  for i, v in ipairs(cols) do cols[i] = csv_field(v) end
+  return table.concat(cols, ",")
+end
+
+---
+-- The CSV: per row the no-op handler and each implementation, then the limits
+-- (redis-benchmark, the plain-LuaJIT native loop).
+function _M.csv(rows, limits)
+  local lines = { CSV_HEADER }
+  for _, row in ipairs(rows) do
+    local n = row.noop
+    if n then
+      lines[#lines + 1] = csv_line({ kind = "http", workers = row.workers, op = row.op, conc = row.conc,
+        impl = "noop", reps = n.reps, rps = n.rps, p50_ms = n.p50_ms, p99_ms = n.p99_ms, cpu_us = n.cpu_us,
+        non2xx = n.non2xx, socket_errors = n.socket_errors,
+        valid = n.non2xx == 0 and n.socket_errors == 0, note = n.note, rps_reps = n.rps_reps,
+        rps_spread = n.rps_spread })
+    end
+    for _, impl in ipairs(_M.IMPLS) do
+      local m = row.impl[impl]
+      if m then
+        lines[#lines + 1] = csv_line({ kind = "http", workers = row.workers, op = row.op, conc = row.conc,
+          impl = impl, reps = m.reps, rps = m.rps, p50_ms = m.p50_ms, p99_ms = m.p99_ms, cpu_us = m.cpu_us,
+          storage_us = m.storage_us, rps_ratio = m.rps_ratio, storage_ratio = m.storage_ratio,
+          p50_ratio = m.p50_ratio, ratio_base = m.rps_ratio and "up" or "", non2xx = m.non2xx,
+          socket_errors = m.socket_errors, valid = row.valid, note = m.note, rps_reps = m.rps_reps,
+          rps_spread = m.rps_spread,
+          redis_cmds = m.redis_cmds, redis_conns = m.redis_conns, redis_mix = m.redis_mix })
+      end
+    end
+  end
+  for _, l in ipairs(limits) do
+    lines[#lines + 1] = csv_line(l)
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+local function thousands(x)
+  if not x then return "-" end
+  local s = string.format("%.0f", x)
+  return (s:reverse():gsub("(%d%d%d)(%d)", "%1,%2"):reverse())
+end
+
+local function x(r)
+  return r and string.format("%.2fx", r) or "-"
+end
+
+local function triple(row, name, fmt)
+  local parts = {}
+  for _, impl in ipairs(_M.IMPLS) do
+    local m = row.impl[impl]
+    parts[#parts + 1] = m and m[name] and string.format(fmt, m[name]) or "-"
+  end
+  return table.concat(parts, " / ")
+end
+
+---
+-- The markdown report: machine, settings, the HTTP table, the limits, the native loop.
+function _M.markdown(info, rows, limits)
+  local out = {}
+  local function add(s) out[#out + 1] = s end
+  local m = {}
+  for _, pair in ipairs(info.machine) do m[#m + 1] = pair[1] .. " " .. pair[2] end
+  add("Machine: " .. table.concat(m, ", ") .. ".")
+  add("")
+  add("Run: " .. info.settings .. ".")
+  add("")
+  add("up = upstream `resty.session.redis` (" .. info.upstream .. "), co = this module through cosockets "
+      .. "(default transport choice), na = this module with `transport = \"native\"` (blocks the worker). "
+      .. "Medians of the repetitions; latencies in ms; CPU = the nginx workers' utime+stime per request; "
+      .. "storage CPU = CPU minus the no-op handler's, measured on the same row right before; "
+      .. "(x) = ratio to upstream; Redis conns/req = connections Redis accepted per request (pool misses; "
+      .. "the CSV has Redis commands per request too); valid = no non-2xx response and no socket error "
+      .. "in any run; noisy = the repetitions' throughputs of the named runs differ by more than "
+      .. string.format("%d%%", _M.NOISY_SPREAD * 100) .. " of their median (load from elsewhere).")
+  add("")
+  add("| workers | op | conns | rps up | rps co | rps na | p50 up / co / na | p99 up / co / na "
+      .. "| CPU µs/req up / co / na | no-op CPU | storage µs/req up | storage co | storage na "
+      .. "| Redis conns/req up / co / na | valid |")
+  add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+  for _, row in ipairs(rows) do
+    local up, co, na = row.impl.up, row.impl.co, row.impl.na
+    -- a figure, with its ratio to upstream in parentheses (not on upstream's own column)
+    local function with_ratio(text, mm, r)
+      return (r and mm ~= up) and (text .. " (" .. x(r) .. ")") or text
+    end
+    local function rps(mm) return mm and with_ratio(thousands(mm.rps), mm, mm.rps_ratio) or "-" end
+    local function st(mm)
+      if not mm or not mm.storage_us then return "-" end
+      return with_ratio(string.format("%.1f", mm.storage_us), mm, mm.storage_ratio)
+    end
+    add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |",
+      row.workers, _M.OP_NAMES[row.op] or row.op, row.conc, rps(up), rps(co), rps(na),
+      triple(row, "p50_ms", "%.2f"), triple(row, "p99_ms", "%.2f"), triple(row, "cpu_us", "%.1f"),
+      row.noop and row.noop.cpu_us and string.format("%.1f", row.noop.cpu_us) or "-",
+      st(up), st(co), st(na), triple(row, "redis_conns", "%.2f"),
+      (row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; ")))
+        .. (#row.noisy > 0 and (" (noisy: " .. table.concat(row.noisy, ", ") .. ")") or "")))
+  end
+  add("")
+  add("Limits: the no-op Lua handler (same nginx, same wrk settings) and `redis-benchmark` "
+      .. "(512-byte values, its own key) for the raw Redis round trip.")
+  add("")
+  add("| what | workers | conns | rps | p50 ms | p99 ms | CPU µs/req |")
+  add("|---|---|---|---|---|---|---|")
+  for _, entry in ipairs(rows.noop or {}) do
+    local n = entry.m
+    local bad = (n.non2xx > 0 or n.socket_errors > 0) and " **INVALID**" or ""
+    add(string.format("| no-op handler (median of %d runs)%s | %d | %d | %s | %.2f | %.2f | %.1f |",
+      n.reps, bad, entry.workers, entry.conc, thousands(n.rps), n.p50_ms, n.p99_ms, n.cpu_us))
+  end
+  for _, l in ipairs(limits) do
+    if l.kind == "redis-benchmark" then
+      add(string.format("| redis-benchmark %s | - | %d | %s | %.3f | %.3f | - |", l.op, l.conc,
+        thousands(l.rps), l.p50_ms, l.p99_ms))
+    end
+  end
+  add("")
+  add("Native transport, plain LuaJIT loop (one connection, `bench/native_bench.lua`) against "
+      .. "`redis-benchmark -c 1` for the same command:")
+  add("")
+  add("| command | native loop ops/s | redis-benchmark -c 1 ops/s | ratio |")
+  add("|---|---|---|---|")
+  for _, l in ipairs(limits) do
+    if l.kind == "native-loop" then
+      add(string.format("| %s | %s | %s | %s |", l.op, thousands(l.rps), thousands(l.base_rps), x(l.rps_ratio)))
+    end
+  end
+  local invalid = 0
+  for _, row in ipairs(rows) do if not row.valid then invalid = invalid + 1 end end
+  add("")
+  add(string.format("%d of %d rows invalid.", invalid, #rows))
+  return table.concat(out, "\n") .. "\n"
+end
+
+---
+-- The chart's data: one line per row, "label rps_up rps_co rps_na storage_up storage_co storage_na"
+-- ("-" where absent; gnuplot skips it).
+function _M.chart_data(rows)
+  local out = { "# label rps_up rps_co rps_na storage_up storage_co storage_na" }
+  for _, row in ipairs(rows) do
+    local cols = { string.format('"w%d %s c%d"', row.workers, row.op, row.conc) }
+    for _, name in ipairs({ "rps", "storage_us" }) do
+      for _, impl in ipairs(_M.IMPLS) do
+        local m = row.impl[impl]
+        cols[#cols + 1] = m and m[name] and string.format("%.2f", m[name]) or "-"
+      end
+    end
+    out[#out + 1] = table.concat(cols, " ")
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+return _M

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# make bench / make bench-profile: the side-by-side HTTP benchmark (bench/http_bench.lua)
+# against a throwaway redis-server and nginx on loopback, then the chart.
+#
+#   bench/run.sh                  the benchmark; settings from the environment:
+#     BENCH_QUICK=1               a smoke run: get and set_meta, 1 and 32 connections, 1 worker, 1 rep
+#     BENCH_OPS=get,set           ops (get,set,set_meta,delete,read_metadata)
+#     BENCH_CONC=1,32,128         wrk connections     BENCH_WORKERS=1,2   nginx workers
+#     BENCH_REPS=3                repetitions (median) BENCH_DURATION=1   seconds per wrk run
+#     BENCH_WARMUP=1              seconds of warm-up per op and implementation (0: none)
+#     UPSTREAM_LUA_PATH           where resty.session.redis and resty.redis are (a LuaRocks
+#                                 tree or a Lua path); default ../shared/third_party
+#     BENCH_README=0|1            rewrite README.md's section (default: only after a full run)
+#   bench/run.sh --profile [IMPL [OP [CONC [SECONDS [WORKERS]]]]]
+#                                 perf record -g on the workers under load, top symbols
+#
+# Everything runs in a temporary directory; on exit (also Ctrl-C) nginx and
+# redis-server are stopped and the directory removed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+for tool in wrk redis-benchmark luajit; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool not found (make deps)" >&2; exit 2; }
+done
+
+STATE="$(mktemp -d "${TMPDIR:-/tmp}/rsh-bench.XXXXXX")"
+CMD_PID=""
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    if [[ -n "$CMD_PID" ]]; then
+        kill -TERM "$CMD_PID" 2>/dev/null || true
+        wait "$CMD_PID" 2>/dev/null || true
+    fi
+    # nginx runs daemonised with its prefix under $STATE: stop any master still there
+    local pidfile pid i
+    for pidfile in "$STATE"/rsh-nginx.*/logs/nginx.pid; do
+        [[ -f "$pidfile" ]] || continue
+        pid=$(cat "$pidfile" 2>/dev/null || true)
+        [[ -n "$pid" ]] || continue
+        kill -TERM "$pid" 2>/dev/null || true
+        for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    rm -rf "$STATE"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+export TMPDIR="$STATE"
+RESULTS="${BENCH_RESULTS:-bench/results}"
+export BENCH_RESULTS="$RESULTS"
+mkdir -p "$RESULTS"
+
+if [[ "${1:-}" == "--profile" ]]; then
+    shift
+    command -v perf >/dev/null || { echo "bench: perf not found (apt-get install linux-perf)" >&2; exit 2; }
+    export BENCH_PERF_DATA="${BENCH_PERF_DATA:-$RESULTS/perf.data}"
+    spec/support/with-servers.sh --only plain luajit bench/http_bench.lua --profile "$@" &
+    CMD_PID=$!
+    wait "$CMD_PID"
+    exit $?
+fi
+
+started=$(date +%s)
+spec/support/with-servers.sh --only plain luajit bench/http_bench.lua &
+CMD_PID=$!
+wait "$CMD_PID"
+CMD_PID=""
+
+if command -v gnuplot >/dev/null; then
+    gnuplot -e "datafile='$RESULTS/chart.dat'; outfile='$RESULTS/results.png'" bench/chart.gp
+    echo "bench: chart in $RESULTS/results.png" >&2
+else
+    echo "bench: gnuplot not found (apt-get install gnuplot-nox): no chart" >&2
+fi
+# README.md shows full default runs only (BENCH_README=1 forces, 0 skips).
+full=1
+for knob in BENCH_QUICK BENCH_OPS BENCH_CONC BENCH_WORKERS BENCH_REPS BENCH_DURATION BENCH_WARMUP BENCH_RESULTS; do
+    [[ -n "${!knob:-}" && "$knob" != BENCH_RESULTS ]] && full=0
+done
+[[ "$RESULTS" != bench/results ]] && full=0
+if [[ "${BENCH_README:-$full}" == 1 ]]; then
+    luajit bench/update_readme.lua "$RESULTS"
+fi
+echo "bench: make bench took $(( $(date +%s) - started )) s" >&2

@@ -1,0 +1,241 @@
+---
+-- The cosocket driver of `resty.session.hiredis.cluster` (internal). It drives
+-- the core's cluster operation (src/cluster_operation.hpp: slot groups, phases,
+-- MOVED/ASK/TRYAGAIN/CLUSTERDOWN) over `ngx.socket.tcp`: each round's node
+-- batches run in parallel (one light thread per node), each on that node's own
+-- pool through the single-node driver (`resty.session.hiredis.cosocket`), so
+-- handshakes, TLS, stale pooled connections and pool names work as for one node.
+-- The slot map lives in the core, per worker process, shared with the native
+-- transport of the same process.
+--
+-- Per call: `start`, then per round `plan`, a `load_batch`/`absorb` pair per
+-- node, `end_round`, and `result`: a call to one node (a `get`, or a `set`
+-- without metadata) crosses into C six times.
+--
+-- @module resty.session.hiredis.cluster_driver
+-- @local
+
+local core = require "resty.session.hiredis.core"
+local cosocket = require "resty.session.hiredis.cosocket"
+
+local type = type
+local find = string.find
+local new_cluster_operation = core.cluster_operation
+local new_operation = core.operation
+local round_trip = cosocket.round_trip
+
+local ngx = type(_G.ngx) == "table" and _G.ngx or nil
+local spawn = ngx and ngx.thread and ngx.thread.spawn
+local wait = ngx and ngx.thread and ngx.thread.wait
+local sleep = ngx and ngx.sleep
+local now = ngx and ngx.now
+local update_time = ngx and ngx.update_time
+
+local _M = {}
+
+_M.serves = cosocket.serves
+
+-- How many times a batch is sent again on another connection after a pooled
+-- one turned out closed by the server (as the single-node driver does).
+local MAX_STALE_RETRIES = 2
+
+local free_ops, free_count = {}, 0
+local free_cluster_ops, free_cluster_count = {}, 0
+local MAX_FREE = 64
+
+local function take_op()
+  if free_count == 0 then
+    return new_operation()
+  end
+  local op = free_ops[free_count]
+  free_ops[free_count] = nil
+  free_count = free_count - 1
+  return op
+end
+
+local function give_op(op)
+  if free_count < MAX_FREE then
+    free_count = free_count + 1
+    free_ops[free_count] = op
+  end
+end
+
+local function take_cluster_op()
+  if free_cluster_count == 0 then
+    return new_cluster_operation()
+  end
+  local cop = free_cluster_ops[free_cluster_count]
+  free_cluster_ops[free_cluster_count] = nil
+  free_cluster_count = free_cluster_count - 1
+  return cop
+end
+
+local function give_cluster_op(cop)
+  if free_cluster_count < MAX_FREE then
+    free_cluster_count = free_cluster_count + 1
+    free_cluster_ops[free_cluster_count] = cop
+  end
+end
+
+-- Connection failures are worth another round (after a refresh); a timeout
+-- (the call's time is spent) and a Redis refusal (WRONGPASS, NOAUTH...) are not.
+local function retryable(err)
+  return err ~= "timeout" and not find(err, "^[A-Z]")
+end
+
+---
+-- The driver's view of a cluster instance: rebuilt on every configuration change.
+function _M.view(cinst, configuration)
+  return {
+    transport = configuration.transport,
+    budget = cinst:retry_budget() / 1000,
+    nodes = {},  -- "host:port" -> { inst = single-node core instance, view = its cosocket view }
+  }
+end
+
+local function node_of(view, cinst, host, port)
+  local key = host .. ":" .. port
+  local node = view.nodes[key]
+  if not node then
+    local inst = cinst:node(host, port)
+    local node_view = cosocket.view(inst, inst:fields())
+    node_view.transport = view.transport
+    node_view.pipelining = false
+    node = { inst = inst, view = node_view }
+    view.nodes[key] = node
+  end
+  return node
+end
+
+-- Sends request (rebuilt by reload after a stale pooled connection); true or nil, err.
+local function send(node, op, request, reload)
+  local ok, err, stale = round_trip(node.inst, node.view, op, request)
+  local retries = 0
+  while not ok and stale and retries < MAX_STALE_RETRIES do
+    retries = retries + 1
+    ok, err, stale = round_trip(node.inst, node.view, op, reload())
+  end
+  return ok, err
+end
+
+-- Loads the slot map from the first node that answers; nil, or the last error.
+local function refresh(cinst, view)
+  local candidates = cinst:refresh_candidates()
+  local op = take_op()
+  local last_err = "no cluster node answered"
+  for j = 1, #candidates, 2 do
+    local host, port = candidates[j], candidates[j + 1]
+    local node = node_of(view, cinst, host, port)
+    local function reload()
+      return (cinst:load_topology_query(op))
+    end
+    for _ = 1, 2 do  -- a second time with CLUSTER SLOTS when SHARDS is unknown
+      local ok, err = send(node, op, reload(), reload)
+      if not ok then
+        last_err = err
+        if not retryable(err) and err ~= "timeout" then
+          give_op(op)
+          return err  -- credentials: every node says the same
+        end
+        break
+      end
+      local done, aerr = cinst:absorb_topology(op, host, port)
+      if done then
+        give_op(op)
+        return nil
+      end
+      if done == nil then
+        last_err = aerr
+        break
+      end
+    end
+  end
+  give_op(op)
+  return last_err
+end
+
+local function run_batch(cinst, view, cop, i)
+  local op = take_op()
+  local request, host, port = cop:load_batch(i, op)
+  if not request then
+    cop:failed(i, host, false)
+    return
+  end
+  local node = node_of(view, cinst, host, port)
+  local ok, err = send(node, op, request, function()
+    return (cop:load_batch(i, op))
+  end)
+  if ok then
+    cop:absorb(i, op)
+  else
+    cop:failed(i, err, retryable(err))
+  end
+  give_op(op)
+end
+
+---
+-- Runs a storage method against the cluster over cosockets.
+-- @param cinst the core cluster instance
+-- @tparam table view the instance's driver view
+-- @tparam number method 1 set, 2 get, 3 delete, 4 read_metadata
+-- @return the method's results
+function _M.call(cinst, view, method, ...)
+  if not now then
+    return nil, "cosocket transport unavailable: not running inside nginx"
+  end
+  local cop = take_cluster_op()
+  local started, err = cop:start(cinst, method, ...)
+  if not started then
+    give_cluster_op(cop)
+    return nil, err
+  end
+  update_time()
+  local deadline = now() + view.budget
+  while true do
+    if cinst:take_refresh() then
+      local rerr = refresh(cinst, view)
+      if rerr and cinst:map_empty() then
+        cop:fail(rerr)
+        break
+      end
+    end
+    local n = cop:plan()
+    if not n then
+      break  -- finished
+    end
+    if n == 1 then
+      run_batch(cinst, view, cop, 1)
+    elseif n > 1 then
+      local threads = {}
+      for i = 1, n do
+        threads[i] = spawn(run_batch, cinst, view, cop, i)
+      end
+      for i = 1, n do
+        wait(threads[i])
+      end
+    end
+    local finished, want_refresh, backoff_ms = cop:end_round()
+    if finished then
+      break
+    end
+    if want_refresh then
+      cinst:want_refresh()
+    end
+    if backoff_ms > 0 then
+      update_time()
+      if (deadline - now()) * 1000 <= backoff_ms then
+        cop:fail()
+        break
+      end
+      sleep(backoff_ms / 1000)
+    end
+  end
+  local r1, r2 = cop:result()
+  give_cluster_op(cop)
+  if r2 == nil then
+    return r1
+  end
+  return r1, r2
+end
+
+return _M

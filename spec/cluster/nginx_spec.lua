@@ -1,0 +1,249 @@
+-- resty.session.hiredis.cluster inside a real nginx: cosockets in request phases
+-- and timers (per-node light threads), the native transport in log and the
+-- other phases without cosockets, the same data either way; upstream's
+-- resty.session.redis.cluster (Kong's resty-redis-cluster) reading what we write
+-- and the other way round; and a CLUSTER FAILOVER under a cosocket call loop.
+local kit = require "cluster_kit"
+
+if not kit.available then
+    describe("cluster in nginx", function() pending(kit.skip_reason) end)
+    return
+end
+
+local nginx = require "nginx"
+local upstream = require "upstream"
+
+local NOW = os.time()
+
+-- Upstream's cluster storage also needs Kong's cluster client, lua-resty-lock
+-- and lua-resty-string; from UPSTREAM_LUA_PATH, or ../shared/third_party.
+local extra = {}
+if upstream.origin == "../shared/third_party" then
+    for _, dir in ipairs({ "kong-redis-cluster", "lua-resty-lock", "lua-resty-string" }) do
+        extra[#extra + 1] = nginx.root .. "/../shared/third_party/" .. dir .. "/lib/?.lua"
+    end
+end
+local lua_path = upstream.lua_path and (upstream.lua_path .. ";" .. table.concat(extra, ";")) or nil
+local cluster_missing = upstream.redis_missing
+if not cluster_missing then
+    for _, module in ipairs({ "resty.rediscluster", "resty.lock", "resty.string", "resty.session.redis.cluster" }) do
+        local found = package.searchpath(module, lua_path)
+        if not found then
+            cluster_missing = module .. " not found in " .. upstream.origin
+                              .. " (Kong's resty-redis-cluster, lua-resty-lock, lua-resty-string; see README)"
+            break
+        end
+    end
+end
+if cluster_missing then
+    io.stderr:write("cluster in nginx: upstream interop skipped: ", cluster_missing, "\n")
+end
+
+describe("cluster in nginx", function()
+    local srv
+
+    lazy_setup(function()
+        srv = nginx.start_kit({
+            workers = 1,
+            lua_path = lua_path,
+            -- upstream's cluster client keeps its slot-cache lock here (ours needs none)
+            http = "  lua_shared_dict redis_cluster_slot_locks 1m;\n",
+            init = "H.cluster = require 'resty.session.hiredis.cluster'",
+        })
+    end)
+
+    lazy_teardown(function()
+        if srv then srv:shutdown() end
+    end)
+
+    local function run(phase, code, args)
+        local res = srv:run(phase, code, args)
+        assert.is_true(res.ok, tostring(res[1]))
+        return res[1], res
+    end
+
+    local WRITE = [[
+        local s = H.hiredis.new(ARGS.cfg)
+        local m = { audiences = { "web", "api" }, subjects = { ARGS.subject, ARGS.subject } }
+        assert(s:set("session", ARGS.old, "old", 600, ARGS.now, nil, nil, m))
+        return { s:set("session", ARGS.key, ARGS.value, 300, ARGS.now, ARGS.old, 10, m) }
+    ]]
+    local READ = [[
+        local s = H.hiredis.new(ARGS.cfg)
+        return {
+            value = s:get("session", ARGS.key),
+            web = s:read_metadata("session", "web", ARGS.subject, ARGS.now),
+            api = s:read_metadata("session", "api", ARGS.subject, ARGS.now),
+            deleted = s:delete("session", ARGS.old, ARGS.now, { audiences = { "web" }, subjects = { ARGS.subject } }),
+            old = s:get("session", ARGS.old),
+        }
+    ]]
+
+    for _, case in ipairs({ { "content", "log" }, { "log", "content" }, { "timer", "header_filter" },
+                            { "access", "body_filter" } }) do
+        local writer, reader = case[1], case[2]
+        it(string.format("written in %s, read in %s", writer, reader), function()
+            local args = { cfg = kit.config({ prefix = "nginx" }), key = "k" .. math.random(1e9),
+                           old = "o" .. math.random(1e9), subject = "s" .. math.random(1e9),
+                           value = "v\0\r\n" .. string.rep("x", 5000), now = NOW }
+            local written, wres = run(writer, WRITE, args)
+            assert.same({ true }, written)
+            local read, rres = run(reader, READ, args)
+            assert.is_true(read.value == args.value)
+            assert.same({ [args.key] = tostring(NOW + 300) }, read.web)
+            assert.same({ [args.key] = tostring(NOW + 300) }, read.api)
+            assert.is_true(read.deleted)
+            assert.is_nil(read.old)
+            -- one side on cosockets, the other native
+            assert.is_true((wres.tcp == 0) ~= (rres.tcp == 0))
+            local redis_key = "nginx:session:" .. args.key
+            assert.is_true(kit.key_call(redis_key, "TTL", redis_key) > 290)
+        end)
+    end
+
+    it("runs every node of a call in parallel light threads and fails cleanly", function()
+        local out = run("content", [[
+            local s = H.hiredis.new(ARGS.cfg)
+            local subjects, audiences = {}, {}
+            for i = 1, 12 do audiences[i] = "a" .. i; subjects[i] = "s" end
+            local m = { audiences = audiences, subjects = subjects }
+            local ok, err = s:set("session", "k", "v", 60, ARGS.now, nil, nil, m)
+            local bad = H.hiredis.new(ARGS.bad)
+            local bok, berr = bad:get("session", "k")
+            return { ok = ok, err = err, count = #audiences, bok = bok, berr = berr,
+                     listed = s:read_metadata("session", "a7", "s", ARGS.now) }
+        ]], { cfg = kit.config({ prefix = "par" }), bad = kit.config({ password = "wrong" }), now = NOW })
+        assert.is_true(out.ok, out.err)
+        assert.same({ k = tostring(NOW + 60) }, out.listed)
+        assert.is_nil(out.bok)
+        assert.matches("^WRONGPASS", out.berr)
+    end)
+
+    upstream.it("upstream's resty.session.redis.cluster reads what we write, and we read what it writes", function()
+        if cluster_missing then pending("skipped: " .. cluster_missing) return end
+        local nodes = kit.nodes()
+        local args = { cfg = kit.config({ prefix = "interop" }),
+                       up = { name = "interop", prefix = "interop", nodes = nodes, password = kit.password,
+                              lock_zone = "redis_cluster_slot_locks", connect_timeout = 1000,
+                              read_timeout = 1000, send_timeout = 1000 },
+                       subject = "s" .. math.random(1e9), now = NOW }
+        local out = run("content", [[
+            local ours = H.hiredis.new(ARGS.cfg)
+            local theirs = require("resty.session.redis.cluster").new(ARGS.up)
+            local m = { audiences = { "web" }, subjects = { ARGS.subject } }
+            local r = {}
+            -- ours writes, upstream reads
+            r.ours_set = ours:set("session", "a", "from-ours", 300, ARGS.now, nil, nil, m)
+            r.up_get, r.up_get_err = theirs:get("session", "a")
+            r.up_meta = theirs:read_metadata("session", "web", ARGS.subject, ARGS.now)
+            -- upstream writes (rotating a to b), ours reads
+            local ok, err = theirs:set("session", "b", "from-upstream", 300, ARGS.now, "a", 10, m)
+            r.up_set_ok, r.up_set_err = ok ~= nil, err
+            r.ours_get = ours:get("session", "b")
+            r.ours_meta = ours:read_metadata("session", "web", ARGS.subject, ARGS.now)
+            -- ours deletes what upstream wrote; upstream sees it gone
+            r.ours_delete = ours:delete("session", "b", ARGS.now, m)
+            r.up_after = theirs:get("session", "b")
+            return r
+        ]], args)
+        assert.is_true(out.ours_set)
+        assert.equal("from-ours", out.up_get, tostring(out.up_get_err))
+        assert.same({ a = tostring(NOW + 300) }, out.up_meta)
+        assert.is_true(out.up_set_ok, tostring(out.up_set_err))
+        assert.equal("from-upstream", out.ours_get)
+        assert.same({ b = tostring(NOW + 300) }, out.ours_meta)
+        assert.is_true(out.ours_delete)
+        assert.is_nil(out.up_after)
+        local old = "interop:session:a"
+        local ttl = kit.key_call(old, "TTL", old)
+        assert.is_true(ttl > 0 and ttl <= 10)
+    end, true)
+
+    it("keeps serving across CLUSTER FAILOVER (cosockets)", function()
+        local key = "nginx-failover-" .. math.random(1e9)
+        local redis_key = "nfo:session:" .. key
+        local cfg = kit.config({ prefix = "nfo", connect_timeout = 200, read_timeout = 500,
+                                 send_timeout = 500, max_connection_timeout = 1000 })
+        assert.same({ true }, run("content", "return { H.hiredis.new(ARGS.cfg):set('session', ARGS.key, 'x', 600) }",
+                                  { cfg = cfg, key = key }))
+        local master = kit.owner(require("resty.session.hiredis.core").key_slot(redis_key))
+        local replica = assert(kit.replica_of(master))
+        assert.is_true(kit.manual_failover(replica))
+        local out = run("content", [[
+            local s = H.hiredis.new(ARGS.cfg)
+            local t0, failed = ngx.now(), 0
+            while ngx.now() - t0 < 15 do
+                local v = tostring(ngx.now())
+                if s:set("session", ARGS.key, v, 600) and s:get("session", ARGS.key) == v then
+                    return { failed = failed, value = v }
+                end
+                failed = failed + 1
+                ngx.sleep(0.02)
+                ngx.update_time()
+            end
+            return { failed = failed }
+        ]], { cfg = cfg, key = key })
+        assert.is_string(out.value)
+        assert.is_true(kit.wait_stable(15000))
+        -- the last write is on the new master
+        local deadline = kit.now() + 5
+        repeat kit.sleep(50) until (kit.call(replica, "ROLE") or {})[1] == "master" or kit.now() > deadline
+        assert.equal(out.value, kit.call(replica, "GET", redis_key))
+        io.stderr:write(string.format("\n[cluster failover] CLUSTER FAILOVER (cosockets): %d calls failed\n",
+                                      out.failed))
+    end)
+
+    it("recovers when a master is killed (cosockets), once its replica is promoted", function()
+        assert.is_true(kit.wait_stable(15000))
+        local key = "nginx-killed-" .. math.random(1e9)
+        local redis_key = "nkill:session:" .. key
+        local cfg = kit.config({ prefix = "nkill", connect_timeout = 200, read_timeout = 500,
+                                 send_timeout = 500, max_connection_timeout = 1000 })
+        assert.same({ true }, run("content", "return { H.hiredis.new(ARGS.cfg):set('session', ARGS.key, 'x', 600) }",
+                                  { cfg = cfg, key = key }))
+        local master = kit.owner(require("resty.session.hiredis.core").key_slot(redis_key))
+        local replica = assert(kit.replica_of(master))
+        local pidfile = io.open(string.format("%s/%d.pid", kit.dir, master))
+        local pid = assert(pidfile:read("*n"))
+        pidfile:close()
+        os.execute("kill -KILL " .. pid)
+        local out = run("content", [[
+            local s = H.hiredis.new(ARGS.cfg)
+            ngx.update_time()
+            local t0, failed, errors = ngx.now(), 0, {}
+            while ngx.now() - t0 < 30 do
+                local v = tostring(ngx.now())
+                local ok, err = s:set("session", ARGS.key, v, 600)
+                local got, gerr
+                if ok then
+                    got, gerr = s:get("session", ARGS.key)
+                    if got == v then
+                        return { failed = failed, value = v, seconds = ngx.now() - t0 }
+                    end
+                    err = "get: " .. tostring(got) .. ", " .. tostring(gerr)
+                end
+                errors[tostring(err)] = (errors[tostring(err)] or 0) + 1
+                failed = failed + 1
+                ngx.sleep(0.02)
+                ngx.update_time()
+            end
+            return { failed = failed, errors = errors }
+        ]], { cfg = cfg, key = key })
+        local function restart()
+            os.remove(string.format("%s/%d.pid", kit.dir, master))
+            kit.restart(master)
+        end
+        if not out.value then
+            restart()
+            error("no success: " .. require("cjson").encode(out.errors or {}))
+        end
+        assert.equal(out.value, kit.call(replica, "GET", redis_key))
+        io.stderr:write(string.format(
+            "\n[cluster failover] killed master (cosockets): %d calls failed, first success after %.2f s\n",
+            out.failed, out.seconds))
+        restart()
+        local deadline = kit.now() + 15
+        repeat kit.sleep(100) until (kit.call(master, "ROLE") or {})[1] == "slave" or kit.now() > deadline
+        assert.equal("slave", (kit.call(master, "ROLE") or {})[1])
+    end)
+end)

@@ -1,0 +1,196 @@
+-- The Redis Cluster that spec/support/with-servers.sh starts (`cluster`: 3 masters
+-- + 3 replicas, requirepass on every node, ACL user): raw clients per node, who
+-- owns a slot, keys that land on a given master, live slot migrations, and node
+-- restarts. Independent of the module under test (raw_redis).
+local raw = require "raw_redis"
+local socket = require "socket"
+
+local _M = {}
+
+local function env(name)
+    local v = os.getenv(name)
+    if v == "" then return nil end
+    return v
+end
+
+_M.password = env("HIREDIS_TEST_CLUSTER_PASSWORD")
+_M.acl_user = env("HIREDIS_TEST_CLUSTER_ACL_USER")
+_M.acl_password = env("HIREDIS_TEST_CLUSTER_ACL_PASSWORD")
+_M.dir = env("HIREDIS_TEST_CLUSTER_DIR")
+_M.ports = {}
+for port in (env("HIREDIS_TEST_CLUSTER_PORTS") or ""):gmatch("%d+") do
+    _M.ports[#_M.ports + 1] = tonumber(port)
+end
+_M.available = #_M.ports == 6 and _M.password ~= nil
+_M.skip_reason = "no Redis Cluster (run through spec/support/with-servers.sh with the cluster server)"
+
+function _M.nodes()
+    local out = {}
+    for i, port in ipairs(_M.ports) do out[i] = { ip = "127.0.0.1", port = port } end
+    return out
+end
+
+-- The configuration of a storage on this cluster (extra fields merged in).
+function _M.config(extra)
+    local c = { nodes = _M.nodes(), password = _M.password, connect_timeout = 1000,
+                send_timeout = 2000, read_timeout = 2000 }
+    for k, v in pairs(extra or {}) do c[k] = v end
+    return c
+end
+
+function _M.raw(port)
+    return assert(raw.connect(port, { password = _M.password, timeout = 5 }))
+end
+
+-- Runs one command on node port; returns value, err.
+function _M.call(port, ...)
+    local r, err = raw.connect(port, { password = _M.password, timeout = 5 })
+    if not r then return nil, err end
+    local v, cerr = r:call(...)
+    r:close()
+    return v, cerr
+end
+
+function _M.sleep(ms) socket.sleep(ms / 1000) end
+function _M.now() return socket.gettime() end
+
+-- A node that answers, and its view: { [slot] = master port }, the masters,
+-- and each master's node id.
+function _M.view()
+    for _, port in ipairs(_M.ports) do
+        local slots = _M.call(port, "CLUSTER", "SLOTS")
+        if type(slots) == "table" then
+            local owner, masters = {}, {}
+            for _, range in ipairs(slots) do
+                local master = range[3][2]
+                masters[master] = range[3][3]
+                for s = range[1], range[2] do owner[s] = master end
+            end
+            return owner, masters
+        end
+    end
+    error("no cluster node answers")
+end
+
+function _M.owner(slot)
+    local owner = _M.view()
+    return owner[slot]
+end
+
+-- The live value of a key, read on its master.
+function _M.key_call(key, ...)
+    local slot = assert(_M.call(_M.ports[1], "CLUSTER", "KEYSLOT", key))
+    return _M.call(_M.owner(slot), ...)
+end
+
+-- Waits until every node in ports (default: all) says cluster_state:ok and
+-- agrees on the owner of every slot; true, or false after timeout_ms.
+function _M.wait_stable(timeout_ms, ports)
+    local deadline = _M.now() + (timeout_ms or 10000) / 1000
+    ports = ports or _M.ports
+    repeat
+        local ok = true
+        local reference
+        for _, port in ipairs(ports) do
+            local info = _M.call(port, "CLUSTER", "INFO")
+            if not info or not info:find("cluster_state:ok", 1, true) then ok = false break end
+            local slots = _M.call(port, "CLUSTER", "SLOTS")
+            if type(slots) ~= "table" then ok = false break end
+            local sig = {}
+            for _, range in ipairs(slots) do sig[#sig + 1] = range[1] .. "-" .. range[2] .. "@" .. range[3][2] end
+            table.sort(sig)
+            sig = table.concat(sig, ",")
+            if reference and sig ~= reference then ok = false break end
+            reference = sig
+        end
+        if ok then return true end
+        _M.sleep(50)
+    until _M.now() > deadline
+    return false
+end
+
+-- Moves slot from master `from` to master `to` the way redis-cli --cluster
+-- reshard does: IMPORTING/MIGRATING, MIGRATE of every key, then SETSLOT NODE
+-- on both and on every other master. `between(step)` runs after the marks and
+-- before the keys move, when given.
+function _M.migrate_begin(slot, from, to)
+    local _, masters = _M.view()
+    assert(_M.call(to, "CLUSTER", "SETSLOT", slot, "IMPORTING", masters[from]))
+    assert(_M.call(from, "CLUSTER", "SETSLOT", slot, "MIGRATING", masters[to]))
+end
+
+function _M.migrate_keys(slot, from, to)
+    local keys = assert(_M.call(from, "CLUSTER", "GETKEYSINSLOT", slot, 1000))
+    for _, key in ipairs(keys) do
+        -- MIGRATE host port "" 0 timeout AUTH password KEYS key (no REPLACE: BUSYKEY must not happen)
+        assert(_M.call(from, "MIGRATE", "127.0.0.1", to, "", 0, 5000, "AUTH", _M.password, "KEYS", key))
+    end
+    return #keys
+end
+
+function _M.migrate_end(slot, from, to)
+    local _, masters = _M.view()
+    local target_id = masters[to]
+    assert(_M.call(to, "CLUSTER", "SETSLOT", slot, "NODE", target_id))
+    assert(_M.call(from, "CLUSTER", "SETSLOT", slot, "NODE", target_id))
+    for port in pairs(masters) do
+        if port ~= from and port ~= to then _M.call(port, "CLUSTER", "SETSLOT", slot, "NODE", target_id) end
+    end
+end
+
+function _M.move_slot(slot, from, to)
+    _M.migrate_begin(slot, from, to)
+    _M.migrate_keys(slot, from, to)
+    _M.migrate_end(slot, from, to)
+end
+
+-- Another master than port.
+function _M.other_master(port)
+    local _, masters = _M.view()
+    for p in pairs(masters) do
+        if p ~= port then return p end
+    end
+end
+
+-- A replica of master port that is connected and in sync (waits up to 10 s:
+-- after a failover the old master takes a moment to follow the new one).
+function _M.replica_of(port)
+    local deadline = _M.now() + 10
+    repeat
+        local role = _M.call(port, "ROLE")
+        if type(role) == "table" and role[1] == "master" then
+            for _, replica in ipairs(role[3] or {}) do
+                local p = tonumber(replica[2])
+                local info = tonumber(replica[3]) and tonumber(replica[3]) > 0 and _M.call(p, "INFO", "replication")
+                if info and info:find("master_link_status:up", 1, true)
+                   and info:find("master_sync_in_progress:0", 1, true) then
+                    return p
+                end
+            end
+        end
+        _M.sleep(100)
+    until _M.now() > deadline
+end
+
+-- CLUSTER FAILOVER on replica until it is a master (a manual failover gives up
+-- after 5 s when the master does not answer in time: asked again, up to 3 times).
+function _M.manual_failover(replica)
+    for _ = 1, 3 do
+        assert(_M.call(replica, "CLUSTER", "FAILOVER"))
+        local deadline = _M.now() + 6
+        repeat
+            local role = _M.call(replica, "ROLE")
+            if type(role) == "table" and role[1] == "master" then return true end
+            _M.sleep(50)
+        until _M.now() > deadline
+    end
+    return false
+end
+
+-- Starts a stopped node again (daemonized: its pid file lets with-servers.sh
+-- stop it at the end).
+function _M.restart(port)
+    return os.execute(string.format("redis-server %s/%d.conf --daemonize yes >/dev/null 2>&1", _M.dir, port))
+end
+
+return _M

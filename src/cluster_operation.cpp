@@ -1,0 +1,361 @@
+#include "cluster_operation.hpp"
+
+#include <algorithm>
+
+#include "slots.hpp"
+
+namespace rsh {
+namespace {
+
+bool starts_with(const std::string& text, std::string_view prefix) {
+    return text.compare(0, prefix.size(), prefix) == 0;
+}
+
+}  // namespace
+
+void ClusterOperation::add(std::size_t phase, std::string_view key, std::initializer_list<std::string_view> args) {
+    if (phases_.size() <= phase) phases_.resize(phase + 1);
+    auto& groups = phases_[phase];
+    const int slot = key_slot(key);
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.slot == slot; });
+    if (it == groups.end()) {
+        groups.emplace_back();
+        it = groups.end() - 1;
+        it->slot = slot;
+    }
+    it->commands.add(args);
+    if (it->parts.empty() || it->parts.back().key != key) {
+        it->parts.emplace_back();
+        it->parts.back().key = std::string(key);
+    }
+    it->parts.back().commands.add(args);
+}
+
+// Replaces group index (of the current phase) by one group per key.
+bool ClusterOperation::split_by_key(std::size_t index) {
+    if (merged_tail_ && phase_ == 0) {
+        // A one-slot call split up: its add and remove phases come back apart.
+        Group& whole = phases_[0][index];
+        whole.parts.resize(whole.parts.size() - merged_tail_->parts.size());
+        whole.commands.clear();
+        for (const auto& part : whole.parts) whole.commands.append(part.commands);
+        phases_.emplace_back();
+        phases_[1].push_back(std::move(*merged_tail_));
+        merged_tail_.reset();
+    }
+    auto& groups = phases_[phase_];
+    Group whole = std::move(groups[index]);
+    std::vector<Group> by_key;
+    for (auto& part : whole.parts) {
+        auto it = std::find_if(by_key.begin(), by_key.end(),
+                               [&](const Group& g) { return g.parts.front().key == part.key; });
+        if (it == by_key.end()) {
+            by_key.emplace_back();
+            it = by_key.end() - 1;
+            it->slot = whole.slot;
+            it->connection_failures = whole.connection_failures;
+        }
+        it->commands.append(part.commands);
+        it->parts.push_back(std::move(part));
+    }
+    groups[index] = std::move(by_key.front());
+    for (std::size_t i = 1; i < by_key.size(); ++i) groups.push_back(std::move(by_key[i]));
+    return by_key.size() > 1;
+}
+
+void ClusterOperation::start(const Operation& loaded, const KeyNaming& naming,
+                             std::shared_ptr<ClusterTopology> topology, ClusterLimits limits) {
+    phases_.clear();
+    phase_ = 0;
+    batches_.clear();
+    to_split_.clear();
+    split_ = false;
+    topology_ = std::move(topology);
+    limits_ = limits;
+    redirections_ = 0;
+    refresh_ = false;
+    backoffs_ = 0;
+    backoff_ = false;
+    last_retry_error_.clear();
+    finished_ = false;
+    result_ = Result{};
+    answer_ = Answer::Ok;
+
+    if (const SetArgs* set = loaded.set_args()) {
+        const NumberText ttl(static_cast<double>(set->ttl));
+        naming.session_key_into(key_, set->name, set->key);
+        add(0, key_, {"SET", key_, set->value, "EX", ttl.view()});
+        if (set->metadata) {
+            const NumberText score(set->current_time - 1);
+            const NumberText new_score(set->current_time + static_cast<double>(set->ttl));
+            for (const auto& [audience, subject] : set->metadata->entries) {
+                naming.metadata_key_into(meta_key_, set->name, audience, subject);
+                add(0, meta_key_, {"ZREMRANGEBYSCORE", meta_key_, "0", score.view()});
+                add(0, meta_key_, {"ZADD", meta_key_, new_score.view(), set->key});
+                // Never shorten the zset's life: a short session must not expire long ones.
+                add(0, meta_key_, {"EXPIRE", meta_key_, ttl.view(), "NX"});
+                add(0, meta_key_, {"EXPIRE", meta_key_, ttl.view(), "GT"});
+            }
+        }
+        if (set->old_key) {
+            const NumberText stale(static_cast<double>(set->stale_ttl));
+            naming.session_key_into(key_, set->name, *set->old_key);
+            add(1, key_, {"EXPIRE", key_, stale.view(), "LT"});
+            if (set->metadata) {
+                for (const auto& [audience, subject] : set->metadata->entries) {
+                    naming.metadata_key_into(meta_key_, set->name, audience, subject);
+                    add(1, meta_key_, {"ZREM", meta_key_, *set->old_key});
+                }
+            }
+        }
+    } else if (const GetArgs* get = loaded.get_args()) {
+        naming.session_key_into(key_, get->name, get->key);
+        add(0, key_, {"GET", key_});
+        answer_ = Answer::Value;
+    } else if (const DeleteArgs* del = loaded.delete_args()) {
+        naming.session_key_into(key_, del->name, del->key);
+        add(0, key_, {"UNLINK", key_});
+        if (del->metadata) {
+            const NumberText score(del->current_time - 1);
+            for (const auto& [audience, subject] : del->metadata->entries) {
+                naming.metadata_key_into(meta_key_, del->name, audience, subject);
+                add(1, meta_key_, {"ZREMRANGEBYSCORE", meta_key_, "0", score.view()});
+                add(1, meta_key_, {"ZREM", meta_key_, del->key});
+            }
+        }
+    } else if (const ReadMetadataArgs* read = loaded.read_metadata_args()) {
+        naming.metadata_key_into(meta_key_, read->name, read->audience, read->subject);
+        add(0, meta_key_, {"ZRANGEBYSCORE", meta_key_, NumberText(read->current_time).view(), "+inf", "WITHSCORES"});
+        answer_ = Answer::Value;
+    }
+
+    // One slot for everything: one phase, one transaction (the atomic option).
+    merged_tail_.reset();
+    if (phases_.size() == 2 && phases_[0].size() == 1 && phases_[1].size() == 1 &&
+        phases_[0][0].slot == phases_[1][0].slot) {
+        Group& whole = phases_[0][0];
+        merged_tail_ = std::move(phases_[1][0]);  // kept to restore the phases (split_by_key)
+        phases_.pop_back();
+        whole.commands.append(merged_tail_->commands);
+        for (const auto& part : merged_tail_->parts) {
+            whole.parts.emplace_back();
+            whole.parts.back().key = part.key;
+            whole.parts.back().commands.append(part.commands);
+        }
+    }
+}
+
+bool ClusterOperation::plan_round() {
+    batches_.clear();
+    if (finished_) return false;
+    auto map = topology_->map();
+    auto& groups = phases_[phase_];
+    for (std::size_t i = 0; i < groups.size(); ++i) {
+        Group& group = groups[i];
+        if (group.done) continue;
+        const NodeAddress* node = group.ask ? &*group.ask : map->node_for(group.slot);
+        if (!node) {
+            // No node serves the slot (yet): as CLUSTERDOWN, after a refresh.
+            group.pending_send = false;
+            refresh_ = true;
+            backoff_ = true;
+            last_retry_error_ = "CLUSTERDOWN no known node serves slot " + std::to_string(group.slot);
+            continue;
+        }
+        auto batch = std::find_if(batches_.begin(), batches_.end(), [&](const NodeBatch& b) { return b.node == *node; });
+        if (batch == batches_.end()) {
+            batches_.emplace_back();
+            batch = batches_.end() - 1;
+            batch->node = *node;
+        }
+        if (group.ask) batch->commands.add({"ASKING"});
+        const bool multi = group.commands.count() > 1;
+        if (multi) batch->commands.add({"MULTI"});
+        batch->commands.append(group.commands);
+        if (multi) batch->commands.add({"EXEC"});
+        batch->groups.push_back(i);
+        group.pending_send = true;
+    }
+    return true;
+}
+
+ClusterOperation::Verdict ClusterOperation::redirect(Group& group, const std::string& error) {
+    const bool moved = starts_with(error, "MOVED ");
+    const bool ask = starts_with(error, "ASK ");
+    if (moved || ask) {
+        if (++redirections_ > limits_.max_redirections) {
+            fail("too many cluster redirections (last: " + error + ")");
+            return Verdict::Failed;
+        }
+        // "MOVED <slot> <host>:<port>"
+        const auto space = error.find(' ', moved ? 6 : 4);
+        const NodeAddress asked = group.ask ? *group.ask : NodeAddress{};
+        std::optional<NodeAddress> target;
+        if (space != std::string::npos) target = parse_node_address(std::string_view(error).substr(space + 1), asked);
+        if (!target) {
+            fail("protocol error: unexpected redirection: " + error);
+            return Verdict::Failed;
+        }
+        last_retry_error_ = error;
+        if (moved) {
+            group.ask.reset();
+            topology_->patch(group.slot, *target);
+        } else if (!group.ask && std::any_of(group.parts.begin(), group.parts.end(),
+                                               [&](const Part& p) { return p.key != group.parts.front().key; })) {
+            split_ = true;  // per key, to the source again (see the header)
+        } else {
+            group.ask = *target;  // this call only: the map keeps the slot's owner
+        }
+        return Verdict::Retry;
+    }
+    if (starts_with(error, "TRYAGAIN") || starts_with(error, "CLUSTERDOWN") || starts_with(error, "LOADING")) {
+        last_retry_error_ = error;
+        group.ask.reset();
+        backoff_ = true;
+        if (starts_with(error, "CLUSTERDOWN")) refresh_ = true;
+        return Verdict::Retry;
+    }
+    fail(error);
+    return Verdict::Failed;
+}
+
+void ClusterOperation::take_value(Reply& reply) {
+    if (answer_ != Answer::Value) return;
+    if (reply.type == Reply::Type::Nil) {
+        result_.kind = Result::Kind::Nil;
+    } else if (reply.type == Reply::Type::String) {
+        result_.kind = Result::Kind::String;
+        result_.text.swap(reply.str);
+    } else if (reply.type == Reply::Type::Array && reply.elements.size() % 2 == 0) {
+        result_.kind = Result::Kind::Map;
+        for (std::size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
+            const Reply& member = *reply.elements[i];
+            const Reply& score = *reply.elements[i + 1];
+            if (member.type != Reply::Type::String || score.type != Reply::Type::String) {
+                return fail("unexpected reply to ZRANGEBYSCORE");
+            }
+            result_.map.emplace_back(member.str, score.str);
+        }
+    } else {
+        fail("unexpected reply");
+    }
+}
+
+// Reads one group's replies from replies[at...] (advancing at).
+ClusterOperation::Verdict ClusterOperation::judge(Group& group, std::vector<ReplyPtr>& replies, std::size_t& at) {
+    const bool multi = group.commands.count() > 1;
+    const std::size_t count = (group.ask ? 1 : 0) + group.commands.count() + (multi ? 2 : 0);
+    const std::size_t first = at;
+    at += count;
+    if (group.ask) {
+        const Reply& asking = *replies[first];
+        if (asking.is_error()) return redirect(group, asking.str);
+    }
+    const std::size_t body = first + (group.ask ? 1 : 0);
+    if (!multi) {
+        Reply& reply = *replies[body];
+        if (reply.is_error()) return redirect(group, reply.str);
+        take_value(reply);
+        return finished_ ? Verdict::Failed : Verdict::Done;
+    }
+    // MULTI, QUEUED x n, EXEC: a redirection at queue time aborts the transaction
+    // (EXECABORT): nothing ran, the whole group goes again.
+    for (std::size_t i = body; i < body + count - (group.ask ? 1 : 0) - 1; ++i) {
+        if (replies[i]->is_error()) return redirect(group, replies[i]->str);
+    }
+    Reply& exec = *replies[at - 1];
+    if (exec.is_error()) return redirect(group, exec.str);
+    if (exec.type == Reply::Type::Nil) {
+        fail("transaction aborted");
+        return Verdict::Failed;
+    }
+    if (exec.type != Reply::Type::Array) {
+        fail("unexpected reply to EXEC");
+        return Verdict::Failed;
+    }
+    for (const auto& element : exec.elements) {
+        if (element && element->is_error()) {
+            fail(element->str);
+            return Verdict::Failed;
+        }
+    }
+    if (answer_ == Answer::Value && !exec.elements.empty()) take_value(*exec.elements.back());
+    return finished_ ? Verdict::Failed : Verdict::Done;
+}
+
+void ClusterOperation::node_replies(std::size_t batch, std::vector<ReplyPtr>& replies) {
+    if (finished_) return;
+    if (replies.size() != batches_[batch].commands.count()) {
+        return fail("protocol error: " + std::to_string(replies.size()) + " replies for " +
+                    std::to_string(batches_[batch].commands.count()) + " commands");
+    }
+    auto& groups = phases_[phase_];
+    std::size_t at = 0;
+    for (std::size_t index : batches_[batch].groups) {
+        Group& group = groups[index];
+        group.pending_send = false;
+        const Verdict verdict = judge(group, replies, at);
+        if (verdict == Verdict::Failed) return;
+        if (verdict == Verdict::Done) {
+            group.done = true;
+            group.ask.reset();
+        }
+        if (split_) {
+            split_ = false;
+            to_split_.push_back(index);
+        }
+    }
+}
+
+void ClusterOperation::node_failed(std::size_t batch, const std::string& error, bool retryable) {
+    if (finished_) return;
+    auto& groups = phases_[phase_];
+    for (std::size_t index : batches_[batch].groups) {
+        Group& group = groups[index];
+        group.pending_send = false;
+        if (!retryable || ++group.connection_failures >= limits_.max_connection_attempts) {
+            return fail(error);
+        }
+        group.ask.reset();
+    }
+    last_retry_error_ = error;
+    refresh_ = true;
+    backoff_ = true;
+}
+
+RoundOutcome ClusterOperation::end_round() {
+    RoundOutcome outcome;
+    batches_.clear();
+    if (!finished_) {
+        std::sort(to_split_.rbegin(), to_split_.rend());  // later indexes first: appends keep earlier ones
+        for (std::size_t index : to_split_) split_by_key(index);
+    }
+    to_split_.clear();
+    if (!finished_) {
+        const auto& groups = phases_[phase_];
+        const bool all_done = std::all_of(groups.begin(), groups.end(), [](const Group& g) { return g.done; });
+        if (all_done && ++phase_ == phases_.size()) {
+            finished_ = true;
+            if (result_.kind == Result::Kind::Ok && answer_ == Answer::Value) result_.kind = Result::Kind::Nil;
+        }
+    }
+    outcome.finished = finished_;
+    if (!finished_) {
+        outcome.refresh = refresh_;
+        if (backoff_) {
+            // 10, 20, 40 ... 320 ms: the driver stops at the call's retry budget.
+            outcome.backoff_ms = 10 << std::min(backoffs_, 5);
+            ++backoffs_;
+        }
+    }
+    refresh_ = false;
+    backoff_ = false;
+    return outcome;
+}
+
+void ClusterOperation::fail(std::string err) {
+    result_ = Result::error(std::move(err));
+    finished_ = true;
+}
+
+}  // namespace rsh

@@ -1,0 +1,374 @@
+// The cluster operation without I/O: slot groups, phases, batches per node,
+// MULTI/EXEC per multi-command group, and what MOVED, ASK, TRYAGAIN,
+// CLUSTERDOWN and node failures lead to.
+#include <gtest/gtest.h>
+
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "cluster_operation.hpp"
+#include "slots.hpp"
+
+namespace {
+
+using rsh::ClusterOperation;
+using rsh::NodeAddress;
+using rsh::Result;
+using std::string;
+
+string cmd(std::initializer_list<string> args) {
+    string out = "*" + std::to_string(args.size()) + "\r\n";
+    for (const auto& a : args) out += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
+    return out;
+}
+
+std::vector<rsh::ReplyPtr> replies(const string& bytes) {
+    rsh::ReplyReader reader;
+    reader.feed(bytes.data(), bytes.size());
+    std::vector<rsh::ReplyPtr> out;
+    while (auto r = reader.next()) out.push_back(std::move(r));
+    return out;
+}
+
+const NodeAddress kA{"a", 1}, kB{"b", 2}, kC{"c", 3};
+
+// Three masters: slots 0-5460 on a, 5461-10922 on b, the rest on c.
+std::shared_ptr<rsh::ClusterTopology> three_masters() {
+    auto topology = std::make_shared<rsh::ClusterTopology>();
+    rsh::SlotMap map;
+    map.assign(0, 5460, kA);
+    map.assign(5461, 10922, kB);
+    map.assign(10923, 16383, kC);
+    topology->replace(map);
+    return topology;
+}
+
+rsh::KeyNaming prefix(const string& p) { return rsh::KeyNaming{p, std::nullopt}; }
+
+// sessions:session:abc is slot 8350 (b); sessions:session:web:alice slot 11094 (c);
+// sessions:session:old is computed below.
+TEST(ClusterOperation, SetSplitsIntoAddPhaseThenRemovePhase) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    auto& args = loaded.start_set(naming);
+    args.name = "session";
+    args.key = "abc";
+    args.value = "v";
+    args.ttl = 60;
+    args.current_time = 1000;
+    args.old_key = "old";
+    args.stale_ttl = 10;
+    args.metadata = rsh::Metadata{{{"web", "alice"}}};
+    ClusterOperation op;
+    auto topology = three_masters();
+    op.start(loaded, naming, topology, {});
+    ASSERT_EQ(op.phase_count(), 2);
+
+    ASSERT_TRUE(op.plan_round());
+    auto& round1 = op.batches();
+    ASSERT_EQ(round1.size(), 2u);
+    EXPECT_EQ(round1[0].node, kB);
+    EXPECT_EQ(round1[0].commands.bytes(), cmd({"SET", "sessions:session:abc", "v", "EX", "60"}));
+    EXPECT_EQ(round1[1].node, kC);
+    const string meta = "sessions:session:web:alice";
+    EXPECT_EQ(round1[1].commands.bytes(),
+              cmd({"MULTI"}) + cmd({"ZREMRANGEBYSCORE", meta, "0", "999"}) + cmd({"ZADD", meta, "1060", "abc"}) +
+                  cmd({"EXPIRE", meta, "60", "NX"}) + cmd({"EXPIRE", meta, "60", "GT"}) + cmd({"EXEC"}));
+    auto r0 = replies("+OK\r\n");
+    op.node_replies(0, r0);
+    auto r1 = replies("+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*4\r\n:0\r\n:1\r\n:1\r\n:0\r\n");
+    op.node_replies(1, r1);
+    auto outcome = op.end_round();
+    EXPECT_FALSE(outcome.finished);
+
+    ASSERT_TRUE(op.plan_round());
+    auto& round2 = op.batches();
+    string all;
+    for (auto& b : round2) all += b.commands.bytes();
+    EXPECT_NE(all.find(cmd({"EXPIRE", "sessions:session:old", "10", "LT"})), string::npos);
+    EXPECT_NE(all.find(cmd({"ZREM", meta, "old"})), string::npos);
+    for (std::size_t i = 0; i < round2.size(); ++i) {
+        auto r = replies(string(":1\r\n"));
+        op.node_replies(i, r);
+    }
+    EXPECT_TRUE(op.end_round().finished);
+    EXPECT_EQ(op.result().kind, Result::Kind::Ok);
+}
+
+TEST(ClusterOperation, PhaseTwoNeverRunsAfterAFailedPhaseOne) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    auto& args = loaded.start_set(naming);
+    args.name = "session";
+    args.key = "abc";
+    args.value = "v";
+    args.ttl = 60;
+    args.current_time = 1000;
+    args.old_key = "old";
+    args.metadata = rsh::Metadata{{{"web", "alice"}}};
+    ClusterOperation op;
+    op.start(loaded, naming, three_masters(), {});
+    ASSERT_TRUE(op.plan_round());
+    auto ok = replies("+OK\r\n");
+    op.node_replies(0, ok);
+    auto wrongtype = replies("+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*4\r\n"
+                             "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n:1\r\n:1\r\n:0\r\n");
+    op.node_replies(1, wrongtype);
+    EXPECT_TRUE(op.end_round().finished);
+    EXPECT_EQ(op.result().kind, Result::Kind::Error);
+    EXPECT_EQ(op.result().text.rfind("WRONGTYPE", 0), 0u);
+    EXPECT_FALSE(op.plan_round());
+}
+
+TEST(ClusterOperation, HashTaggedPrefixIsOneTransaction) {
+    auto naming = prefix("{sessions}");
+    rsh::Operation loaded;
+    auto& args = loaded.start_set(naming);
+    args.name = "session";
+    args.key = "abc";
+    args.value = "v";
+    args.ttl = 60;
+    args.current_time = 1000;
+    args.old_key = "old";
+    args.stale_ttl = 10;
+    args.metadata = rsh::Metadata{{{"web", "alice"}}};
+    ClusterOperation op;
+    op.start(loaded, naming, three_masters(), {});
+    EXPECT_EQ(op.phase_count(), 1);
+    ASSERT_TRUE(op.plan_round());
+    ASSERT_EQ(op.batches().size(), 1u);
+    const string& bytes = op.batches()[0].commands.bytes();
+    EXPECT_EQ(bytes.rfind(cmd({"MULTI"}), 0), 0u);
+    EXPECT_NE(bytes.find(cmd({"EXPIRE", "{sessions}:session:old", "10", "LT"})), string::npos);
+    EXPECT_EQ(bytes.substr(bytes.size() - cmd({"EXEC"}).size()), cmd({"EXEC"}));
+}
+
+TEST(ClusterOperation, MovedPatchesTheMapAndResendsTheGroup) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    auto& args = loaded.start_get(naming);
+    args.name = "session";
+    args.key = "abc";
+    ClusterOperation op;
+    auto topology = three_masters();
+    op.start(loaded, naming, topology, {});
+    ASSERT_TRUE(op.plan_round());
+    EXPECT_EQ(op.batches()[0].node, kB);
+    auto moved = replies("-MOVED 8350 c:3\r\n");
+    op.node_replies(0, moved);
+    auto outcome = op.end_round();
+    EXPECT_FALSE(outcome.finished);
+    EXPECT_EQ(outcome.backoff_ms, 0);
+    EXPECT_EQ(topology->map()->node_for(8350)->text(), "c:3");
+    EXPECT_TRUE(topology->take_refresh());
+    ASSERT_TRUE(op.plan_round());
+    EXPECT_EQ(op.batches()[0].node, kC);
+    auto value = replies("$5\r\nhello\r\n");
+    op.node_replies(0, value);
+    EXPECT_TRUE(op.end_round().finished);
+    EXPECT_EQ(op.result().kind, Result::Kind::String);
+    EXPECT_EQ(op.result().text, "hello");
+}
+
+TEST(ClusterOperation, AskSendsAskingBeforeMultiAndLeavesTheMap) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    auto& args = loaded.start_delete(naming);
+    args.name = "session";
+    args.key = "abc";
+    args.current_time = 1000;
+    args.metadata = rsh::Metadata{{{"web", "alice"}}};
+    ClusterOperation op;
+    auto topology = three_masters();
+    op.start(loaded, naming, topology, {});
+    ASSERT_EQ(op.phase_count(), 2);
+    ASSERT_TRUE(op.plan_round());
+    EXPECT_EQ(op.batches()[0].commands.bytes(), cmd({"UNLINK", "sessions:session:abc"}));
+    auto ok = replies(":1\r\n");
+    op.node_replies(0, ok);
+    op.end_round();
+    ASSERT_TRUE(op.plan_round());
+    EXPECT_EQ(op.batches()[0].node, kC);
+    auto ask = replies("+OK\r\n-ASK 11094 a:1\r\n+QUEUED\r\n-EXECABORT Transaction discarded\r\n");
+    op.node_replies(0, ask);
+    EXPECT_FALSE(op.end_round().finished);
+    EXPECT_EQ(topology->map()->node_for(11094)->text(), "c:3");  // ASK never updates the map
+    ASSERT_TRUE(op.plan_round());
+    EXPECT_EQ(op.batches()[0].node, kA);
+    const string meta = "sessions:session:web:alice";
+    EXPECT_EQ(op.batches()[0].commands.bytes(), cmd({"ASKING"}) + cmd({"MULTI"}) +
+                                                    cmd({"ZREMRANGEBYSCORE", meta, "0", "999"}) +
+                                                    cmd({"ZREM", meta, "abc"}) + cmd({"EXEC"}));
+    auto done = replies("+OK\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:0\r\n:1\r\n");
+    op.node_replies(0, done);
+    EXPECT_TRUE(op.end_round().finished);
+    EXPECT_EQ(op.result().kind, Result::Kind::Ok);
+}
+
+TEST(ClusterOperation, AskOnAGroupOfSeveralKeysSplitsItPerKeyBackToTheSource) {
+    auto naming = prefix("{sessions}");
+    rsh::Operation loaded;
+    auto& args = loaded.start_set(naming);
+    args.name = "session";
+    args.key = "abc";
+    args.value = "v";
+    args.ttl = 60;
+    args.current_time = 1000;
+    args.metadata = rsh::Metadata{{{"web", "alice"}}};
+    ClusterOperation op;
+    auto topology = three_masters();  // slot 12738: c
+    op.start(loaded, naming, topology, {});
+    ASSERT_TRUE(op.plan_round());
+    ASSERT_EQ(op.batches().size(), 1u);
+    // the new session key is not on the source yet; the metadata key is
+    auto ask = replies("+OK\r\n-ASK 12738 a:1\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n"
+                       "-EXECABORT Transaction discarded\r\n");
+    op.node_replies(0, ask);
+    EXPECT_FALSE(op.end_round().finished);
+    ASSERT_TRUE(op.plan_round());
+    ASSERT_EQ(op.batches().size(), 1u);
+    EXPECT_EQ(op.batches()[0].node, kC);  // per key, to the source again
+    const string meta = "{sessions}:session:web:alice";
+    EXPECT_EQ(op.batches()[0].commands.bytes(),
+              cmd({"SET", "{sessions}:session:abc", "v", "EX", "60"}) + cmd({"MULTI"}) +
+                  cmd({"ZREMRANGEBYSCORE", meta, "0", "999"}) + cmd({"ZADD", meta, "1060", "abc"}) +
+                  cmd({"EXPIRE", meta, "60", "NX"}) + cmd({"EXPIRE", meta, "60", "GT"}) + cmd({"EXEC"}));
+    auto split = replies("-ASK 12738 a:1\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n"
+                         "*4\r\n:0\r\n:1\r\n:1\r\n:0\r\n");
+    op.node_replies(0, split);
+    EXPECT_FALSE(op.end_round().finished);
+    ASSERT_TRUE(op.plan_round());
+    ASSERT_EQ(op.batches().size(), 1u);
+    EXPECT_EQ(op.batches()[0].node, kA);  // only the missing key goes to the target
+    EXPECT_EQ(op.batches()[0].commands.bytes(),
+              cmd({"ASKING"}) + cmd({"SET", "{sessions}:session:abc", "v", "EX", "60"}));
+    auto ok = replies("+OK\r\n+OK\r\n");
+    op.node_replies(0, ok);
+    EXPECT_TRUE(op.end_round().finished);
+    EXPECT_EQ(op.result().kind, Result::Kind::Ok);
+}
+
+TEST(ClusterOperation, RedirectionsAreCapped) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    auto& args = loaded.start_get(naming);
+    args.name = "session";
+    args.key = "abc";
+    ClusterOperation op;
+    op.start(loaded, naming, three_masters(), {2, 3});
+    for (int i = 0; i < 3; ++i) {
+        ASSERT_TRUE(op.plan_round());
+        auto moved = replies(i % 2 ? "-MOVED 8350 b:2\r\n" : "-MOVED 8350 c:3\r\n");
+        op.node_replies(0, moved);
+        op.end_round();
+    }
+    ASSERT_TRUE(op.finished());
+    EXPECT_EQ(op.result().text, "too many cluster redirections (last: MOVED 8350 c:3)");
+}
+
+TEST(ClusterOperation, TryAgainAndClusterDownBackOff) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    auto& args = loaded.start_get(naming);
+    args.name = "session";
+    args.key = "abc";
+    ClusterOperation op;
+    op.start(loaded, naming, three_masters(), {});
+    ASSERT_TRUE(op.plan_round());
+    auto again = replies("-TRYAGAIN Multiple keys request during rehashing of slot\r\n");
+    op.node_replies(0, again);
+    auto first = op.end_round();
+    EXPECT_GT(first.backoff_ms, 0);
+    ASSERT_TRUE(op.plan_round());
+    auto down = replies("-CLUSTERDOWN The cluster is down\r\n");
+    op.node_replies(0, down);
+    auto second = op.end_round();
+    EXPECT_GT(second.backoff_ms, first.backoff_ms);
+    EXPECT_TRUE(second.refresh);
+    EXPECT_EQ(op.last_retry_error(), "CLUSTERDOWN The cluster is down");
+}
+
+TEST(ClusterOperation, NodeFailuresRetryUpToMaxConnectionAttempts) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    auto& args = loaded.start_get(naming);
+    args.name = "session";
+    args.key = "abc";
+    ClusterOperation op;
+    op.start(loaded, naming, three_masters(), {5, 2});
+    ASSERT_TRUE(op.plan_round());
+    op.node_failed(0, "connection refused", true);
+    auto outcome = op.end_round();
+    EXPECT_TRUE(outcome.refresh);
+    ASSERT_TRUE(op.plan_round());
+    op.node_failed(0, "connection refused", true);
+    EXPECT_TRUE(op.end_round().finished);
+    EXPECT_EQ(op.result().text, "connection refused");
+}
+
+TEST(ClusterOperation, NoNodeForASlotWaitsForARefreshInsteadOfSucceeding) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    auto& args = loaded.start_get(naming);
+    args.name = "session";
+    args.key = "abc";  // slot 8350
+    auto topology = std::make_shared<rsh::ClusterTopology>();
+    rsh::SlotMap map;
+    map.assign(0, 5460, kA);  // 5461-16383 uncovered: their master failed
+    topology->replace(map);
+    ClusterOperation op;
+    op.start(loaded, naming, topology, {});
+    ASSERT_TRUE(op.plan_round());
+    EXPECT_TRUE(op.batches().empty());
+    auto outcome = op.end_round();
+    EXPECT_FALSE(outcome.finished);
+    EXPECT_TRUE(outcome.refresh);
+    EXPECT_GT(outcome.backoff_ms, 0);
+    EXPECT_EQ(op.last_retry_error(), "CLUSTERDOWN no known node serves slot 8350");
+}
+
+TEST(ClusterOperation, TimeoutIsNotRetried) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    auto& args = loaded.start_get(naming);
+    args.name = "session";
+    args.key = "abc";
+    ClusterOperation op;
+    op.start(loaded, naming, three_masters(), {});
+    ASSERT_TRUE(op.plan_round());
+    op.node_failed(0, "timeout", false);
+    EXPECT_TRUE(op.end_round().finished);
+    EXPECT_EQ(op.result().text, "timeout");
+}
+
+TEST(ClusterOperation, ReadMetadataAndMissingValues) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    auto& args = loaded.start_read_metadata(naming);
+    args.name = "session";
+    args.audience = "web";
+    args.subject = "alice";
+    args.current_time = 1000;
+    ClusterOperation op;
+    op.start(loaded, naming, three_masters(), {});
+    ASSERT_TRUE(op.plan_round());
+    auto map = replies("*2\r\n$3\r\nabc\r\n$4\r\n1060\r\n");
+    op.node_replies(0, map);
+    EXPECT_TRUE(op.end_round().finished);
+    ASSERT_EQ(op.result().kind, Result::Kind::Map);
+    ASSERT_EQ(op.result().map.size(), 1u);
+    EXPECT_EQ(op.result().map[0].second, "1060");
+
+    auto& get = loaded.start_get(naming);
+    get.name = "session";
+    get.key = "missing";
+    op.start(loaded, naming, three_masters(), {});
+    ASSERT_TRUE(op.plan_round());
+    auto nil = replies("$-1\r\n");
+    op.node_replies(0, nil);
+    EXPECT_TRUE(op.end_round().finished);
+    EXPECT_EQ(op.result().kind, Result::Kind::Nil);
+}
+
+}  // namespace
