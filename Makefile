@@ -114,7 +114,7 @@ valgrind: deps build
 		$(LUAJIT) $(BUSTED) $(BUSTED_ARGS) $(NATIVE_SPECS)
 
 # The side-by-side benchmark (bench/run.sh: knobs BENCH_QUICK=1, BENCH_OPS=, BENCH_CONC=,
-# BENCH_WORKERS=, BENCH_REPS=, BENCH_DURATION=; UPSTREAM_LUA_PATH): upstream
+# BENCH_WORKERS=, BENCH_REPS=, BENCH_DURATION=, BENCH_IMPLS=; UPSTREAM_LUA_PATH): upstream
 # resty.session.redis vs this module in nginx under wrk, plus the limits; results in
 # bench/results/ (a full run also rewrites README.md's benchmark section).
 BENCH_PACKAGES := gnuplot-nox

@@ -1,5 +1,6 @@
 # The benchmark's chart: throughput and storage CPU per request for each row
-# (workers, op, connections), upstream / hiredis cosocket / hiredis native side by side.
+# (workers, op, connections), upstream / hiredis cosocket (pipelining on, the default) /
+# hiredis cosocket with pipelining = false / hiredis native side by side ("-" = not measured).
 #   gnuplot -e "datafile='bench/results/chart.dat'; outfile='bench/results/results.png'" bench/chart.gp
 set terminal pngcairo size 1800,1100 font "sans,10" noenhanced
 set output outfile
@@ -18,10 +19,12 @@ set title "Throughput (requests/s, higher is better)"
 set ylabel "requests/s"
 plot datafile using 2:xtic(1) title "upstream" lc rgb "#888888", \
      '' using 3 title "hiredis cosocket" lc rgb "#1f77b4", \
-     '' using 4 title "hiredis native" lc rgb "#ff7f0e"
+     '' using 4 title "hiredis cosocket, pipelining = false" lc rgb "#9ecae1", \
+     '' using 5 title "hiredis native" lc rgb "#ff7f0e"
 set title "Storage CPU per request (nginx workers' CPU minus the no-op handler's, µs, lower is better)"
 set ylabel "µs per request"
-plot datafile using 5:xtic(1) title "upstream" lc rgb "#888888", \
-     '' using 6 title "hiredis cosocket" lc rgb "#1f77b4", \
-     '' using 7 title "hiredis native" lc rgb "#ff7f0e"
+plot datafile using 6:xtic(1) title "upstream" lc rgb "#888888", \
+     '' using 7 title "hiredis cosocket" lc rgb "#1f77b4", \
+     '' using 8 title "hiredis cosocket, pipelining = false" lc rgb "#9ecae1", \
+     '' using 9 title "hiredis native" lc rgb "#ff7f0e"
 unset multiplot

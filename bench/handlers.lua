@@ -4,7 +4,8 @@
 --   location = /up/get { content_by_lua_block { B.run("up", "get") } }
 --
 -- Implementations: "up" (upstream resty.session.redis), "co" (resty.session.hiredis,
--- transport picked by phase: cosockets here), "na" (resty.session.hiredis with
+-- transport picked by phase: cosockets here, auto-pipelining on as by default), "cn" (the
+-- same with pipelining = false: what pipelining gains), "na" (resty.session.hiredis with
 -- transport = "native"). B.noop() does the same per-request work minus the storage call.
 --
 -- Keys (session name = the implementation's tag, so each has its own data):
@@ -54,6 +55,7 @@ function _M.init(cfg, with_upstream)
     storages.up = require("resty.session.redis").new(config())
   end
   storages.co = hiredis.new(config())
+  storages.cn = hiredis.new(config({ pipelining = false }))
   storages.na = hiredis.new(config({ transport = "native" }))
   counter = ngx.shared.bench
   errors = ngx.shared.bench_errors

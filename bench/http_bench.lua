@@ -1,7 +1,7 @@
 -- The side-by-side benchmark's driver (run by bench/run.sh under
 -- spec/support/with-servers.sh --only plain): starts nginx (spec/support/nginx.lua)
 -- with bench/handlers.lua, runs wrk against upstream resty.session.redis and this
--- module (cosocket, native) interleaved per row, reads the workers' CPU from /proc,
+-- module (cosocket with and without auto-pipelining, native) interleaved per row, reads the workers' CPU from /proc,
 -- then the limits (no-op handler, redis-benchmark, the plain-LuaJIT native loop),
 -- and writes bench/results/results.{csv,md} and the chart's data.
 --
@@ -50,7 +50,7 @@ local plan = {
 }
 local REPS = tonumber(env("BENCH_REPS", QUICK and "1" or "3"))
 local DURATION = tonumber(env("BENCH_DURATION", "1"))     -- s per wrk run (wrk takes whole seconds)
-local WARMUP = tonumber(env("BENCH_WARMUP", QUICK and "0" or "1"))  -- s per (workers, op, impl)
+local WARMUP = tonumber(env("BENCH_WARMUP", QUICK and "0" or "1"))  -- s per (workers, op), impls at once
 local WRK_THREADS = tonumber(env("BENCH_WRK_THREADS", "1"))
 local LIMIT_N = tonumber(env("BENCH_LIMIT_N", QUICK and "5000" or "20000"))
 local RESULTS = env("BENCH_RESULTS", "bench/results")
@@ -60,6 +60,13 @@ local DELETE_KEYS = tonumber(env("BENCH_DELETE_KEYS", tostring(150000 * DURATION
 
 for _, op in ipairs(plan.ops) do
   assert(report.OP_NAMES[op], "BENCH_OPS: unknown op '" .. op .. "' (" .. ALL_OPS .. ")")
+end
+-- Implementations, in report order whatever the order given.
+local wanted = {}
+for _, impl in ipairs(list(env("BENCH_IMPLS", table.concat(report.IMPLS, ",")))) do
+  assert(report.IMPL_NAMES[impl], "BENCH_IMPLS: unknown implementation '" .. impl .. "' ("
+         .. table.concat(report.IMPLS, ",") .. ")")
+  wanted[impl] = true
 end
 
 -- Upstream: UPSTREAM_LUA_PATH (a Lua path with '?', or a LuaRocks tree), else ../shared/third_party.
@@ -92,7 +99,18 @@ if not WITH_UPSTREAM then
   log("bench: upstream resty.session.redis / resty.redis not found in %s: running without it "
       .. "(set UPSTREAM_LUA_PATH to a LuaRocks tree with lua-resty-session installed); no ratios", UPSTREAM_PATH)
 end
-local IMPLS = WITH_UPSTREAM and { "up", "co", "na" } or { "co", "na" }
+local IMPLS = {}
+for _, impl in ipairs(report.IMPLS) do
+  if wanted[impl] and (impl ~= "up" or WITH_UPSTREAM) then IMPLS[#IMPLS + 1] = impl end
+end
+assert(#IMPLS > 0, "BENCH_IMPLS: nothing to run")
+
+-- cn (pipelining = false) runs only on rows with more than one connection: with one,
+-- no worker ever has two calls in flight, so co takes cn's path (a pooled connection
+-- per call, nothing to batch) and a cn run would repeat co's at the cost of a run.
+local function runs_on(impl, conc)
+  return impl ~= "cn" or conc > 1
+end
 
 -- Redis ---------------------------------------------------------------------
 
@@ -321,10 +339,22 @@ local function native_loop()
   return res
 end
 
+-- Warm-up of one op: every implementation under wrk at 32 connections at once, for
+-- WARMUP seconds (JIT traces, filled pools); nothing recorded.
+local function warm_up(srv, op)
+  local cmds = {}
+  for _, impl in ipairs(IMPLS) do
+    cmds[#cmds + 1] = string.format("wrk -t1 -c32 -d%ds --timeout 5s %s >/dev/null 2>&1 &", WARMUP,
+                                    quote(srv:url("/" .. impl .. "/" .. op)))
+  end
+  sh(table.concat(cmds, " ") .. " wait")
+  settled_count(srv)
+end
+
 -- Profile mode --------------------------------------------------------------
 
 local function profile(impl, op, conc, seconds, workers)
-  assert(impl == "noop" or report.IMPL_NAMES[impl], "impl: up, co, na or noop")
+  assert(impl == "noop" or report.IMPL_NAMES[impl], "impl: " .. table.concat(report.IMPLS, ", ") .. " or noop")
   assert(report.OP_NAMES[op], "op: " .. ALL_OPS)
   local srv = start_nginx(workers)
   local ok, err = pcall(function()
@@ -386,19 +416,19 @@ for _, workers in ipairs(plan.workers) do
     -- Each repetition is a pass over every row, so that the repetitions of a row lie
     -- minutes apart: a burst of load from elsewhere spoils one of them, not the median.
     -- Within a pass the no-op handler and the implementations run back to back on each
-    -- row (noop, up, co, na).
+    -- row (noop, up, co, cn, na).
     for rep = 1, REPS do
       log("bench: %d worker(s), pass %d of %d", workers, rep, REPS)
       for _, op in ipairs(plan.ops) do
         flush()
         populate(op == "delete" and "set_meta" or op)
-        if rep == 1 and WARMUP > 0 then
-          for _, impl in ipairs(IMPLS) do wrk(srv, "/" .. impl .. "/" .. op, 32, WARMUP) end
-        end
+        if rep == 1 and WARMUP > 0 then warm_up(srv, op) end
         for _, conc in ipairs(plan.conc) do
           -- the no-op handler first: each row's baseline is measured in the same minute
           measure(srv, workers, op, conc, "noop")
-          for _, impl in ipairs(IMPLS) do measure(srv, workers, op, conc, impl) end
+          for _, impl in ipairs(IMPLS) do
+            if runs_on(impl, conc) then measure(srv, workers, op, conc, impl) end
+          end
         end
       end
     end
@@ -442,8 +472,10 @@ local info = {
     { "date", os.date("!%Y-%m-%d %H:%M UTC") },
   }, nginx.binary),
   settings = string.format("%d rep(s) x %d s per wrk run (%d thread), each repetition a pass over all rows "
-    .. "with up/co/na back to back per row, warm-up %d s per op and implementation, %d-byte values, "
-    .. "one storage call per request, %d s in all", REPS, DURATION, WRK_THREADS, WARMUP, dataset.VALUE_BYTES, elapsed),
+    .. "with %s back to back per row%s, warm-up %d s per op (all implementations at once), %d-byte values, "
+    .. "one storage call per request, %d s in all", REPS, DURATION, WRK_THREADS, table.concat(IMPLS, "/"),
+    wanted.cn and " (cn on rows with more than one connection)" or "", WARMUP, dataset.VALUE_BYTES, elapsed),
+  impls = IMPLS,
   upstream = "absent",
 }
 if WITH_UPSTREAM then

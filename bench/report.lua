@@ -3,10 +3,12 @@
 -- chart's data file (bench/chart.gp draws it).
 local _M = {}
 
-_M.IMPLS = { "up", "co", "na" }
+-- Every implementation, in report order (a run may measure a subset: BENCH_IMPLS).
+_M.IMPLS = { "up", "co", "cn", "na" }
 _M.IMPL_NAMES = {
   up = "upstream resty.session.redis",
   co = "hiredis, cosocket",
+  cn = "hiredis, cosocket, pipelining = false",
   na = "hiredis, native (blocking)",
 }
 _M.OP_NAMES = {
@@ -115,13 +117,19 @@ function _M.rows(plan, runs)
             m.p50_ratio = ratio(m.p50_ms, up.p50_ms)
           end
         end
+        -- what auto-pipelining gains: co (on, the default) against cn (off)
+        local co, cn = row.impl.co, row.impl.cn
+        if co and cn then
+          row.pipelining = { rps_ratio = ratio(co.rps, cn.rps), storage_ratio = ratio(co.storage_us, cn.storage_us),
+                             p99_ratio = ratio(co.p99_ms, cn.p99_ms) }
+        end
         if noop and (noop.non2xx > 0 or noop.socket_errors > 0) then
           row.invalid[#row.invalid + 1] = string.format("noop: %d non-2xx, %d socket errors", noop.non2xx,
                                                         noop.socket_errors)
         end
         row.valid = #row.invalid == 0
         row.noisy = {}
-        for _, name in ipairs({ "noop", "up", "co", "na" }) do
+        for _, name in ipairs({ "noop", "up", "co", "cn", "na" }) do
           local m = name == "noop" and noop or row.impl[name]
           if m and m.rps_spread > _M.NOISY_SPREAD then row.noisy[#row.noisy + 1] = name end
         end
@@ -157,7 +165,8 @@ end
 
 local CSV_HEADER = "kind,workers,op,conc,impl,reps,rps,p50_ms,p99_ms,cpu_us_per_req,"
   .. "storage_cpu_us_per_req,rps_ratio,storage_cpu_ratio,p50_ratio,ratio_base,non2xx,socket_errors,"
-  .. "valid,note,rps_per_rep,rps_spread,redis_cmds_per_req,redis_conns_per_req,redis_cmd_mix"
+  .. "valid,note,rps_per_rep,rps_spread,redis_cmds_per_req,redis_conns_per_req,redis_cmd_mix,"
+  .. "pipelining_rps_ratio,pipelining_storage_cpu_ratio"
 
 local function csv_line(t)
   local cols = {
@@ -166,6 +175,7 @@ local function csv_line(t)
     num(t.rps_ratio), num(t.storage_ratio), num(t.p50_ratio), t.ratio_base or "",
     t.non2xx or "", t.socket_errors or "", t.valid == nil and "" or (t.valid and "yes" or "no"),
     t.note or "", t.rps_reps or "", num(t.rps_spread, "%.2f"), num(t.redis_cmds), num(t.redis_conns), t.redis_mix or "",
+    num(t.pipelining_rps_ratio), num(t.pipelining_storage_ratio),
   }
   for i, v in ipairs(cols) do cols[i] = csv_field(v) end
   return table.concat(cols, ",")
@@ -194,7 +204,9 @@ function _M.csv(rows, limits)
           p50_ratio = m.p50_ratio, ratio_base = m.rps_ratio and "up" or "", non2xx = m.non2xx,
           socket_errors = m.socket_errors, valid = row.valid, note = m.note, rps_reps = m.rps_reps,
           rps_spread = m.rps_spread,
-          redis_cmds = m.redis_cmds, redis_conns = m.redis_conns, redis_mix = m.redis_mix })
+          redis_cmds = m.redis_cmds, redis_conns = m.redis_conns, redis_mix = m.redis_mix,
+          pipelining_rps_ratio = impl == "co" and row.pipelining and row.pipelining.rps_ratio or nil,
+          pipelining_storage_ratio = impl == "co" and row.pipelining and row.pipelining.storage_ratio or nil })
       end
     end
   end
@@ -214,7 +226,8 @@ local function x(r)
   return r and string.format("%.2fx", r) or "-"
 end
 
-local function triple(row, name, fmt)
+-- "a / b / c / d": one figure per implementation, "-" where absent.
+local function per_impl(row, name, fmt)
   local parts = {}
   for _, impl in ipairs(_M.IMPLS) do
     local m = row.impl[impl]
@@ -223,8 +236,17 @@ local function triple(row, name, fmt)
   return table.concat(parts, " / ")
 end
 
+local IMPL_TEXT = {
+  up = "up = upstream `resty.session.redis` (%s)",
+  co = "co = this module through cosockets (default transport choice, auto-pipelining on as by default)",
+  cn = "cn = the same with `pipelining = false` (a connection per call, as upstream)",
+  na = "na = this module with `transport = \"native\"` (blocks the worker)",
+}
+
 ---
--- The markdown report: machine, settings, the HTTP table, the limits, the native loop.
+-- The markdown report: machine, settings, the HTTP table, what pipelining gains, the
+-- limits, the native loop. `info.impls` = the implementations measured (columns of
+-- the others show "-").
 function _M.markdown(info, rows, limits)
   local out = {}
   local function add(s) out[#out + 1] = s end
@@ -234,21 +256,26 @@ function _M.markdown(info, rows, limits)
   add("")
   add("Run: " .. info.settings .. ".")
   add("")
-  add("up = upstream `resty.session.redis` (" .. info.upstream .. "), co = this module through cosockets "
-      .. "(default transport choice), na = this module with `transport = \"native\"` (blocks the worker). "
+  local measured = {}
+  for _, impl in ipairs(info.impls or _M.IMPLS) do
+    measured[#measured + 1] = string.format(IMPL_TEXT[impl], info.upstream)
+  end
+  add(table.concat(measured, ", ") .. ". "
       .. "Medians of the repetitions; latencies in ms; CPU = the nginx workers' utime+stime per request; "
       .. "storage CPU = CPU minus the no-op handler's, measured on the same row right before; "
       .. "(x) = ratio to upstream; Redis conns/req = connections Redis accepted per request (pool misses; "
       .. "the CSV has Redis commands per request too); valid = no non-2xx response and no socket error "
       .. "in any run; noisy = the repetitions' throughputs of the named runs differ by more than "
-      .. string.format("%d%%", _M.NOISY_SPREAD * 100) .. " of their median (load from elsewhere).")
+      .. string.format("%d%%", _M.NOISY_SPREAD * 100) .. " of their median (load from elsewhere); "
+      .. "- = not measured.")
   add("")
-  add("| workers | op | conns | rps up | rps co | rps na | p50 up / co / na | p99 up / co / na "
-      .. "| CPU µs/req up / co / na | no-op CPU | storage µs/req up | storage co | storage na "
-      .. "| Redis conns/req up / co / na | valid |")
-  add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+  local names = table.concat(_M.IMPLS, " / ")
+  add("| workers | op | conns | rps up | rps co | rps cn | rps na | p50 " .. names .. " | p99 " .. names
+      .. " | CPU µs/req " .. names .. " | no-op CPU | storage µs/req up | storage co | storage cn | storage na "
+      .. "| Redis conns/req " .. names .. " | valid |")
+  add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for _, row in ipairs(rows) do
-    local up, co, na = row.impl.up, row.impl.co, row.impl.na
+    local up = row.impl.up
     -- a figure, with its ratio to upstream in parentheses (not on upstream's own column)
     local function with_ratio(text, mm, r)
       return (r and mm ~= up) and (text .. " (" .. x(r) .. ")") or text
@@ -258,13 +285,43 @@ function _M.markdown(info, rows, limits)
       if not mm or not mm.storage_us then return "-" end
       return with_ratio(string.format("%.1f", mm.storage_us), mm, mm.storage_ratio)
     end
-    add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |",
-      row.workers, _M.OP_NAMES[row.op] or row.op, row.conc, rps(up), rps(co), rps(na),
-      triple(row, "p50_ms", "%.2f"), triple(row, "p99_ms", "%.2f"), triple(row, "cpu_us", "%.1f"),
+    local rps_cols, st_cols = {}, {}
+    for i, impl in ipairs(_M.IMPLS) do
+      rps_cols[i] = rps(row.impl[impl])
+      st_cols[i] = st(row.impl[impl])
+    end
+    add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |",
+      row.workers, _M.OP_NAMES[row.op] or row.op, row.conc, table.concat(rps_cols, " | "),
+      per_impl(row, "p50_ms", "%.2f"), per_impl(row, "p99_ms", "%.2f"), per_impl(row, "cpu_us", "%.1f"),
       row.noop and row.noop.cpu_us and string.format("%.1f", row.noop.cpu_us) or "-",
-      st(up), st(co), st(na), triple(row, "redis_conns", "%.2f"),
+      table.concat(st_cols, " | "), per_impl(row, "redis_conns", "%.2f"),
       (row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; ")))
         .. (#row.noisy > 0 and (" (noisy: " .. table.concat(row.noisy, ", ") .. ")") or "")))
+  end
+  local gains = {}
+  for _, row in ipairs(rows) do
+    if row.pipelining then gains[#gains + 1] = row end
+  end
+  if #gains > 0 then
+    add("")
+    add("What auto-pipelining gains: co (`pipelining` on, the default) against cn (`pipelining = false`) "
+        .. "on the same rows; throughput above 1.00x and storage CPU below 1.00x are gains. cn runs only "
+        .. "on rows with more than one connection: with one, no worker ever has two calls in flight, so "
+        .. "co takes cn's path (a pooled connection per call).")
+    add("")
+    add("| workers | op | conns | rps co / cn | throughput co/cn | storage µs/req co / cn | storage CPU co/cn "
+        .. "| p99 co / cn | Redis conns/req co / cn | valid |")
+    add("|---|---|---|---|---|---|---|---|---|---|")
+    for _, row in ipairs(gains) do
+      local co, cn = row.impl.co, row.impl.cn
+      local function pair(name, fmt)
+        return string.format(fmt, co[name] or 0 / 0) .. " / " .. string.format(fmt, cn[name] or 0 / 0)
+      end
+      add(string.format("| %d | %s | %d | %s / %s | %s | %s | %s | %s | %s | %s |", row.workers,
+        _M.OP_NAMES[row.op] or row.op, row.conc, thousands(co.rps), thousands(cn.rps), x(row.pipelining.rps_ratio),
+        co.storage_us and cn.storage_us and pair("storage_us", "%.1f") or "-", x(row.pipelining.storage_ratio),
+        pair("p99_ms", "%.2f"), pair("redis_conns", "%.2f"), row.valid and "yes" or "**INVALID**"))
+    end
   end
   add("")
   add("Limits: the no-op Lua handler (same nginx, same wrk settings) and `redis-benchmark` "
@@ -303,10 +360,10 @@ function _M.markdown(info, rows, limits)
 end
 
 ---
--- The chart's data: one line per row, "label rps_up rps_co rps_na storage_up storage_co storage_na"
--- ("-" where absent; gnuplot skips it).
+-- The chart's data: one line per row, "label rps_up rps_co rps_cn rps_na storage_up storage_co
+-- storage_cn storage_na" ("-" where absent; gnuplot skips it).
 function _M.chart_data(rows)
-  local out = { "# label rps_up rps_co rps_na storage_up storage_co storage_na" }
+  local out = { "# label rps_up rps_co rps_cn rps_na storage_up storage_co storage_cn storage_na" }
   for _, row in ipairs(rows) do
     local cols = { string.format('"w%d %s c%d"', row.workers, row.op, row.conc) }
     for _, name in ipairs({ "rps", "storage_us" }) do

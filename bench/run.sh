@@ -7,7 +7,9 @@
 #     BENCH_OPS=get,set           ops (get,set,set_meta,delete,read_metadata)
 #     BENCH_CONC=1,32,128         wrk connections     BENCH_WORKERS=1,2   nginx workers
 #     BENCH_REPS=3                repetitions (median) BENCH_DURATION=1   seconds per wrk run
-#     BENCH_WARMUP=1              seconds of warm-up per op and implementation (0: none)
+#     BENCH_WARMUP=1              seconds of warm-up per op, all implementations at once (0: none)
+#     BENCH_IMPLS=up,co,cn,na     implementations: up upstream, co cosocket (pipelining on),
+#                                 cn cosocket with pipelining = false (rows with >1 connection), na native
 #     UPSTREAM_LUA_PATH           where resty.session.redis and resty.redis are (a LuaRocks
 #                                 tree or a Lua path); default ../shared/third_party
 #     BENCH_README=0|1            rewrite README.md's section (default: only after a full run)
@@ -78,7 +80,8 @@ else
 fi
 # README.md shows full default runs only (BENCH_README=1 forces, 0 skips).
 full=1
-for knob in BENCH_QUICK BENCH_OPS BENCH_CONC BENCH_WORKERS BENCH_REPS BENCH_DURATION BENCH_WARMUP BENCH_RESULTS; do
+for knob in BENCH_QUICK BENCH_OPS BENCH_CONC BENCH_WORKERS BENCH_REPS BENCH_DURATION BENCH_WARMUP BENCH_IMPLS \
+        BENCH_RESULTS; do
     [[ -n "${!knob:-}" && "$knob" != BENCH_RESULTS ]] && full=0
 done
 [[ "$RESULTS" != bench/results ]] && full=0
