@@ -338,8 +338,13 @@ void Operation::set_reader_limits(const ReaderLimits& limits) {
     if (!reader_.set_limits(limits_)) reader_ = ReplyReader{limits_};
 }
 
+// Copies the text into the kept result's buffer (it keeps its capacity for the
+// next call); the map, rare, is moved.
 void Operation::finish(Result result) {
-    result_ = std::move(result);
+    result_.kind = result.kind;
+    result_.text.assign(result.text);
+    result_.map = std::move(result.map);
+    result_.version = result.version;
     finished_ = true;
 }
 
@@ -385,8 +390,11 @@ void Operation::complete_round() {
         } else if (first.type == Reply::Type::Nil) {
             result.kind = Result::Kind::Nil;
         } else if (first.type == Reply::Type::String) {
-            result.kind = Result::Kind::String;
-            result.text.swap(first.str);  // the value is moved, not copied
+            // into the result's own buffer; the reply keeps its buffer for the next one
+            result_.kind = Result::Kind::String;
+            result_.text.assign(first.str);
+            finished_ = true;
+            return;
         } else {
             result = Result::error("unexpected reply to GET");
         }

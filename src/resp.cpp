@@ -70,6 +70,51 @@ int array_depth(const redisReadTask* task) {
     return depth;
 }
 
+// --- spare replies ---------------------------------------------------------------
+
+// Set when this thread's spare replies are destroyed (thread exit): replies
+// dropped after that are freed. Trivially destructible, so always readable.
+thread_local bool t_spare_gone = false;
+
+// Per thread: replies are parsed and dropped on the thread of their call.
+class SpareReplies {
+public:
+    static constexpr std::size_t kMaxSpare = 256;
+    static constexpr std::size_t kMaxKeptBytes = 64 * 1024;
+    static constexpr std::size_t kMaxKeptElements = 4096;
+
+    SpareReplies() { spare_.reserve(kMaxSpare); }
+    ~SpareReplies() {
+        t_spare_gone = true;
+        for (Reply* reply : spare_) delete reply;
+    }
+
+    Reply* take() noexcept {
+        if (spare_.empty()) return new (std::nothrow) Reply;
+        Reply* reply = spare_.back();
+        spare_.pop_back();
+        return reply;
+    }
+
+    void give(Reply* reply) noexcept {
+        reply->elements.clear();  // the elements come back through their own deleters
+        if (t_spare_gone || spare_.size() == kMaxSpare || reply->str.capacity() > kMaxKeptBytes ||
+            reply->elements.capacity() > kMaxKeptElements) {
+            delete reply;
+            return;
+        }
+        reply->type = Reply::Type::Nil;
+        reply->str.clear();
+        reply->integer = 0;
+        spare_.push_back(reply);  // within the reserved capacity: cannot throw
+    }
+
+private:
+    std::vector<Reply*> spare_;
+};
+
+thread_local SpareReplies t_spare;
+
 Reply* attach(const redisReadTask* task, Reply* reply) {
     if (task->parent) {
         auto* parent = static_cast<Reply*>(task->parent->obj);
@@ -79,7 +124,7 @@ Reply* attach(const redisReadTask* task, Reply* reply) {
 }
 
 Reply* make(const redisReadTask* task, Reply::Type type) {
-    auto* reply = new (std::nothrow) Reply;
+    Reply* reply = t_spare.take();
     if (!reply) return nullptr;
     reply->type = type;
     return attach(task, reply);
@@ -90,14 +135,16 @@ void* create_string(const redisReadTask* task, char* str, size_t len) {
     Reply::Type type = task->type == REDIS_REPLY_ERROR    ? Reply::Type::Error
                        : task->type == REDIS_REPLY_STATUS ? Reply::Type::Status
                                                           : Reply::Type::String;
+    Reply* reply = t_spare.take();
+    if (!reply) return nullptr;
     try {
-        std::string copy(str, len);
-        Reply* reply = make(task, type);
-        if (reply) reply->str = std::move(copy);
-        return reply;
+        reply->str.assign(str, len);  // a spare reply's buffer is reused
     } catch (...) {
+        ReplyRecycler()(reply);
         return nullptr;
     }
+    reply->type = type;
+    return attach(task, reply);
 }
 
 void* create_array(const redisReadTask* task, unsigned long long elements) {
@@ -110,14 +157,15 @@ void* create_array(const redisReadTask* task, unsigned long long elements) {
         t_array_limit_hit = true;
         return nullptr;
     }
+    ReplyPtr owned(t_spare.take());
+    if (!owned) return nullptr;
     try {
-        auto owned = std::make_unique<Reply>();
-        owned->type = Reply::Type::Array;
         owned->elements.resize(static_cast<std::size_t>(elements));
-        return attach(task, owned.release());
     } catch (...) {
         return nullptr;
     }
+    owned->type = Reply::Type::Array;
+    return attach(task, owned.release());
 }
 
 void* create_integer(const redisReadTask* task, long long value) {
@@ -133,7 +181,7 @@ void* create_nil(const redisReadTask* task) {
 }
 
 // Only ever called on the root object: children are owned by their parent.
-void free_object(void* obj) { delete static_cast<Reply*>(obj); }
+void free_object(void* obj) { ReplyRecycler()(static_cast<Reply*>(obj)); }
 
 #if HIREDIS_MAJOR >= 1
 void* create_array_1x(const redisReadTask* task, size_t elements) { return create_array(task, elements); }
@@ -168,6 +216,8 @@ redisReader* create_reader() {
 }
 
 }  // namespace
+
+void ReplyRecycler::operator()(Reply* reply) const noexcept { t_spare.give(reply); }
 
 void ReplyReader::ReaderDeleter::operator()(redisReader* r) const { redisReaderFree(r); }
 

@@ -14,16 +14,25 @@ struct redisReader;
 
 namespace rsh {
 
+struct Reply;
+
+// Gives a reply (and its elements) back to this thread's spare replies, which
+// the next replies parsed reuse with their buffers: a steady stream of calls
+// allocates no reply objects. Large ones are freed.
+struct ReplyRecycler {
+    void operator()(Reply* reply) const noexcept;
+};
+using ReplyPtr = std::unique_ptr<Reply, ReplyRecycler>;
+
 struct Reply {
     enum class Type { String, Array, Integer, Nil, Status, Error };
     Type type = Type::Nil;
     std::string str;  // String, Status, Error
     long long integer = 0;
-    std::vector<std::unique_ptr<Reply>> elements;
+    std::vector<ReplyPtr> elements;
 
     bool is_error() const { return type == Type::Error; }
 };
-using ReplyPtr = std::unique_ptr<Reply>;
 
 class ReplyReader {
 public:

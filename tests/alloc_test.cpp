@@ -1,0 +1,119 @@
+// Steady-state calls allocate nothing on the C++ heap: a reused Operation keeps
+// its buffers, the RESP encoder formats without allocating, and replies come
+// from the thread's spare replies. Counted by replacing the global operator new.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <string>
+
+#include "operation.hpp"
+
+namespace {
+std::atomic<bool> g_counting{false};
+std::atomic<long> g_allocations{0};
+
+void* counted(std::size_t size) {
+    if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1, std::memory_order_relaxed);
+    if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+    throw std::bad_alloc();
+}
+}  // namespace
+
+void* operator new(std::size_t size) { return counted(size); }
+void* operator new[](std::size_t size) { return counted(size); }
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+    try {
+        return counted(size);
+    } catch (...) {
+        return nullptr;
+    }
+}
+void* operator new[](std::size_t size, const std::nothrow_t& tag) noexcept { return operator new(size, tag); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+using rsh::KeyNaming;
+using rsh::Operation;
+using rsh::Result;
+using std::string;
+
+const string kKey(43, 'k');  // lua-resty-session's key length
+const string kValue(512, 'v');
+
+string bulk(const string& s) { return "$" + std::to_string(s.size()) + "\r\n" + s + "\r\n"; }
+
+// Runs `call` 50 times to warm up, then counts the allocations of 200 more.
+template <class Call>
+long allocations_per_call_after_warm_up(Call&& call) {
+    for (int i = 0; i < 50; ++i) call();
+    g_allocations = 0;
+    g_counting = true;
+    for (int i = 0; i < 200; ++i) call();
+    g_counting = false;
+    return g_allocations.load();
+}
+
+TEST(SteadyState, GetAllocatesNothing) {
+    KeyNaming naming;
+    naming.prefix = "sessions";
+    Operation op;
+    const string reply = bulk(kValue);
+    const long n = allocations_per_call_after_warm_up([&] {
+        auto& args = op.start_get(naming);
+        args.name.assign("session");
+        args.key.assign(kKey);
+        ASSERT_TRUE(op.next_request(70000).has_value());
+        ASSERT_TRUE(op.feed(reply.data(), reply.size()));
+        ASSERT_EQ(op.result().kind, Result::Kind::String);
+        ASSERT_EQ(op.result().text.size(), kValue.size());
+        op.trim();
+    });
+    EXPECT_EQ(n, 0);
+}
+
+TEST(SteadyState, MissingGetAndPlainSetAndDeleteAllocateNothing) {
+    KeyNaming naming;
+    Operation op;
+    const long n = allocations_per_call_after_warm_up([&] {
+        auto& get = op.start_get(naming);
+        get.name.assign("session");
+        get.key.assign(kKey);
+        ASSERT_TRUE(op.next_request(70000).has_value());
+        ASSERT_TRUE(op.feed("$-1\r\n", 5));
+        ASSERT_EQ(op.result().kind, Result::Kind::Nil);
+
+        auto& set = op.start_set(naming);
+        set.name.assign("session");
+        set.key.assign(kKey);
+        set.value.assign(kValue);
+        set.ttl = 3600;
+        ASSERT_TRUE(op.next_request(70000).has_value());
+        ASSERT_TRUE(op.feed("+OK\r\n", 5));
+        ASSERT_EQ(op.result().kind, Result::Kind::Ok);
+
+        auto& del = op.start_delete(naming);
+        del.name.assign("session");
+        del.key.assign(kKey);
+        ASSERT_TRUE(op.next_request(70000).has_value());
+        ASSERT_TRUE(op.feed(":1\r\n", 4));
+        ASSERT_EQ(op.result().kind, Result::Kind::Ok);
+    });
+    EXPECT_EQ(n, 0);
+}
+
+// The counter itself works: a fresh operation does allocate.
+TEST(SteadyState, CounterSeesAllocations) {
+    g_allocations = 0;
+    g_counting = true;
+    { auto* op = new Operation; delete op; }
+    g_counting = false;
+    EXPECT_GT(g_allocations.load(), 0);
+}
+
+}  // namespace
