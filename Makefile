@@ -95,7 +95,7 @@ demo: deps build
 
 # The specs that need no nginx (the nginx ones start nginx processes, which must
 # not inherit LD_PRELOAD or run under valgrind).
-NATIVE_SPECS = $(wildcard spec/*_spec.lua) spec/cluster/native_spec.lua spec/cluster/reshard_spec.lua
+NATIVE_SPECS = $(wildcard spec/*_spec.lua) spec/cluster/native_spec.lua spec/cluster/reshard_spec.lua spec/cluster/tls_spec.lua
 
 # AddressSanitizer + UBSan build of the core (build-asan/): the unit tests, then
 # the native specs in luajit with the sanitizer runtimes preloaded.

@@ -13,12 +13,15 @@
 #   tls_other   TLS with a CA-signed certificate for another name (other.invalid)
 #   cluster     Redis Cluster: 3 masters + 3 replicas (cluster-node-timeout 2000),
 #               requirepass on every node plus an ACL user "app" (see start_cluster)
+#   cluster_tls the same cluster over TLS only: `port 0`, `tls-port`, tls-cluster and
+#               tls-replication; server certificate for 127.0.0.1/localhost signed by
+#               the test CA, nodes present the test client certificate on the bus
 #
 # Exports HIREDIS_TEST_* variables (see below), runs CMD, then always stops every
 # server and removes the temporary directory. Exits with CMD's status.
 set -euo pipefail
 
-ALL_SERVERS="plain pass acl tls tls_client tls_self tls_other cluster"
+ALL_SERVERS="plain pass acl tls tls_client tls_self tls_other cluster cluster_tls"
 only=""
 if [[ "${1:-}" == "--only" ]]; then
     only="${2:?--only needs a comma-separated list of servers}"
@@ -62,7 +65,7 @@ cleanup() {
     fi
     # cluster nodes a spec restarted (daemonized) are known by their pid files only
     local pidfile
-    for pidfile in "$TMP_ROOT"/cluster/*.pid; do
+    for pidfile in "$TMP_ROOT"/cluster*/*.pid; do
         [[ -f "$pidfile" ]] && PIDS["$pidfile"]="$(cat "$pidfile" 2>/dev/null || true)"
     done
     for pid in "${PIDS[@]}"; do
@@ -112,7 +115,7 @@ ACL_DEFAULT_PASSWORD="default-$RANDOM$RANDOM-secret"
 CERTS="$TMP_ROOT/certs"
 
 need_tls=0
-for s in $servers; do [[ "$s" == tls* ]] && need_tls=1; done
+for s in $servers; do [[ "$s" == tls* || "$s" == cluster_tls ]] && need_tls=1; done
 
 make_certs() {
     mkdir -p "$CERTS"
@@ -277,13 +280,30 @@ start_server() {
 
 # Redis Cluster: 6 nodes on loopback, every node with requirepass (the default
 # user's password) and an ACL user; replicas authenticate with masterauth.
-# A node's configuration is $TMP_ROOT/cluster/<port>.conf (a spec may stop a node
+# A node's configuration is $TMP_ROOT/<name>/<port>.conf (a spec may stop a node
 # and start it again with `redis-server <conf> --daemonize yes`: its pid file
 # lets the cleanup find it).
+#   start_cluster NAME TLS    (TLS 1: TLS-only nodes; sets CLUSTER_PORTS)
+# With tls-cluster the bus always asks the connecting node for a certificate
+# (whatever tls-auth-clients says) and a node presents tls-client-cert-file, by
+# default its server certificate, whose serverAuth-only usage the peer refuses:
+# `--cluster create` then waits forever for the nodes to meet. Hence the test
+# client certificate (clientAuth, same CA) as the nodes' client certificate.
 CLUSTER_PASSWORD="cluster-$RANDOM$RANDOM-secret"
 CLUSTER_PORTS=()
+CLUSTER_TLS=0
+# redis-cli arguments reaching cluster node $1 (over TLS when CLUSTER_TLS is 1).
+cluster_cli_args() {
+    if [[ $CLUSTER_TLS -eq 1 ]]; then
+        echo "--no-auth-warning -a $CLUSTER_PASSWORD --tls --cacert $CERTS/ca.crt -p $1"
+    else
+        echo "--no-auth-warning -a $CLUSTER_PASSWORD -p $1"
+    fi
+}
 start_cluster() {
-    local dir="$TMP_ROOT/cluster" i port attempt
+    local name=$1 dir="$TMP_ROOT/$1" i port attempt
+    CLUSTER_TLS=$2
+    CLUSTER_PORTS=()
     mkdir -p "$dir"
     for i in 1 2 3 4 5 6; do
         for attempt in 1 2 3 4 5; do
@@ -298,7 +318,6 @@ start_cluster() {
             cat >"$dir/$port.conf" <<EOF
 bind 127.0.0.1
 protected-mode no
-port $port
 daemonize no
 pidfile $dir/$port.pid
 dir $dir/$port.data
@@ -316,12 +335,29 @@ requirepass $CLUSTER_PASSWORD
 masterauth $CLUSTER_PASSWORD
 user app on >$ACL_PASSWORD ~* &* +@all
 EOF
+            if [[ $CLUSTER_TLS -eq 1 ]]; then
+                cat >>"$dir/$port.conf" <<EOF
+port 0
+tls-port $port
+tls-cluster yes
+tls-replication yes
+tls-cert-file $CERTS/server.crt
+tls-key-file $CERTS/server.key
+tls-client-cert-file $CERTS/client.crt
+tls-client-key-file $CERTS/client.key
+tls-ca-cert-file $CERTS/ca.crt
+tls-auth-clients no
+EOF
+            else
+                echo "port $port" >>"$dir/$port.conf"
+            fi
             redis-server "$dir/$port.conf" >>"$dir/$port.out" 2>&1 &
-            PIDS["cluster$i"]=$!
+            PIDS["$name$i"]=$!
             local up=0 n
             for n in $(seq 1 100); do
-                kill -0 "${PIDS[cluster$i]}" 2>/dev/null || break
-                if [[ "$(redis-cli --no-auth-warning -a "$CLUSTER_PASSWORD" -p "$port" ping 2>/dev/null)" == "PONG" ]]; then
+                kill -0 "${PIDS[$name$i]}" 2>/dev/null || break
+                # shellcheck disable=SC2046
+                if [[ "$(redis-cli $(cluster_cli_args "$port") ping 2>/dev/null)" == "PONG" ]]; then
                     up=1
                     break
                 fi
@@ -331,31 +367,32 @@ EOF
                 CLUSTER_PORTS+=("$port")
                 break
             fi
-            kill -KILL "${PIDS[cluster$i]}" 2>/dev/null || true
-            wait "${PIDS[cluster$i]}" 2>/dev/null || true
-            unset "PIDS[cluster$i]"
+            kill -KILL "${PIDS[$name$i]}" 2>/dev/null || true
+            wait "${PIDS[$name$i]}" 2>/dev/null || true
+            unset "PIDS[$name$i]"
             rm -f "$dir/$port.conf"
-            log "cluster node on port $port did not start (attempt $attempt)"
-            [[ $attempt -eq 5 ]] && { log "giving up on the cluster"; exit 1; }
+            log "$name node on port $port did not start (attempt $attempt)"
+            [[ $attempt -eq 5 ]] && { log "giving up on $name"; exit 1; }
         done
     done
     local all=""
     for port in "${CLUSTER_PORTS[@]}"; do all+=" 127.0.0.1:$port"; done
-    # shellcheck disable=SC2086
-    timeout 60 redis-cli --no-auth-warning -a "$CLUSTER_PASSWORD" --cluster create $all \
+    # shellcheck disable=SC2046,SC2086
+    timeout 60 redis-cli $(cluster_cli_args "${CLUSTER_PORTS[0]}") --cluster create $all \
         --cluster-replicas 1 --cluster-yes >"$dir/create.out" 2>&1 || {
-        log "cluster create failed:"; tail -n 20 "$dir/create.out" >&2; exit 1; }
+        log "$name create failed:"; tail -n 20 "$dir/create.out" >&2; exit 1; }
     # writable everywhere: every node sees cluster_state ok
     for i in $(seq 1 200); do
         local ok=1
         for port in "${CLUSTER_PORTS[@]}"; do
-            redis-cli --no-auth-warning -a "$CLUSTER_PASSWORD" -p "$port" cluster info 2>/dev/null |
+            # shellcheck disable=SC2046
+            redis-cli $(cluster_cli_args "$port") cluster info 2>/dev/null |
                 grep -q '^cluster_state:ok' || { ok=0; break; }
         done
         [[ $ok -eq 1 ]] && return 0
         sleep 0.05
     done
-    log "cluster did not reach cluster_state:ok"
+    log "$name did not reach cluster_state:ok"
     exit 1
 }
 
@@ -365,7 +402,11 @@ if [[ $need_tls -eq 1 ]]; then
 fi
 
 for s in $servers; do
-    if [[ "$s" == cluster ]]; then start_cluster; else start_server "$s"; fi
+    case "$s" in
+        cluster) start_cluster cluster 0; PORTS[cluster]="$(IFS=,; echo "${CLUSTER_PORTS[*]}")" ;;
+        cluster_tls) start_cluster cluster_tls 1; PORTS[cluster_tls]="$(IFS=,; echo "${CLUSTER_PORTS[*]}")" ;;
+        *) start_server "$s" ;;
+    esac
 done
 
 export HIREDIS_TEST_HOST=127.0.0.1
@@ -394,13 +435,17 @@ for s in $servers; do
         tls_self) export HIREDIS_TEST_TLS_SELF_PORT="${PORTS[tls_self]}" ;;
         tls_other) export HIREDIS_TEST_TLS_OTHER_PORT="${PORTS[tls_other]}" ;;
         cluster)
-            HIREDIS_TEST_CLUSTER_PORTS="$(IFS=,; echo "${CLUSTER_PORTS[*]}")"
-            export HIREDIS_TEST_CLUSTER_PORTS
+            export HIREDIS_TEST_CLUSTER_PORTS="${PORTS[cluster]}"
             export HIREDIS_TEST_CLUSTER_PASSWORD="$CLUSTER_PASSWORD"
             export HIREDIS_TEST_CLUSTER_DIR="$TMP_ROOT/cluster"
             export HIREDIS_TEST_CLUSTER_ACL_USER="$ACL_USER"
             export HIREDIS_TEST_CLUSTER_ACL_PASSWORD="$ACL_PASSWORD"
-            PORTS[cluster]="$HIREDIS_TEST_CLUSTER_PORTS"
+            ;;
+        cluster_tls)
+            # the same password and ACL user as the plain cluster
+            export HIREDIS_TEST_CLUSTER_TLS_PORTS="${PORTS[cluster_tls]}"
+            export HIREDIS_TEST_CLUSTER_PASSWORD="$CLUSTER_PASSWORD"
+            export HIREDIS_TEST_CLUSTER_TLS_DIR="$TMP_ROOT/cluster_tls"
             ;;
     esac
 done
