@@ -76,8 +76,22 @@ function _M.init(cfg, with_upstream, cluster)
       return c
     end
     if cluster.with_upstream then
-      cluster_storages.up = require("resty.session.redis.cluster").new(cluster_config({
-        name = "bench", lock_zone = cluster.lock_zone }))
+      -- A new upstream storage per call: Kong's client (resty.rediscluster 1.6.1) derives
+      -- its pool names in the options table it is given and re-reads them as the base of
+      -- the next call's, so one storage instance (what lua-resty-session keeps) gets a
+      -- longer pool name per call: no connection is ever reused and the pools grow until
+      -- nginx runs out of worker_connections (about 1,000 calls). Fresh options per call
+      -- avoid that; the few table allocations are counted in upstream's CPU.
+      local up_cluster = require "resty.session.redis.cluster"
+      local up_config = cluster_config({ name = "bench", lock_zone = cluster.lock_zone })
+      cluster_storages.up = setmetatable({}, { __index = function(self, method)
+        local f = function(_, ...)
+          local s = up_cluster.new(up_config)
+          return s[method](s, ...)
+        end
+        rawset(self, method, f)
+        return f
+      end })
     end
     local hiredis_cluster = require "resty.session.hiredis.cluster"
     cluster_storages.co = hiredis_cluster.new(cluster_config())

@@ -322,34 +322,36 @@ function _M.markdown(info, rows, limits, cluster_rows)
       .. string.format("%d%%", _M.NOISY_SPREAD * 100) .. " of their median (load from elsewhere); "
       .. "- = not measured.")
   add("")
-  local names = table.concat(_M.IMPLS, " / ")
-  add("| workers | op | conns | rps up | rps co | rps cn | rps na | p50 " .. names .. " | p99 " .. names
-      .. " | CPU µs/req " .. names .. " | no-op CPU | storage µs/req up | storage co | storage cn | storage na "
-      .. "| Redis conns/req " .. names .. " | valid |")
-  add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-  for _, row in ipairs(rows) do
-    local up = row.impl.up
-    -- a figure, with its ratio to upstream in parentheses (not on upstream's own column)
-    local function with_ratio(text, mm, r)
-      return (r and mm ~= up) and (text .. " (" .. x(r) .. ")") or text
+  if #rows > 0 then   -- none on a cluster-only run
+    local names = table.concat(_M.IMPLS, " / ")
+    add("| workers | op | conns | rps up | rps co | rps cn | rps na | p50 " .. names .. " | p99 " .. names
+        .. " | CPU µs/req " .. names .. " | no-op CPU | storage µs/req up | storage co | storage cn | storage na "
+        .. "| Redis conns/req " .. names .. " | valid |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for _, row in ipairs(rows) do
+      local up = row.impl.up
+      -- a figure, with its ratio to upstream in parentheses (not on upstream's own column)
+      local function with_ratio(text, mm, r)
+        return (r and mm ~= up) and (text .. " (" .. x(r) .. ")") or text
+      end
+      local function rps(mm) return mm and with_ratio(thousands(mm.rps), mm, mm.rps_ratio) or "-" end
+      local function st(mm)
+        if not mm or not mm.storage_us then return "-" end
+        return with_ratio(string.format("%.1f", mm.storage_us), mm, mm.storage_ratio)
+      end
+      local rps_cols, st_cols = {}, {}
+      for i, impl in ipairs(_M.IMPLS) do
+        rps_cols[i] = rps(row.impl[impl])
+        st_cols[i] = st(row.impl[impl])
+      end
+      add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |",
+        row.workers, _M.OP_NAMES[row.op] or row.op, row.conc, table.concat(rps_cols, " | "),
+        per_impl(row, "p50_ms", "%.2f"), per_impl(row, "p99_ms", "%.2f"), per_impl(row, "cpu_us", "%.1f"),
+        row.noop and row.noop.cpu_us and string.format("%.1f", row.noop.cpu_us) or "-",
+        table.concat(st_cols, " | "), per_impl(row, "redis_conns", "%.2f"),
+        (row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; ")))
+          .. (#row.noisy > 0 and (" (noisy: " .. table.concat(row.noisy, ", ") .. ")") or "")))
     end
-    local function rps(mm) return mm and with_ratio(thousands(mm.rps), mm, mm.rps_ratio) or "-" end
-    local function st(mm)
-      if not mm or not mm.storage_us then return "-" end
-      return with_ratio(string.format("%.1f", mm.storage_us), mm, mm.storage_ratio)
-    end
-    local rps_cols, st_cols = {}, {}
-    for i, impl in ipairs(_M.IMPLS) do
-      rps_cols[i] = rps(row.impl[impl])
-      st_cols[i] = st(row.impl[impl])
-    end
-    add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |",
-      row.workers, _M.OP_NAMES[row.op] or row.op, row.conc, table.concat(rps_cols, " | "),
-      per_impl(row, "p50_ms", "%.2f"), per_impl(row, "p99_ms", "%.2f"), per_impl(row, "cpu_us", "%.1f"),
-      row.noop and row.noop.cpu_us and string.format("%.1f", row.noop.cpu_us) or "-",
-      table.concat(st_cols, " | "), per_impl(row, "redis_conns", "%.2f"),
-      (row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; ")))
-        .. (#row.noisy > 0 and (" (noisy: " .. table.concat(row.noisy, ", ") .. ")") or "")))
   end
   local gains = {}
   for _, row in ipairs(rows) do

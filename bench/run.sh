@@ -78,7 +78,9 @@ CMD_PID=$!
 wait "$CMD_PID"
 CMD_PID=""
 
-if command -v gnuplot >/dev/null; then
+if [[ "${BENCH_CLUSTER:-1}" == only ]]; then
+    echo "bench: cluster rows only: no chart (it shows the single-node rows)" >&2
+elif command -v gnuplot >/dev/null; then
     gnuplot -e "datafile='$RESULTS/chart.dat'; outfile='$RESULTS/results.png'" bench/chart.gp
     echo "bench: chart in $RESULTS/results.png" >&2
 else
