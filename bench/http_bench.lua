@@ -191,8 +191,9 @@ local function locations()
     out[#out + 1] = "location = /bench/cluster_fill { content_by_lua_block { B.cluster_fill() } }"
     for _, impl in ipairs(CLUSTER_PLAN.impls) do
       for _, op in ipairs(CLUSTER_PLAN.ops) do
-        out[#out + 1] = string.format('location = /cluster/%s/%s { content_by_lua_block { B.run_cluster("%s", "%s") } }',
-                                      impl, op, impl, op)
+        out[#out + 1] = string.format(
+          'location = /cluster/%s/%s { content_by_lua_block { B.run_cluster("%s", "%s") } }',
+          impl, op, impl, op)
       end
     end
   end
@@ -504,6 +505,14 @@ for _, workers in ipairs(plan.workers) do
     if cluster_here then
       if WITH_UPSTREAM_CLUSTER and not http_get(srv, "/bench/info"):find("upstream_cluster\tyes", 1, true) then
         error("upstream resty.session.redis.cluster did not load inside nginx:\n" .. srv:error_log())
+      end
+      -- bench/run.sh has the cluster made in the background, while the rows above run
+      local ready_file = os.getenv("HIREDIS_TEST_CLUSTER_READY")
+      if ready_file then
+        local deadline = socket.gettime() + 60
+        while not proc.read_file(ready_file) and socket.gettime() < deadline do socket.sleep(0.05) end
+        local state = proc.read_file(ready_file) or "timed out"
+        if not state:find("^ready") then error("the Redis Cluster did not come up: " .. state) end
       end
       -- the cluster's get sessions, once: its rows only add to them (set_meta's keys
       -- cycle over a fixed set and expire), so the passes see the same data

@@ -14,7 +14,8 @@
 #                                 tree or a Lua path); default ../shared/third_party
 #     BENCH_CLUSTER=1|0|only      the Redis Cluster rows (get and set + 2 metadata at 32 connections,
 #                                 1 worker: upstream's resty.session.redis.cluster vs ours) on a
-#                                 3+3 cluster (with-servers.sh's `cluster`, ~3 s to start): 1 (default)
+#                                 3+3 cluster (with-servers.sh's `cluster`, made in
+#                                 the background while the first rows run): 1 (default)
 #                                 with the other rows, 0 none (no cluster started), only: nothing else
 #     BENCH_README=0|1            rewrite README.md's section (default: only after a full run)
 #   bench/run.sh --profile [IMPL [OP [CONC [SECONDS [WORKERS]]]]]
@@ -73,6 +74,8 @@ fi
 started=$(date +%s)
 servers=plain,cluster
 [[ "${BENCH_CLUSTER:-1}" == 0 ]] && servers=plain
+# the cluster is made while the single-node rows run (the benchmark waits for it)
+export WITH_SERVERS_CLUSTER_BACKGROUND=1
 spec/support/with-servers.sh --only "$servers" luajit bench/http_bench.lua &
 CMD_PID=$!
 wait "$CMD_PID"
