@@ -15,6 +15,11 @@
 --   read_metadata  web:r<i % SUBJECTS> (bench/dataset.lua gives each 4 live sessions)
 -- where i is a counter shared by all workers (a shared dict), so 2 workers never
 -- race for the same delete key.
+--
+-- Redis Cluster rows (B.init's `cluster` given): "up" = upstream resty.session.redis.cluster,
+-- "co" / "na" = resty.session.hiredis.cluster (cosockets / native), under session names
+-- "cl-<impl>", get on k<i % CLUSTER_SESSIONS> (B.cluster_fill writes them):
+--   location = /cluster/up/get { content_by_lua_block { B.run_cluster("up", "get") } }
 local ngx = ngx
 local tostring = tostring
 local next = next
@@ -31,6 +36,11 @@ local TTL = dataset.TTL
 local STALE_TTL = dataset.STALE_TTL
 
 local storages = {}
+local cluster_storages = {}
+-- get keys per cluster implementation: enough to spread over the 3 masters,
+-- few enough to write in well under a second
+local CLUSTER_SESSIONS = 2000
+_M.CLUSTER_SESSIONS = CLUSTER_SESSIONS
 local counter          -- ngx.shared.bench
 local errors           -- ngx.shared.bench_errors
 
@@ -43,8 +53,10 @@ end
 
 ---
 -- Called from init_by_lua: builds the storages. `cfg` = { host, port, prefix };
--- `with_upstream` = whether resty.session.redis can be loaded.
-function _M.init(cfg, with_upstream)
+-- `with_upstream` = whether resty.session.redis can be loaded; `cluster` (optional) =
+-- { nodes, password, with_upstream (resty.session.redis.cluster can be loaded),
+-- lock_zone (the lua_shared_dict upstream's client locks in) }.
+function _M.init(cfg, with_upstream, cluster)
   local hiredis = require "resty.session.hiredis"
   local function config(extra)
     local c = { host = cfg.host, port = cfg.port, prefix = dataset.PREFIX }
@@ -57,6 +69,34 @@ function _M.init(cfg, with_upstream)
   storages.co = hiredis.new(config())
   storages.cn = hiredis.new(config({ pipelining = false }))
   storages.na = hiredis.new(config({ transport = "native" }))
+  if cluster then
+    local function cluster_config(extra)
+      local c = { nodes = cluster.nodes, password = cluster.password, prefix = dataset.PREFIX }
+      for k, v in pairs(extra or {}) do c[k] = v end
+      return c
+    end
+    if cluster.with_upstream then
+      -- A new upstream storage per call: Kong's client (resty.rediscluster 1.6.1) derives
+      -- its pool names in the options table it is given and re-reads them as the base of
+      -- the next call's, so one storage instance (what lua-resty-session keeps) gets a
+      -- longer pool name per call: no connection is ever reused and the pools grow until
+      -- nginx runs out of worker_connections (about 1,000 calls). Fresh options per call
+      -- avoid that; the few table allocations are counted in upstream's CPU.
+      local up_cluster = require "resty.session.redis.cluster"
+      local up_config = cluster_config({ name = "bench", lock_zone = cluster.lock_zone })
+      cluster_storages.up = setmetatable({}, { __index = function(self, method)
+        local f = function(_, ...)
+          local s = up_cluster.new(up_config)
+          return s[method](s, ...)
+        end
+        rawset(self, method, f)
+        return f
+      end })
+    end
+    local hiredis_cluster = require "resty.session.hiredis.cluster"
+    cluster_storages.co = hiredis_cluster.new(cluster_config())
+    cluster_storages.na = hiredis_cluster.new(cluster_config({ transport = "native" }))
+  end
   counter = ngx.shared.bench
   errors = ngx.shared.bench_errors
 end
@@ -113,6 +153,46 @@ function _M.run(impl, op)
   ngx.print("ok")
 end
 
+local CLUSTER_OPS = {
+  get = function(s, name, i)
+    local value, err = s:get(name, "k" .. i % CLUSTER_SESSIONS)
+    if type(value) ~= "string" then
+      return nil, err or "missing session"
+    end
+    return true
+  end,
+  set_meta = OPS.set_meta,
+}
+_M.CLUSTER_OPS = CLUSTER_OPS
+
+---
+-- One storage call on the Redis Cluster; errors counted under "cluster <impl> <op>".
+function _M.run_cluster(impl, op)
+  local ok, err = CLUSTER_OPS[op](cluster_storages[impl], "cl-" .. impl, next_index())
+  if not ok then
+    return fail("cluster " .. impl, op, err)
+  end
+  ngx.print("ok")
+end
+
+---
+-- /bench/cluster_fill?impl=: writes k0..k<CLUSTER_SESSIONS - 1> for that cluster
+-- implementation's get, through this module's native cluster storage (the layout is
+-- upstream's too), 200 "<count>" or 500 with the error.
+function _M.cluster_fill()
+  local impl = ngx.var.arg_impl
+  local s = cluster_storages.na
+  local value, now = dataset.value(), ngx.time()
+  for j = 0, CLUSTER_SESSIONS - 1 do
+    local ok, err = s:set("cl-" .. impl, "k" .. j, value, dataset.TTL, now)
+    if not ok then
+      ngx.status = 500
+      return ngx.print("cluster fill k", j, ": ", tostring(err))
+    end
+  end
+  ngx.print(CLUSTER_SESSIONS)
+end
+
 ---
 -- The same handler work without the storage call (counter, key string, response).
 function _M.noop()
@@ -151,6 +231,7 @@ function _M.info()
   ngx.say("resty_redis\t", redis_ok and redis._VERSION or "absent")
   ngx.say("resty_session\t", session_ok and session._VERSION or "absent")
   ngx.say("upstream\t", storages.up and "yes" or "no")
+  ngx.say("upstream_cluster\t", cluster_storages.up and "yes" or "no")
 end
 
 return _M

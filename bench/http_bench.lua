@@ -22,6 +22,11 @@ local ROOT = nginx.root
 
 local REDIS_PORT = assert(tonumber(os.getenv("HIREDIS_TEST_PORT")),
   "run through bench/run.sh (make bench): HIREDIS_TEST_PORT is not set")
+-- The Redis Cluster (with-servers.sh's `cluster`), when bench/run.sh started it.
+local CLUSTER_PORTS = {}
+for port in (os.getenv("HIREDIS_TEST_CLUSTER_PORTS") or ""):gmatch("%d+") do
+  CLUSTER_PORTS[#CLUSTER_PORTS + 1] = tonumber(port)
+end
 
 local function env(name, default)
   local v = os.getenv(name)
@@ -43,11 +48,16 @@ end
 
 local QUICK = env("BENCH_QUICK", "0") == "1"
 local ALL_OPS = "get,set,set_meta,delete,read_metadata"
+-- BENCH_CLUSTER: 1 (default) the Redis Cluster rows too, 0 none, only: nothing else
+local CLUSTER_MODE = env("BENCH_CLUSTER", "1")
+assert(CLUSTER_MODE == "0" or CLUSTER_MODE == "1" or CLUSTER_MODE == "only", "BENCH_CLUSTER: 0, 1 or only")
 local plan = {
-  ops = list(env("BENCH_OPS", QUICK and "get,set_meta" or ALL_OPS)),
+  ops = CLUSTER_MODE == "only" and {} or list(env("BENCH_OPS", QUICK and "get,set_meta" or ALL_OPS)),
   conc = list(env("BENCH_CONC", QUICK and "1,32" or "1,32,128"), true),
-  workers = list(env("BENCH_WORKERS", QUICK and "1" or "1,2"), true),
+  workers = CLUSTER_MODE == "only" and { 1 } or list(env("BENCH_WORKERS", QUICK and "1" or "1,2"), true),
 }
+-- The cluster rows: these ops at this concurrency, 1 worker, implementations up/co/na.
+local CLUSTER_PLAN = { ops = { "get", "set_meta" }, conc = 32, workers = 1, impls = { "up", "co", "na" } }
 local REPS = tonumber(env("BENCH_REPS", QUICK and "1" or "3"))
 local DURATION = tonumber(env("BENCH_DURATION", "1"))     -- s per wrk run (wrk takes whole seconds)
 local WARMUP = tonumber(env("BENCH_WARMUP", QUICK and "0" or "1"))  -- s per (workers, op), impls at once
@@ -74,6 +84,8 @@ end
 local function absolute(path)
   return path:sub(1, 1) == "/" and path or (ROOT .. "/" .. path)
 end
+-- Upstream's cluster storage needs Kong's resty.rediscluster, resty.lock and resty.string
+-- too (in the same UPSTREAM_LUA_PATH / tree, or next to the others in ../shared/third_party).
 local function upstream_path()
   local given = env("UPSTREAM_LUA_PATH")
   if given and given:find("?", 1, true) then
@@ -87,7 +99,7 @@ local function upstream_path()
   local base = ROOT .. "/../shared/third_party/"
   local parts = {}
   for _, lib in ipairs({ "lua-resty-session", "lua-resty-redis", "lua-resty-openssl", "lua-ffi-zlib",
-                         "lua-resty-string" }) do
+                         "lua-resty-string", "kong-redis-cluster", "lua-resty-lock" }) do
     parts[#parts + 1] = base .. lib .. "/lib/?.lua"
   end
   return table.concat(parts, ";")
@@ -99,6 +111,32 @@ if not WITH_UPSTREAM then
   log("bench: upstream resty.session.redis / resty.redis not found in %s: running without it "
       .. "(set UPSTREAM_LUA_PATH to a LuaRocks tree with lua-resty-session installed); no ratios", UPSTREAM_PATH)
 end
+local CLUSTER = CLUSTER_MODE ~= "0" and #CLUSTER_PORTS > 0
+if CLUSTER_MODE == "only" and not CLUSTER then
+  error("BENCH_CLUSTER=only: no Redis Cluster (run through bench/run.sh)")
+end
+local WITH_UPSTREAM_CLUSTER = false
+if CLUSTER then
+  local has = true
+  for _, module in ipairs({ "resty.session.redis.cluster", "resty.rediscluster", "resty.lock", "resty.string",
+                            "resty.redis" }) do
+    if not package.searchpath(module, UPSTREAM_PATH) then
+      has = false
+      log("bench: cluster rows without upstream: %s not found in %s (Kong's resty-redis-cluster, "
+          .. "lua-resty-lock, lua-resty-string)", module, UPSTREAM_PATH)
+      break
+    end
+  end
+  WITH_UPSTREAM_CLUSTER = has
+  local with_one = false
+  for _, w in ipairs(plan.workers) do with_one = with_one or w == 1 end
+  if not with_one then
+    log("bench: no cluster rows: they run with 1 worker, and BENCH_WORKERS has no 1")
+    CLUSTER = false
+  end
+end
+local CLUSTER_PASSWORD = os.getenv("HIREDIS_TEST_CLUSTER_PASSWORD")
+local CLUSTER_LOCK_ZONE = "redis_cluster_slot_locks"
 local IMPLS = {}
 for _, impl in ipairs(report.IMPLS) do
   if wanted[impl] and (impl ~= "up" or WITH_UPSTREAM) then IMPLS[#IMPLS + 1] = impl end
@@ -149,23 +187,51 @@ local function locations()
                                     impl, op, impl, op)
     end
   end
+  if CLUSTER then
+    out[#out + 1] = "location = /bench/cluster_fill { content_by_lua_block { B.cluster_fill() } }"
+    for _, impl in ipairs(CLUSTER_PLAN.impls) do
+      for _, op in ipairs(CLUSTER_PLAN.ops) do
+        out[#out + 1] = string.format(
+          'location = /cluster/%s/%s { content_by_lua_block { B.run_cluster("%s", "%s") } }',
+          impl, op, impl, op)
+      end
+    end
+  end
   return table.concat(out, "\n")
 end
 
+-- The cluster rows' implementations that run: up only with upstream's cluster storage.
+local function cluster_impls()
+  local out = {}
+  for _, impl in ipairs(CLUSTER_PLAN.impls) do
+    if impl ~= "up" or WITH_UPSTREAM_CLUSTER then out[#out + 1] = impl end
+  end
+  return out
+end
+
 local function start_nginx(workers)
+  local cluster
+  if CLUSTER and workers == CLUSTER_PLAN.workers then
+    local nodes = {}
+    for i, port in ipairs(CLUSTER_PORTS) do nodes[i] = { ip = "127.0.0.1", port = port } end
+    cluster = { nodes = nodes, password = CLUSTER_PASSWORD, with_upstream = WITH_UPSTREAM_CLUSTER,
+                lock_zone = CLUSTER_LOCK_ZONE }
+  end
   local srv = nginx.start({
     workers = workers,
     log_level = "warn",
     vars = { port = REDIS_PORT, path = ROOT .. "/bench/?.lua;" .. UPSTREAM_PATH .. ";",
-             with_upstream = WITH_UPSTREAM },
+             with_upstream = WITH_UPSTREAM, cluster = cluster },
     init = [[
       package.path = T.path .. package.path
       B = require "handlers"
-      B.init({ host = "127.0.0.1", port = T.port }, T.with_upstream)
+      B.init({ host = "127.0.0.1", port = T.port }, T.with_upstream, T.cluster)
     ]],
     http = [[
       lua_shared_dict bench 1m;
       lua_shared_dict bench_errors 1m;
+      # upstream's cluster client keeps its slot-cache lock here
+      lua_shared_dict ]] .. CLUSTER_LOCK_ZONE .. [[ 1m;
       keepalive_requests 1000000;
     ]],
     server = locations(),
@@ -241,17 +307,18 @@ local function command_mix(commands, served)
 end
 
 -- One wrk run against `path`; the workers' CPU is read right before and once the
--- last request is done, and divided by the requests the handlers served.
-local function wrk(srv, path, conc, seconds)
+-- last request is done, and divided by the requests the handlers served. `no_stats`:
+-- the storage is not the single Redis (the cluster rows), whose counts mean nothing.
+local function wrk(srv, path, conc, seconds, no_stats)
   local cmd = string.format("wrk -t%d -c%d -d%ds --timeout 5s -s %s %s", math.min(WRK_THREADS, conc), conc,
                             seconds, quote(ROOT .. "/bench/wrk_report.lua"), quote(srv:url(path)))
   local count_before = tonumber(http_get(srv, "/bench/count"))   -- the previous run has settled
-  assert(call("CONFIG", "RESETSTAT"))
+  if not no_stats then assert(call("CONFIG", "RESETSTAT")) end
   local cpu_before = proc.cpu_us(srv.workers)
   local output = sh(cmd, true)
   local served = settled_count(srv) - count_before
   local cpu_after = proc.cpu_us(srv.workers)
-  local redis_stats = redis_counts()
+  local redis_stats = not no_stats and redis_counts() or nil
   local line = output:match("RESULT ([^\n]+)")
   if not line then error("wrk failed: " .. cmd .. "\n" .. output) end
   local r = {}
@@ -266,9 +333,9 @@ local function wrk(srv, path, conc, seconds)
     p99_ms = r.p99_us / 1000,
     served = served,
     cpu_us = cpu_before and cpu_after and served > 0 and (cpu_after - cpu_before) / served or nil,
-    redis_cmds = served > 0 and redis_stats.total / served or nil,
-    redis_conns = served > 0 and redis_stats.connections / served or nil,
-    redis_mix = command_mix(redis_stats.commands, served),
+    redis_cmds = redis_stats and served > 0 and redis_stats.total / served or nil,
+    redis_conns = redis_stats and served > 0 and redis_stats.connections / served or nil,
+    redis_mix = redis_stats and command_mix(redis_stats.commands, served) or "",
     non2xx = r.status,
     socket_errors = r.connect + r.read + r.write + r.timeout,
     note = note,
@@ -315,6 +382,25 @@ local function measure(srv, workers, op, conc, impl)
   return r
 end
 
+-- One measured run of a cluster row: `impl` ("noop" or one of CLUSTER_PLAN.impls) on
+-- `op`, recorded under "cluster/<op>/<impl>" (the no-op handler under "cluster/noop/noop").
+local function measure_cluster(srv, op, impl)
+  local path = impl == "noop" and "/noop" or ("/cluster/" .. impl .. "/" .. op)
+  http_get(srv, "/bench/reset")
+  local r = wrk(srv, path, CLUSTER_PLAN.conc, DURATION, true)
+  local errs = handler_errors(srv)
+  local e = errs[(impl == "noop" and "noop noop") or ("cluster " .. impl .. " " .. op)]
+  if e then r.note = (r.note ~= "" and r.note .. "; " or "") .. "first error: " .. e[2] end
+  record("cluster/" .. (impl == "noop" and "noop" or op) .. "/" .. impl, r)
+  log("  cluster w%d %-13s c%-3d %-4s %8.0f rps  p50 %6.2f ms  p99 %6.2f ms  cpu %6.1f us/req%s%s",
+      CLUSTER_PLAN.workers, impl == "noop" and "-" or op, CLUSTER_PLAN.conc, impl, r.rps, r.p50_ms, r.p99_ms,
+      r.cpu_us or -1,
+      (r.non2xx + r.socket_errors > 0) and string.format("  ERRORS non2xx=%d socket=%d", r.non2xx,
+                                                          r.socket_errors) or "",
+      r.note ~= "" and ("  " .. r.note) or "")
+  return r
+end
+
 -- Limits --------------------------------------------------------------------
 
 local function redis_benchmark(conc)
@@ -340,12 +426,12 @@ local function native_loop()
 end
 
 -- Warm-up of one op: every implementation under wrk at 32 connections at once, for
--- WARMUP seconds (JIT traces, filled pools); nothing recorded.
-local function warm_up(srv, op)
+-- WARMUP seconds (JIT traces, filled pools, the cluster clients' slot maps); nothing recorded.
+local function warm_up(srv, op, cluster)
   local cmds = {}
-  for _, impl in ipairs(IMPLS) do
+  for _, impl in ipairs(cluster and cluster_impls() or IMPLS) do
     cmds[#cmds + 1] = string.format("wrk -t1 -c32 -d%ds --timeout 5s %s >/dev/null 2>&1 &", WARMUP,
-                                    quote(srv:url("/" .. impl .. "/" .. op)))
+                                    quote(srv:url((cluster and "/cluster/" or "/") .. impl .. "/" .. op)))
   end
   sh(table.concat(cmds, " ") .. " wait")
   settled_count(srv)
@@ -401,9 +487,11 @@ end
 local started = socket.gettime()
 local load_before = proc.loadavg()
 local info_text
-log("bench: ops %s, conns %s, workers %s, impls %s, %d rep(s) of %d s, warm-up %d s",
+log("bench: ops %s, conns %s, workers %s, impls %s, %d rep(s) of %d s, warm-up %d s%s",
     table.concat(plan.ops, ","), table.concat(plan.conc, ","), table.concat(plan.workers, ","),
-    table.concat(IMPLS, ","), REPS, DURATION, WARMUP)
+    table.concat(IMPLS, ","), REPS, DURATION, WARMUP,
+    CLUSTER and string.format("; cluster rows: ops %s, c%d, w%d, impls %s", table.concat(CLUSTER_PLAN.ops, ","),
+                              CLUSTER_PLAN.conc, CLUSTER_PLAN.workers, table.concat(cluster_impls(), ",")) or "")
 
 for _, workers in ipairs(plan.workers) do
   flush()
@@ -412,6 +500,23 @@ for _, workers in ipairs(plan.workers) do
     info_text = info_text or http_get(srv, "/bench/info")
     if WITH_UPSTREAM and not info_text:find("upstream\tyes", 1, true) then
       error("upstream resty.session.redis did not load inside nginx:\n" .. srv:error_log())
+    end
+    local cluster_here = CLUSTER and workers == CLUSTER_PLAN.workers
+    if cluster_here then
+      if WITH_UPSTREAM_CLUSTER and not http_get(srv, "/bench/info"):find("upstream_cluster\tyes", 1, true) then
+        error("upstream resty.session.redis.cluster did not load inside nginx:\n" .. srv:error_log())
+      end
+      -- bench/run.sh has the cluster made in the background, while the rows above run
+      local ready_file = os.getenv("HIREDIS_TEST_CLUSTER_READY")
+      if ready_file then
+        local deadline = socket.gettime() + 60
+        while not proc.read_file(ready_file) and socket.gettime() < deadline do socket.sleep(0.05) end
+        local state = proc.read_file(ready_file) or "timed out"
+        if not state:find("^ready") then error("the Redis Cluster did not come up: " .. state) end
+      end
+      -- the cluster's get sessions, once: its rows only add to them (set_meta's keys
+      -- cycle over a fixed set and expire), so the passes see the same data
+      for _, impl in ipairs(cluster_impls()) do http_get(srv, "/bench/cluster_fill?impl=" .. impl) end
     end
     -- Each repetition is a pass over every row, so that the repetitions of a row lie
     -- minutes apart: a burst of load from elsewhere spoils one of them, not the median.
@@ -431,6 +536,15 @@ for _, workers in ipairs(plan.workers) do
           end
         end
       end
+      -- the cluster rows, in the same pass: the no-op handler once, then per op the
+      -- implementations back to back
+      if cluster_here then
+        measure_cluster(srv, nil, "noop")
+        for _, op in ipairs(CLUSTER_PLAN.ops) do
+          if rep == 1 and WARMUP > 0 then warm_up(srv, op, true) end
+          for _, impl in ipairs(cluster_impls()) do measure_cluster(srv, op, impl) end
+        end
+      end
     end
   end)
   local nginx_errors = srv:errors()
@@ -441,16 +555,18 @@ for _, workers in ipairs(plan.workers) do
   end
 end
 
-log("bench: limits (redis-benchmark, native loop)")
 local limits = {}
-local rb1 = redis_benchmark(1)
-local rb32 = redis_benchmark(32)
-for _, r in ipairs({ rb1.GET, rb32.GET, rb1.SET, rb32.SET }) do limits[#limits + 1] = r end
-local native = native_loop()
-for _, op in ipairs({ "GET", "SET" }) do
-  limits[#limits + 1] = { kind = "native-loop", op = op, conc = 1, impl = "na", rps = native[op],
-                          base_rps = rb1[op].rps, rps_ratio = native[op] / rb1[op].rps,
-                          ratio_base = "redis-benchmark -c 1" }
+if #plan.ops > 0 then   -- not on a cluster-only run (BENCH_CLUSTER=only)
+  log("bench: limits (redis-benchmark, native loop)")
+  local rb1 = redis_benchmark(1)
+  local rb32 = redis_benchmark(32)
+  for _, r in ipairs({ rb1.GET, rb32.GET, rb1.SET, rb32.SET }) do limits[#limits + 1] = r end
+  local native = native_loop()
+  for _, op in ipairs({ "GET", "SET" }) do
+    limits[#limits + 1] = { kind = "native-loop", op = op, conc = 1, impl = "na", rps = native[op],
+                            base_rps = rb1[op].rps, rps_ratio = native[op] / rb1[op].rps,
+                            ratio_base = "redis-benchmark -c 1" }
+  end
 end
 
 -- Report --------------------------------------------------------------------
@@ -484,14 +600,25 @@ if WITH_UPSTREAM then
   info.upstream = "lua-resty-session " .. session_version .. " on lua-resty-redis " .. info_field("resty_redis")
 end
 local rows = report.rows(plan, runs)
-local md = report.markdown(info, rows, limits)
+local cluster_rows = CLUSTER and report.cluster_rows(CLUSTER_PLAN, runs) or nil
+if cluster_rows then
+  local up_cluster = "absent"
+  if WITH_UPSTREAM_CLUSTER then
+    local session_version = info_field("resty_session")
+    if session_version == "absent" then session_version = "of unknown version" end
+    up_cluster = "lua-resty-session " .. session_version .. " on Kong's resty-redis-cluster and lua-resty-redis "
+                 .. info_field("resty_redis")
+  end
+  info.cluster = { upstream = up_cluster, impls = cluster_impls() }
+end
+local md = report.markdown(info, rows, limits, cluster_rows)
 sh("mkdir -p " .. quote(RESULTS))
 local function write(name, data)
   local f = assert(io.open(RESULTS .. "/" .. name, "wb"))
   f:write(data)
   f:close()
 end
-write("results.csv", report.csv(rows, limits))
+write("results.csv", report.csv(rows, limits, cluster_rows))
 write("results.md", md)
 write("chart.dat", report.chart_data(rows))
 print(md)

@@ -152,6 +152,53 @@ function _M.rows(plan, runs)
   return rows
 end
 
+---
+-- The Redis Cluster rows: one per op of `cplan` ({ ops, conc, workers, impls }), from
+-- runs["cluster/<op>/<impl>"], with the no-op handler of the same passes
+-- (runs["cluster/noop/noop"]) as every row's baseline; ratios to upstream's cluster
+-- storage ("up"); validity as for the other rows.
+function _M.cluster_rows(cplan, runs)
+  local noop = _M.aggregate(runs["cluster/noop/noop"])
+  local rows = { noop = noop }
+  for _, op in ipairs(cplan.ops) do
+    local row = { workers = cplan.workers, op = op, conc = cplan.conc, impl = {}, invalid = {}, noop = noop }
+    for _, impl in ipairs(cplan.impls) do
+      local m = _M.aggregate(runs["cluster/" .. op .. "/" .. impl])
+      if m then
+        m.storage_us = noop and m.cpu_us and noop.cpu_us and (m.cpu_us - noop.cpu_us) or nil
+        row.impl[impl] = m
+        local why = {}
+        if m.non2xx > 0 then why[#why + 1] = m.non2xx .. " non-2xx" end
+        if m.socket_errors > 0 then why[#why + 1] = m.socket_errors .. " socket errors" end
+        if m.note ~= "" then why[#why + 1] = m.note end
+        if #why > 0 then row.invalid[#row.invalid + 1] = impl .. ": " .. table.concat(why, ", ") end
+      end
+    end
+    local up = row.impl.up
+    for _, impl in ipairs(cplan.impls) do
+      local m = row.impl[impl]
+      if m and up then
+        m.rps_ratio = ratio(m.rps, up.rps)
+        m.storage_ratio = ratio(m.storage_us, up.storage_us)
+        m.p50_ratio = ratio(m.p50_ms, up.p50_ms)
+      end
+    end
+    if noop and (noop.non2xx > 0 or noop.socket_errors > 0) then
+      row.invalid[#row.invalid + 1] = string.format("noop: %d non-2xx, %d socket errors", noop.non2xx,
+                                                    noop.socket_errors)
+    end
+    row.valid = #row.invalid == 0
+    row.noisy = {}
+    for _, name in ipairs({ "noop", "up", "co", "na" }) do
+      local m = name == "noop" and noop or row.impl[name]
+      if m and m.rps_spread > _M.NOISY_SPREAD then row.noisy[#row.noisy + 1] = name end
+    end
+    rows[#rows + 1] = row
+  end
+  rows.impls = cplan.impls
+  return rows
+end
+
 local function num(x, fmt)
   if x == nil then return "" end
   return string.format(fmt or "%.3f", x)
@@ -182,14 +229,19 @@ local function csv_line(t)
 end
 
 ---
--- The CSV: per row the no-op handler and each implementation, then the limits
+-- The CSV: per row the no-op handler and each implementation, then the cluster rows
+-- (kind "cluster", impl up = upstream's cluster storage), then the limits
 -- (redis-benchmark, the plain-LuaJIT native loop).
-function _M.csv(rows, limits)
+function _M.csv(rows, limits, cluster_rows)
   local lines = { CSV_HEADER }
-  for _, row in ipairs(rows) do
+  local all = {}
+  for _, row in ipairs(rows) do all[#all + 1] = row end
+  for _, row in ipairs(cluster_rows or {}) do all[#all + 1] = row; row.kind = "cluster" end
+  for _, row in ipairs(all) do
     local n = row.noop
+    local kind = row.kind or "http"
     if n then
-      lines[#lines + 1] = csv_line({ kind = "http", workers = row.workers, op = row.op, conc = row.conc,
+      lines[#lines + 1] = csv_line({ kind = kind, workers = row.workers, op = row.op, conc = row.conc,
         impl = "noop", reps = n.reps, rps = n.rps, p50_ms = n.p50_ms, p99_ms = n.p99_ms, cpu_us = n.cpu_us,
         non2xx = n.non2xx, socket_errors = n.socket_errors,
         valid = n.non2xx == 0 and n.socket_errors == 0, note = n.note, rps_reps = n.rps_reps,
@@ -198,7 +250,7 @@ function _M.csv(rows, limits)
     for _, impl in ipairs(_M.IMPLS) do
       local m = row.impl[impl]
       if m then
-        lines[#lines + 1] = csv_line({ kind = "http", workers = row.workers, op = row.op, conc = row.conc,
+        lines[#lines + 1] = csv_line({ kind = kind, workers = row.workers, op = row.op, conc = row.conc,
           impl = impl, reps = m.reps, rps = m.rps, p50_ms = m.p50_ms, p99_ms = m.p99_ms, cpu_us = m.cpu_us,
           storage_us = m.storage_us, rps_ratio = m.rps_ratio, storage_ratio = m.storage_ratio,
           p50_ratio = m.p50_ratio, ratio_base = m.rps_ratio and "up" or "", non2xx = m.non2xx,
@@ -245,9 +297,10 @@ local IMPL_TEXT = {
 
 ---
 -- The markdown report: machine, settings, the HTTP table, what pipelining gains, the
+-- Redis Cluster table (`cluster_rows`, optional; `info.cluster` = { upstream, impls }), the
 -- limits, the native loop. `info.impls` = the implementations measured (columns of
 -- the others show "-").
-function _M.markdown(info, rows, limits)
+function _M.markdown(info, rows, limits, cluster_rows)
   local out = {}
   local function add(s) out[#out + 1] = s end
   local m = {}
@@ -269,34 +322,36 @@ function _M.markdown(info, rows, limits)
       .. string.format("%d%%", _M.NOISY_SPREAD * 100) .. " of their median (load from elsewhere); "
       .. "- = not measured.")
   add("")
-  local names = table.concat(_M.IMPLS, " / ")
-  add("| workers | op | conns | rps up | rps co | rps cn | rps na | p50 " .. names .. " | p99 " .. names
-      .. " | CPU µs/req " .. names .. " | no-op CPU | storage µs/req up | storage co | storage cn | storage na "
-      .. "| Redis conns/req " .. names .. " | valid |")
-  add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-  for _, row in ipairs(rows) do
-    local up = row.impl.up
-    -- a figure, with its ratio to upstream in parentheses (not on upstream's own column)
-    local function with_ratio(text, mm, r)
-      return (r and mm ~= up) and (text .. " (" .. x(r) .. ")") or text
+  if #rows > 0 then   -- none on a cluster-only run
+    local names = table.concat(_M.IMPLS, " / ")
+    add("| workers | op | conns | rps up | rps co | rps cn | rps na | p50 " .. names .. " | p99 " .. names
+        .. " | CPU µs/req " .. names .. " | no-op CPU | storage µs/req up | storage co | storage cn | storage na "
+        .. "| Redis conns/req " .. names .. " | valid |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for _, row in ipairs(rows) do
+      local up = row.impl.up
+      -- a figure, with its ratio to upstream in parentheses (not on upstream's own column)
+      local function with_ratio(text, mm, r)
+        return (r and mm ~= up) and (text .. " (" .. x(r) .. ")") or text
+      end
+      local function rps(mm) return mm and with_ratio(thousands(mm.rps), mm, mm.rps_ratio) or "-" end
+      local function st(mm)
+        if not mm or not mm.storage_us then return "-" end
+        return with_ratio(string.format("%.1f", mm.storage_us), mm, mm.storage_ratio)
+      end
+      local rps_cols, st_cols = {}, {}
+      for i, impl in ipairs(_M.IMPLS) do
+        rps_cols[i] = rps(row.impl[impl])
+        st_cols[i] = st(row.impl[impl])
+      end
+      add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |",
+        row.workers, _M.OP_NAMES[row.op] or row.op, row.conc, table.concat(rps_cols, " | "),
+        per_impl(row, "p50_ms", "%.2f"), per_impl(row, "p99_ms", "%.2f"), per_impl(row, "cpu_us", "%.1f"),
+        row.noop and row.noop.cpu_us and string.format("%.1f", row.noop.cpu_us) or "-",
+        table.concat(st_cols, " | "), per_impl(row, "redis_conns", "%.2f"),
+        (row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; ")))
+          .. (#row.noisy > 0 and (" (noisy: " .. table.concat(row.noisy, ", ") .. ")") or "")))
     end
-    local function rps(mm) return mm and with_ratio(thousands(mm.rps), mm, mm.rps_ratio) or "-" end
-    local function st(mm)
-      if not mm or not mm.storage_us then return "-" end
-      return with_ratio(string.format("%.1f", mm.storage_us), mm, mm.storage_ratio)
-    end
-    local rps_cols, st_cols = {}, {}
-    for i, impl in ipairs(_M.IMPLS) do
-      rps_cols[i] = rps(row.impl[impl])
-      st_cols[i] = st(row.impl[impl])
-    end
-    add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |",
-      row.workers, _M.OP_NAMES[row.op] or row.op, row.conc, table.concat(rps_cols, " | "),
-      per_impl(row, "p50_ms", "%.2f"), per_impl(row, "p99_ms", "%.2f"), per_impl(row, "cpu_us", "%.1f"),
-      row.noop and row.noop.cpu_us and string.format("%.1f", row.noop.cpu_us) or "-",
-      table.concat(st_cols, " | "), per_impl(row, "redis_conns", "%.2f"),
-      (row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; ")))
-        .. (#row.noisy > 0 and (" (noisy: " .. table.concat(row.noisy, ", ") .. ")") or "")))
   end
   local gains = {}
   for _, row in ipairs(rows) do
@@ -323,39 +378,85 @@ function _M.markdown(info, rows, limits)
         pair("p99_ms", "%.2f"), pair("redis_conns", "%.2f"), row.valid and "yes" or "**INVALID**"))
     end
   end
-  add("")
-  add("Limits: the no-op Lua handler (same nginx, same wrk settings) and `redis-benchmark` "
-      .. "(512-byte values, its own key) for the raw Redis round trip.")
-  add("")
-  add("| what | workers | conns | rps | p50 ms | p99 ms | CPU µs/req |")
-  add("|---|---|---|---|---|---|---|")
-  for _, entry in ipairs(rows.noop or {}) do
-    local n = entry.m
-    local bad = (n.non2xx > 0 or n.socket_errors > 0) and " **INVALID**" or ""
-    add(string.format("| no-op handler (median of %d runs)%s | %d | %d | %s | %.2f | %.2f | %.1f |",
-      n.reps, bad, entry.workers, entry.conc, thousands(n.rps), n.p50_ms, n.p99_ms, n.cpu_us))
-  end
-  for _, l in ipairs(limits) do
-    if l.kind == "redis-benchmark" then
-      add(string.format("| redis-benchmark %s | - | %d | %s | %.3f | %.3f | - |", l.op, l.conc,
-        thousands(l.rps), l.p50_ms, l.p99_ms))
+  if cluster_rows and #cluster_rows > 0 then
+    add("")
+    add("Redis Cluster (3 masters + 3 replicas on this machine, `requirepass` on every node): "
+        .. "up = upstream `resty.session.redis.cluster` (" .. info.cluster.upstream .. "), "
+        .. "co = `resty.session.hiredis.cluster` through cosockets (default transport choice), "
+        .. "na = the same with `transport = \"native\"`; the same wrk settings and repetitions, each "
+        .. "repetition's cluster rows right after its single-node rows; storage CPU = CPU minus the "
+        .. "no-op handler's measured in the same pass. A `set` with 2 metadata pairs touches 3 slots "
+        .. "(session key, web and api metadata keys), mostly on different masters.")
+    add("")
+    local cimpls = info.cluster.impls
+    local names = table.concat(cimpls, " / ")
+    add("| workers | op | conns | rps " .. names .. " | p50 " .. names .. " | p99 " .. names .. " | CPU µs/req "
+        .. names .. " | no-op CPU | storage µs/req " .. names .. " | valid |")
+    add("|---|---|---|---|---|---|---|---|---|---|")
+    for _, row in ipairs(cluster_rows) do
+      local up = row.impl.up
+      local function fig(mm, text, r)
+        if not mm then return "-" end
+        return (r and mm ~= up) and (text .. " (" .. x(r) .. ")") or text
+      end
+      local rps_cols, st_cols, p50, p99, cpu = {}, {}, {}, {}, {}
+      for i, impl in ipairs(cimpls) do
+        local mm = row.impl[impl]
+        rps_cols[i] = fig(mm, mm and thousands(mm.rps), mm and mm.rps_ratio)
+        st_cols[i] = (mm and mm.storage_us) and fig(mm, string.format("%.1f", mm.storage_us), mm.storage_ratio) or "-"
+        p50[i] = mm and string.format("%.2f", mm.p50_ms) or "-"
+        p99[i] = mm and string.format("%.2f", mm.p99_ms) or "-"
+        cpu[i] = mm and mm.cpu_us and string.format("%.1f", mm.cpu_us) or "-"
+      end
+      add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s |", row.workers,
+        _M.OP_NAMES[row.op] or row.op, row.conc, table.concat(rps_cols, " / "), table.concat(p50, " / "),
+        table.concat(p99, " / "), table.concat(cpu, " / "),
+        row.noop and row.noop.cpu_us and string.format("%.1f", row.noop.cpu_us) or "-",
+        table.concat(st_cols, " / "),
+        (row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; ")))
+          .. (#row.noisy > 0 and (" (noisy: " .. table.concat(row.noisy, ", ") .. ")") or "")))
     end
   end
-  add("")
-  add("Native transport, plain LuaJIT loop (one connection, `bench/native_bench.lua`) against "
-      .. "`redis-benchmark -c 1` for the same command:")
-  add("")
-  add("| command | native loop ops/s | redis-benchmark -c 1 ops/s | ratio |")
-  add("|---|---|---|---|")
-  for _, l in ipairs(limits) do
-    if l.kind == "native-loop" then
-      add(string.format("| %s | %s | %s | %s |", l.op, thousands(l.rps), thousands(l.base_rps), x(l.rps_ratio)))
+  if #limits > 0 then
+    add("")
+    add("Limits: the no-op Lua handler (same nginx, same wrk settings) and `redis-benchmark` "
+        .. "(512-byte values, its own key) for the raw Redis round trip.")
+    add("")
+    add("| what | workers | conns | rps | p50 ms | p99 ms | CPU µs/req |")
+    add("|---|---|---|---|---|---|---|")
+    for _, entry in ipairs(rows.noop or {}) do
+      local n = entry.m
+      local bad = (n.non2xx > 0 or n.socket_errors > 0) and " **INVALID**" or ""
+      add(string.format("| no-op handler (median of %d runs)%s | %d | %d | %s | %.2f | %.2f | %.1f |",
+        n.reps, bad, entry.workers, entry.conc, thousands(n.rps), n.p50_ms, n.p99_ms, n.cpu_us))
+    end
+    for _, l in ipairs(limits) do
+      if l.kind == "redis-benchmark" then
+        add(string.format("| redis-benchmark %s | - | %d | %s | %.3f | %.3f | - |", l.op, l.conc,
+          thousands(l.rps), l.p50_ms, l.p99_ms))
+      end
+    end
+    add("")
+    add("Native transport, plain LuaJIT loop (one connection, `bench/native_bench.lua`) against "
+        .. "`redis-benchmark -c 1` for the same command:")
+    add("")
+    add("| command | native loop ops/s | redis-benchmark -c 1 ops/s | ratio |")
+    add("|---|---|---|---|")
+    for _, l in ipairs(limits) do
+      if l.kind == "native-loop" then
+        add(string.format("| %s | %s | %s | %s |", l.op, thousands(l.rps), thousands(l.base_rps), x(l.rps_ratio)))
+      end
     end
   end
-  local invalid = 0
+  local invalid, total = 0, #rows
   for _, row in ipairs(rows) do if not row.valid then invalid = invalid + 1 end end
+  for _, row in ipairs(cluster_rows or {}) do
+    total = total + 1
+    if not row.valid then invalid = invalid + 1 end
+  end
   add("")
-  add(string.format("%d of %d rows invalid.", invalid, #rows))
+  add(string.format("%d of %d rows invalid%s.", invalid, total,
+                    (cluster_rows and #cluster_rows > 0) and " (Redis Cluster rows included)" or ""))
   return table.concat(out, "\n") .. "\n"
 end
 

@@ -12,6 +12,11 @@
 #                                 cn cosocket with pipelining = false (rows with >1 connection), na native
 #     UPSTREAM_LUA_PATH           where resty.session.redis and resty.redis are (a LuaRocks
 #                                 tree or a Lua path); default ../shared/third_party
+#     BENCH_CLUSTER=1|0|only      the Redis Cluster rows (get and set + 2 metadata at 32 connections,
+#                                 1 worker: upstream's resty.session.redis.cluster vs ours) on a
+#                                 3+3 cluster (with-servers.sh's `cluster`, made in
+#                                 the background while the first rows run): 1 (default)
+#                                 with the other rows, 0 none (no cluster started), only: nothing else
 #     BENCH_README=0|1            rewrite README.md's section (default: only after a full run)
 #   bench/run.sh --profile [IMPL [OP [CONC [SECONDS [WORKERS]]]]]
 #                                 perf record -g on the workers under load, top symbols
@@ -67,12 +72,18 @@ if [[ "${1:-}" == "--profile" ]]; then
 fi
 
 started=$(date +%s)
-spec/support/with-servers.sh --only plain luajit bench/http_bench.lua &
+servers=plain,cluster
+[[ "${BENCH_CLUSTER:-1}" == 0 ]] && servers=plain
+# the cluster is made while the single-node rows run (the benchmark waits for it)
+export WITH_SERVERS_CLUSTER_BACKGROUND=1
+spec/support/with-servers.sh --only "$servers" luajit bench/http_bench.lua &
 CMD_PID=$!
 wait "$CMD_PID"
 CMD_PID=""
 
-if command -v gnuplot >/dev/null; then
+if [[ "${BENCH_CLUSTER:-1}" == only ]]; then
+    echo "bench: cluster rows only: no chart (it shows the single-node rows)" >&2
+elif command -v gnuplot >/dev/null; then
     gnuplot -e "datafile='$RESULTS/chart.dat'; outfile='$RESULTS/results.png'" bench/chart.gp
     echo "bench: chart in $RESULTS/results.png" >&2
 else
@@ -85,6 +96,7 @@ for knob in BENCH_QUICK BENCH_OPS BENCH_CONC BENCH_WORKERS BENCH_REPS BENCH_DURA
     [[ -n "${!knob:-}" && "$knob" != BENCH_RESULTS ]] && full=0
 done
 [[ "$RESULTS" != bench/results ]] && full=0
+[[ "${BENCH_CLUSTER:-1}" != 1 ]] && full=0
 if [[ "${BENCH_README:-$full}" == 1 ]]; then
     luajit bench/update_readme.lua "$RESULTS"
 fi
