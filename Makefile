@@ -75,7 +75,7 @@ hiredis1: deps
 	prefix="$$(.ci/fetch-hiredis-deb.sh $(HIREDIS1_BUILD)/deps)/usr" && \
 	flock build.lock sh -c 'cmake -S . -B $(HIREDIS1_BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DRSH_BUILD_TESTS=ON \
 			-DHIREDIS_INCDIR="$$0/include" -DHIREDIS_LIBDIR="$$0/lib/$$(gcc -print-multiarch)" >/dev/null && \
-		cmake --build $(HIREDIS1_BUILD) -j$(JOBS) --target core unit_tests' "$$prefix"
+		cmake --build $(HIREDIS1_BUILD) -j$(JOBS) --target core unit_tests alloc_tests' "$$prefix"
 	@ldd $(HIREDIS1_BUILD)/lib/resty/session/hiredis/core.so | grep -q "$(CURDIR)/$(HIREDIS1_BUILD)/deps/root/.*libhiredis.so.1" || \
 		{ echo "hiredis1: core.so does not load the private hiredis 1.x"; ldd $(HIREDIS1_BUILD)/lib/resty/session/hiredis/core.so; exit 1; }
 	$(WITH_SERVERS) sh -c 'ctest --test-dir $(HIREDIS1_BUILD) --output-on-failure && \
