@@ -17,6 +17,7 @@
 
 local core = require "resty.session.hiredis.core"
 local cosocket = require "resty.session.hiredis.cosocket"
+local recycler = require "resty.session.hiredis.recycler"
 
 local type = type
 local find = string.find
@@ -39,43 +40,9 @@ _M.serves = cosocket.serves
 -- one turned out closed by the server (as the single-node driver does).
 local MAX_STALE_RETRIES = 2
 
-local free_ops, free_count = {}, 0
-local free_cluster_ops, free_cluster_count = {}, 0
-local MAX_FREE = 64
-
-local function take_op()
-  if free_count == 0 then
-    return new_operation()
-  end
-  local op = free_ops[free_count]
-  free_ops[free_count] = nil
-  free_count = free_count - 1
-  return op
-end
-
-local function give_op(op)
-  if free_count < MAX_FREE then
-    free_count = free_count + 1
-    free_ops[free_count] = op
-  end
-end
-
-local function take_cluster_op()
-  if free_cluster_count == 0 then
-    return new_cluster_operation()
-  end
-  local cop = free_cluster_ops[free_cluster_count]
-  free_cluster_ops[free_cluster_count] = nil
-  free_cluster_count = free_cluster_count - 1
-  return cop
-end
-
-local function give_cluster_op(cop)
-  if free_cluster_count < MAX_FREE then
-    free_cluster_count = free_cluster_count + 1
-    free_cluster_ops[free_cluster_count] = cop
-  end
-end
+-- Reused operations: node round trips and whole cluster calls.
+local take_op, give_op = recycler.new(new_operation, 64)
+local take_cluster_op, give_cluster_op = recycler.new(new_cluster_operation, 64)
 
 -- Connection failures are worth another round (after a refresh); a timeout
 -- (the call's time is spent) and a Redis refusal (WRONGPASS, NOAUTH...) are not.
