@@ -12,7 +12,11 @@ namespace {
 // The status op:read() answers with (see docs/core-api.md).
 enum ReadStatus { kNeedMore = 0, kDone = 1, kNextRound = 2, kRefused = 3 };
 
-bool sends_nothing(const HandshakeArgs& args) { return !args.password && !args.database && !args.hello && !args.role; }
+// What a cosocket connection needs: a new one is set up from scratch; a pooled
+// one is assumed set up by a configuration of the same pool (getreusedtimes()).
+HandshakeArgs cosocket_handshake(const Config& config, bool fresh) {
+    return handshake_args(config, fresh ? SessionState{} : SessionState::pooled_for(config));
+}
 
 void push_view(lua_State* L, std::string_view bytes) { lua_pushlstring(L, bytes.data(), bytes.size()); }
 
@@ -43,14 +47,13 @@ int instance_prepare_handshake(lua_State* L) {
     Instance* self = check_instance(L, 1);
     const bool fresh = lua_toboolean(L, 2) != 0;
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
-        const Config& c = self->config;
-        const HandshakeArgs args = handshake_args(c, fresh ? SessionState{} : SessionState::pooled_for(c));
+        const HandshakeArgs args = cosocket_handshake(self->config, fresh);
         auto op = Operation::handshake(args);
         if (!op) {
             lua_pushnil(L);
             return 1;
         }
-        push_object<Operation>(L, kOperationType, std::move(*op))->set_reader_limits(c.reader_limits());
+        push_object<Operation>(L, kOperationType, std::move(*op))->set_reader_limits(self->config.reader_limits());
         return 1;
     });
 }
@@ -84,9 +87,8 @@ int operation_prefix_handshake(lua_State* L) {
     Instance* inst = check_instance(L, 2);
     const bool fresh = lua_toboolean(L, 3) != 0;
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
-        const Config& c = inst->config;
-        const HandshakeArgs args = handshake_args(c, fresh ? SessionState{} : SessionState::pooled_for(c));
-        if (sends_nothing(args)) {
+        const HandshakeArgs args = cosocket_handshake(inst->config, fresh);
+        if (args.sends_nothing()) {
             lua_pushboolean(L, 0);
             return 1;
         }

@@ -120,7 +120,7 @@ Operation Operation::read_metadata(const KeyNaming& naming, const ReadMetadataAr
 }
 
 std::optional<Operation> Operation::handshake(const HandshakeArgs& args) {
-    if (!args.password && !args.database && !args.hello && !args.role) return std::nullopt;
+    if (args.sends_nothing()) return std::nullopt;
     Operation op;
     op.begin(Kind::Handshake, nullptr);
     op.handshake_ = args;

@@ -54,6 +54,9 @@ struct HandshakeArgs {
     std::optional<long long> database;              // SELECT when set
     bool hello = true;                              // HELLO 2: learn the server version
     std::optional<std::string> role;                // ROLE must answer this ("master", "slave")
+
+    // True when the connection needs no handshake command at all.
+    bool sends_nothing() const { return !password && !database && !hello && !role; }
 };
 
 struct Result {

@@ -65,8 +65,6 @@ void run(Connection& conn, Operation& op, const HandshakeArgs* prefix, double se
     }
 }
 
-bool sends_nothing(const HandshakeArgs& args) { return !args.password && !args.database && !args.hello && !args.role; }
-
 // Brings a new connection of a pool not yet proven to what config asks for, on
 // a round trip of its own. Redis refusals end the call.
 std::optional<Result> greet(Connection& conn, const Config& config, const std::string& pool_name,
@@ -106,7 +104,7 @@ Result execute(const Config& config, const std::string& pool_name, Operation& op
             Connection& conn = **lease;
             const HandshakeArgs args = handshake_args(config, conn.session);
             const HandshakeArgs* prefix = nullptr;
-            if (!sends_nothing(args)) {
+            if (!args.sends_nothing()) {
                 std::optional<long> known = conn.session.greeted ? conn.session.server_version
                                                                  : proven().version(pool_name);
                 if (known) {
