@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "durability.hpp"
 #include "resp_scanner.hpp"
 
 namespace rsh {
@@ -57,6 +58,8 @@ struct Config {
     std::optional<bool> pipelining;        // cosocket auto-pipelining; nil = the default (on)
     std::optional<std::string> role;       // "master" | "slave": ROLE checked on each new connection
     double max_reply_size = kDefaultMaxReplySize;  // bytes; see ReaderLimits
+    int wait_replicas = 0;                         // see Durability
+    double wait_timeout = kDefaultWaitTimeoutMs;   // ms
 
     // The pool this configuration's connections live in: a name built from every
     // field that makes a connection different; a custom `pool` stands for the
@@ -65,6 +68,7 @@ struct Config {
     std::string pool_name() const;
     TlsSettings tls() const;
     ReaderLimits reader_limits() const;
+    Durability durability() const;
 };
 
 // A configured timeout as the native transport applies it (0: kDefaultTimeoutMs).
@@ -81,5 +85,6 @@ void check_max_reply_size(double value);
 void check_count(const char* field, double value, double min);
 void check_transport(const std::string& value);
 void check_role(const std::string& value);
+void check_wait_timeout(double value);
 
 }  // namespace rsh

@@ -24,7 +24,7 @@ int native_call(lua_State* L) {
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         load_operation(L, self->loader, M, self->naming, 2);
         ClusterOperation& op = self->native;
-        op.start(self->loader, self->naming, self->client.topology(), self->client.limits());
+        op.start(self->loader, self->naming, self->client.topology(), self->client.policy());
         const int n = push_result(L, self->client.execute(op));
         self->loader.trim();
         return n;

@@ -144,7 +144,7 @@ int driver_op_start(lua_State* L) {
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         if (method < 1 || method > 4) throw ArgumentError("invalid method");
         load_operation(L, self->loader, static_cast<Method>(method), inst->naming, 4);
-        self->op.start(self->loader, inst->naming, inst->client.topology(), inst->client.limits());
+        self->op.start(self->loader, inst->naming, inst->client.topology(), inst->client.policy());
         lua_pushboolean(L, 1);
         return 1;
     });

@@ -75,6 +75,7 @@ int operation_start(lua_State* L) {
         if (method < 1 || method > 4) throw ArgumentError("invalid method");
         load_operation(L, *op, static_cast<Method>(method), inst->naming, 5);
         op->set_reader_limits(inst->config.reader_limits());
+        op->set_durability(inst->config.durability());
         push_view(L, *op->next_request(version));
         return 1;
     });

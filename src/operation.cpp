@@ -40,6 +40,21 @@ std::string role_of(const Reply& reply) {
 
 }  // namespace
 
+void add_wait(CommandBuffer& out, const Durability& durability) {
+    if (!durability.enabled()) return;
+    out.add({"WAIT", NumberText(static_cast<double>(durability.replicas)).view(),
+             NumberText(static_cast<double>(durability.timeout_ms)).view()});
+}
+
+std::optional<std::string> wait_shortfall(const Reply& reply, const Durability& durability) {
+    if (reply.is_error()) return reply.str;
+    if (reply.type != Reply::Type::Integer) return std::string("unexpected reply to WAIT");
+    if (reply.integer >= durability.replicas) return std::nullopt;
+    return "write not durable: " + std::to_string(reply.integer) + " of " + std::to_string(durability.replicas) +
+           " replicas (wait_replicas) acknowledged it within " + std::to_string(durability.timeout_ms) +
+           " ms (wait_timeout)";
+}
+
 void Operation::begin(Kind kind, const KeyNaming* naming) {
     kind_ = kind;
     if (naming) naming_ = *naming;
@@ -127,6 +142,11 @@ std::optional<Operation> Operation::handshake(const HandshakeArgs& args) {
     return op;
 }
 
+// The write's round trip ends with WAIT (not the TTL lookup before it).
+bool Operation::waits() const {
+    return durability_.enabled() && stage_ == Stage::Main && (kind_ == Kind::Set || kind_ == Kind::Delete);
+}
+
 bool Operation::is_transaction() const {
     switch (kind_) {
     case Kind::Set: return set_.old_key || set_.metadata;
@@ -195,6 +215,7 @@ void Operation::build_main(std::optional<long long> old_ttl) {
         naming_.session_key_into(key_, set_.name, set_.key);
         if (!is_transaction()) {
             commands_.add({"SET", key_, set_.value, "EX", ttl.view()});
+            add_wait(commands_, durability_);
             break;
         }
         commands_.add({"MULTI"});
@@ -226,6 +247,7 @@ void Operation::build_main(std::optional<long long> old_ttl) {
             }
         }
         commands_.add({"EXEC"});
+        add_wait(commands_, durability_);
         break;
     }
     case Kind::Get:
@@ -236,6 +258,7 @@ void Operation::build_main(std::optional<long long> old_ttl) {
         naming_.session_key_into(key_, delete_.name, delete_.key);
         if (!is_transaction()) {
             commands_.add({"UNLINK", key_});
+            add_wait(commands_, durability_);
             break;
         }
         const NumberText score(delete_.current_time - 1);
@@ -247,6 +270,7 @@ void Operation::build_main(std::optional<long long> old_ttl) {
             commands_.add({"ZREM", meta_key_, delete_.key});
         }
         commands_.add({"EXEC"});
+        add_wait(commands_, durability_);
         break;
     }
     case Kind::ReadMetadata:
@@ -350,10 +374,11 @@ void Operation::finish(Result result) {
 
 // MULTI, QUEUED..., EXEC: the first error reply anywhere (queueing or execution) wins.
 Result Operation::transaction_result() const {
-    for (const auto& reply : replies_) {
-        if (reply->is_error()) return Result::error(reply->str);
+    const std::size_t exec_at = replies_.size() - (waits() ? 2 : 1);
+    for (std::size_t at = 0; at <= exec_at; ++at) {
+        if (replies_[at]->is_error()) return Result::error(replies_[at]->str);
     }
-    const Reply& exec = *replies_.back();
+    const Reply& exec = *replies_[exec_at];
     if (exec.type == Reply::Type::Nil) return Result::error("transaction aborted");
     if (exec.type != Reply::Type::Array) return Result::error("unexpected reply to EXEC");
     for (const auto& element : exec.elements) {
@@ -382,6 +407,10 @@ void Operation::complete_round() {
             result = transaction_result();
         } else if (first.is_error()) {
             result = Result::error(first.str);
+        }
+        // Applied on the master but maybe not on its replicas: not acknowledged.
+        if (result.kind != Result::Kind::Error && waits()) {
+            if (auto shortfall = wait_shortfall(*replies_.back(), durability_)) result = Result::error(*shortfall);
         }
         break;
     case Kind::Get:

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "durability.hpp"
 #include "keys.hpp"
 #include "resp.hpp"
 
@@ -74,6 +75,11 @@ struct Result {
     }
 };
 
+// Appends WAIT to a write's round trip (nothing when durability is off).
+void add_wait(CommandBuffer& out, const Durability& durability);
+// The error of a WAIT reply that falls short of durability (nullopt when it holds).
+std::optional<std::string> wait_shortfall(const Reply& reply, const Durability& durability);
+
 class Operation {
 public:
     // An empty operation, to be started with one of the start_* calls below
@@ -133,6 +139,10 @@ public:
     void restart();
     // The reply limits (the configuration's max_reply_size); before the first feed.
     void set_reader_limits(const ReaderLimits& limits);
+    // Whether writes (set, delete) wait for replicas (the configuration's
+    // wait_replicas, wait_timeout); before next_request, kept across start_*.
+    void set_durability(const Durability& durability) { durability_ = durability; }
+    const Durability& durability() const { return durability_; }
     const Result& result() const { return result_; }
     Result& result() { return result_; }
     // Gives back memory that one large call grew (a 16 MiB value must not stay
@@ -145,6 +155,7 @@ private:
 
     void begin(Kind kind, const KeyNaming* naming);
     bool is_transaction() const;
+    bool waits() const;
     void build_main(std::optional<long long> old_ttl);
     void add_handshake_commands(CommandBuffer& out, const HandshakeArgs& args) const;
     std::optional<Result> check_handshake_replies();
@@ -171,6 +182,7 @@ private:
     HandshakeArgs prefixed_handshake_;
     std::vector<ReplyPtr> replies_;
     ReaderLimits limits_;
+    Durability durability_;
     ReplyReader reader_;
     bool finished_ = false;
     bool received_bytes_ = false;

@@ -139,6 +139,18 @@
 -- from 1024 to 2147483647 (default `33554432`, 32 MiB: sessions are small). A reply
 -- announcing more fails the call at its header with `protocol error: reply larger
 -- than <n> bytes ...` and the connection is closed.
+-- @tfield[opt] number wait_replicas *Extension.* Durability: each `set` and `delete`
+-- also waits for this many replicas to acknowledge the write (`WAIT` after the
+-- write, in the same round trip), an integer >= 0 (default `0`: no wait, Redis's
+-- asynchronous replication). When fewer acknowledge within `wait_timeout` the call
+-- returns `nil, "write not durable: <k> of <n> replicas (wait_replicas) acknowledged
+-- it within <t> ms (wait_timeout)"`: the master applied the write, but a failover may
+-- discard it, so it is not acknowledged. With a Redis Cluster every node a write
+-- touches waits for its own replicas. Costs one replica round trip per write; a
+-- pipelined connection waits behind it.
+-- @tfield[opt] number wait_timeout *Extension.* Milliseconds a write waits for
+-- `wait_replicas`, an integer from 1 to 2147483647 (default `1000`). Keep it below
+-- `read_timeout`: the read timeout still bounds the whole call.
 -- @table configuration
 
 ---

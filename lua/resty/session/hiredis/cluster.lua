@@ -88,6 +88,10 @@
 -- @tfield[opt] string server_name SNI and the name verified on every node (default `nil`).
 -- @tfield[opt] boolean force_auth `AUTH` on every call (default `nil`).
 -- @tfield[opt] string transport `"cosocket"` or `"native"` (default `nil`: by phase).
+-- @tfield[opt] number wait_replicas *Extension.* As in `resty.session.hiredis`: each
+-- node a write touches also waits for this many of its replicas (`WAIT` at the end
+-- of the node's batch) (default `0`).
+-- @tfield[opt] number wait_timeout *Extension.* As in `resty.session.hiredis` (default `1000`).
 -- @table configuration
 
 local core = require "resty.session.hiredis.core"
