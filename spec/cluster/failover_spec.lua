@@ -98,6 +98,7 @@ describe("cluster failover: write loss", function()
         local ws = writers(tag)
         local out = fk.scenario({
             title = title, srv = srv, writers = ws, replica = replica, password = kit.password,
+            log_dir = kit.dir,
             probe_key = "{" .. tag .. "}probe",
             trigger = function() trigger(master, replica) end,
             recover = function() recover(master) end,

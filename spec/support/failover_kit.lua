@@ -27,9 +27,13 @@ local raw = require "raw_redis"
 local _M = {}
 
 -- FAILOVER_DEBUG=1: every answer of the promotion probe on stderr.
+-- FAILOVER_KEEP_LOGS=1: each scenario's server logs (with its report lines) are
+-- copied to failover-logs/ beside the report file.
 local DEBUG = os.getenv("FAILOVER_DEBUG") == "1"
+local KEEP_LOGS = os.getenv("FAILOVER_KEEP_LOGS") == "1"
 
 local function now() return socket.gettime() end
+_M.now = now
 local function sleep(s) socket.sleep(s) end
 
 local function shell_quote(s)
@@ -115,7 +119,7 @@ local NGINX_WRITERS = [==[
     local function loop(w)
         local module = w.module and require(w.module) or H.hiredis
         local s = not w.fresh and module.new(w.cfg) or nil
-        local out = { calls = 0, acked = {}, acked_t = {}, fails = {}, errors = {} }
+        local out = { calls = 0, acked = {}, acked_t = {}, acked_end = {}, fails = {}, errors = {} }
         ngx.update_time()
         local deadline = ngx.now() + ARGS.max_s
         local progress = ARGS.run_id .. ":acks:" .. w.label
@@ -133,6 +137,7 @@ local NGINX_WRITERS = [==[
             if ok and (ok == true or not w.strict) and err == nil then
                 out.acked[#out.acked + 1] = i
                 out.acked_t[#out.acked_t + 1] = t0
+                out.acked_end[#out.acked_end + 1] = ngx.now()
                 shared:incr(progress, 1, 0)
             else
                 out.fails[#out.fails + 1] = { t0, ngx.now() }
@@ -272,15 +277,17 @@ function run_mt:native_output()
     return table.concat(out)
 end
 
--- One native writer's log as the nginx writers report: calls, acked, acked_t,
--- fails = { { t0, t1 } }, errors = { [err] = n }.
+-- One native writer's log as the nginx writers report: calls, acked (call
+-- numbers), acked_t / acked_end (their start and end), fails = { { t0, t1 } },
+-- errors = { [err] = n }.
 local function parse_native(text)
-    local out = { calls = 0, acked = {}, acked_t = {}, fails = {}, errors = {} }
+    local out = { calls = 0, acked = {}, acked_t = {}, acked_end = {}, fails = {}, errors = {} }
     for line in text:gmatch("[^\n]+") do
         local kind, i, t0, t1, err = line:match("^(%a+) (%d+) ([%d.]+) ([%d.]+) ?(.*)$")
         if kind == "ack" then
             out.acked[#out.acked + 1] = tonumber(i)
             out.acked_t[#out.acked_t + 1] = tonumber(t0)
+            out.acked_end[#out.acked_end + 1] = tonumber(t1)
         elseif kind == "fail" then
             out.fails[#out.fails + 1] = { tonumber(t0), tonumber(t1) }
             out.errors[err] = (out.errors[err] or 0) + 1
@@ -410,10 +417,18 @@ function _M.line(scenario, r, t0, server_seconds)
     if #r.fails > 0 then
         local first, last = r.fails[1][1], r.fails[#r.fails][2]
         window = string.format("%.2f s (%.2f..%.2f after the trigger)", last - first, first - t0, last - t0)
+        -- the end of the first success after the last failure (a call can span the gap)
+        for n, started in ipairs(r.acked_t) do
+            if started > r.fails[#r.fails][1] then
+                window = window .. string.format(", writes again at %.2f s", r.acked_end[n] - t0)
+                break
+            end
+        end
     end
     local lost = tostring(r.lost)
     if r.lost_first then
-        lost = string.format("%d (calls started %.2f..%.2f s after the trigger)", r.lost, r.lost_first - t0, r.lost_last - t0)
+        lost = string.format("%d (calls started %.2f..%.2f s after the trigger)", r.lost,
+                             r.lost_first - t0, r.lost_last - t0)
     end
     return string.format(
         "[failover] %s | %-14s | calls %d failed %d acknowledged %d LOST %s | error window %s | "
@@ -423,6 +438,7 @@ function _M.line(scenario, r, t0, server_seconds)
 end
 
 _M.report_file = os.getenv("FAILOVER_REPORT") or (nginx.root .. "/build/failover-report.txt")
+_M.report_dir = _M.report_file:match("^(.*)/[^/]*$") or "."
 
 -- Prints the lines to stderr and appends them to report_file.
 function _M.report(lines)
@@ -442,7 +458,8 @@ end
 -- master), on_tick(elapsed) (optional, while waiting for the promotion),
 -- wait_stable() (polls until the topology is stable again with the old master
 -- as a synced replica; returns the new master's port), limit_s (30: the
--- promotion's time bound), acks_before / acks_after (25: acknowledged writes
+-- promotion's time bound), log_dir (the servers' logs, for FAILOVER_KEEP_LOGS),
+-- acks_before / acks_after (25: acknowledged writes
 -- of every writer before the trigger, and again once the topology is stable).
 -- Returns { results = { [label] = r }, lines, t0, seconds (server failover),
 -- new_master } with every acknowledged key read back from new_master.
@@ -483,6 +500,13 @@ function _M.scenario(s)
         out.lines[#out.lines + 1] = _M.line(s.title, out.results[w.label], out.t0, out.seconds)
     end
     _M.report(out.lines)
+    if KEEP_LOGS and s.log_dir then
+        local dest = string.format("%s/failover-logs/%s-%s", _M.report_dir, os.date("%H%M%S"),
+                                   s.title:gsub("%W+", "-"))
+        os.execute(string.format("mkdir -p %s && cp %s/*.log %s/ 2>/dev/null", shell_quote(dest),
+                                 shell_quote(s.log_dir), shell_quote(dest)))
+        write_file(dest .. "/report.txt", table.concat(out.lines, "\n") .. "\n")
+    end
     return out
 end
 
