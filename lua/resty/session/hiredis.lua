@@ -146,8 +146,8 @@
 -- returns `nil, "write not durable: <k> of <n> replicas (wait_replicas) acknowledged
 -- it within <t> ms (wait_timeout)"`: the master applied the write, but a failover may
 -- discard it, so it is not acknowledged. With a Redis Cluster every node a write
--- touches waits for its own replicas. Costs one replica round trip per write; a
--- pipelined connection waits behind it.
+-- touches waits for its own replicas. Costs one replica round trip per write;
+-- auto-pipelined calls share connections only with calls that wait alike.
 -- @tfield[opt] number wait_timeout *Extension.* Milliseconds a write waits for
 -- `wait_replicas`, an integer from 1 to 2147483647 (default `1000`). Keep it below
 -- `read_timeout`: the read timeout still bounds the whole call.

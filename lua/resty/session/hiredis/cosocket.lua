@@ -127,8 +127,11 @@ function _M.view(inst, fields)
   local connect_timeout = fields.connect_timeout
   return {
     pool = pool,
-    -- pipelined calls share a reply stream, checked with one max_reply_size
-    lane = pool .. "\0" .. fields.max_reply_size,
+    -- pipelined calls share a reply stream, checked with one max_reply_size; a
+    -- write's WAIT holds the stream up to wait_timeout: only calls that wait
+    -- alike queue behind it
+    lane = pool .. "\0" .. fields.max_reply_size
+           .. (fields.wait_replicas > 0 and ("\0" .. fields.wait_replicas .. "/" .. fields.wait_timeout) or ""),
     host = host,
     port = port,
     connect_options = { pool = pool, pool_size = fields.pool_size, backlog = fields.backlog },
