@@ -143,7 +143,9 @@ int driver_op_start(lua_State* L) {
     const lua_Integer method = lua_tointeger(L, 3);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         if (method < 1 || method > 4) throw ArgumentError("invalid method");
-        load_operation(L, self->loader, static_cast<Method>(method), inst->naming, 4);
+        const TrimOnExit trim(self->loader);  // its arguments are in op once started
+        load_operation(L, self->loader, static_cast<Method>(method), inst->naming, 4,
+                       inst->client.config().base.reader_limits().max_reply_bytes);
         self->op.start(self->loader, inst->naming, inst->client.topology(), inst->client.limits());
         lua_pushboolean(L, 1);
         return 1;
@@ -232,7 +234,7 @@ int driver_op_result(lua_State* L) {
     DriverOperation* self = check_driver_op(L, 1);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         const int n = push_result(L, self->op.result());
-        self->loader.trim();
+        self->op.trim();
         return n;
     });
 }

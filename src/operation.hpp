@@ -136,8 +136,12 @@ public:
     const Result& result() const { return result_; }
     Result& result() { return result_; }
     // Gives back memory that one large call grew (a 16 MiB value must not stay
-    // with a reused operation); small buffers are kept for the next call.
-    void trim();
+    // with a reused operation), and the replies; small buffers are kept for the
+    // next call. After a call, successful or not, once its result was read (a
+    // large result is freed too).
+    void trim() noexcept;
+    // Buffers up to this size are kept for the next call.
+    static constexpr std::size_t kKeep = 64 * 1024;
 
 private:
     enum class Kind { Set, Get, Delete, ReadMetadata, Handshake, Raw };
@@ -177,6 +181,20 @@ private:
     bool handshake_failed_ = false;
     long learned_version_ = 0;
     Result result_;
+};
+
+// Trims an operation (or a cluster operation) when a scope ends, whichever way
+// it ends: a call that failed half-way must not keep a large value either.
+template <class Op>
+class TrimOnExit {
+public:
+    explicit TrimOnExit(Op& op) : op_(op) {}
+    ~TrimOnExit() { op_.trim(); }
+    TrimOnExit(const TrimOnExit&) = delete;
+    TrimOnExit& operator=(const TrimOnExit&) = delete;
+
+private:
+    Op& op_;
 };
 
 }  // namespace rsh
