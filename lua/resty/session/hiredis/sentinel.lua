@@ -94,6 +94,8 @@
 -- call). Errors that suggest a failover drop it at once.
 -- @tfield[opt] string transport *Extension.* As in `resty.session.hiredis`.
 -- @tfield[opt] boolean pipelining *Extension.* As in `resty.session.hiredis`.
+-- @tfield[opt] number max_reply_size *Extension.* As in `resty.session.hiredis`
+-- (default 512 MiB); `set` refuses a longer value before writing to the master.
 -- @table configuration
 
 local core = require "resty.session.hiredis.core"
