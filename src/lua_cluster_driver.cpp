@@ -98,6 +98,7 @@ int cluster_absorb_topology(lua_State* L) {
     Operation* op = check_operation(L, 2);
     const NodeAddress asked = node_arg(L, 3);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        const TrimOnExit trim(*op);  // the replies are parsed into the map
         auto& topology = *self->client.topology();
         const bool shards = topology.use_shards();
         if (!op->finished() || op->raw_replies().empty()) throw ProtocolError("protocol error: no reply");

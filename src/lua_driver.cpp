@@ -107,7 +107,7 @@ int push_done(lua_State* L, Operation* op) {
     }
     lua_pushinteger(L, op->handshake_failed() ? kRefused : kDone);
     const int n = push_result(L, op->result());
-    op->trim();
+    if (!op->is_raw()) op->trim();  // a raw op's replies are still to be read (cop:absorb trims it)
     return 1 + n;
 }
 

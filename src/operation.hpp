@@ -96,8 +96,9 @@ public:
     // A ready-made round trip whose replies are kept as they are, for whoever
     // built it to read (a cluster node's share of a call: cluster_operation).
     void start_raw(const CommandBuffer& commands);
-    // The replies of a finished raw round trip.
+    // The replies of a finished raw round trip (trim() releases them: trim once they are read).
     std::vector<ReplyPtr>& raw_replies() { return replies_; }
+    bool is_raw() const { return kind_ == Kind::Raw; }
 
     // The arguments loaded by start_* (nullptr for the other kinds): the cluster
     // operation splits them across slots.
