@@ -1,10 +1,11 @@
 -- max_reply_size inside a real nginx (cosockets): a value of exactly the limit
 -- reads back, one byte more is refused at set before any socket is made (single
--- node, cluster, sentinel), and the 512 MiB default stores and reads back a
+-- node, cluster; sentinel: before the master is written), and the 512 MiB default stores and reads back a
 -- 64 MiB value, alone and through the auto-pipeline's shared reply stream.
 local h = require "helpers"
 local nginx = require "nginx"
 local group = require "sentinel_group"
+local kit = require "cluster_kit"
 
 local REFUSED_1025 = "invalid value: 1025 bytes exceed max_reply_size (1024 bytes)"
 
@@ -61,6 +62,28 @@ describe("max_reply_size in nginx", function()
             assert.same({ nil, REFUSED_1025 }, out)
             assert.equal(0, res.tcp)
         end
+    end)
+
+    it("cluster over cosockets: a value of exactly max_reply_size reads back, one byte more is refused", function()
+        if not kit.available then
+            pending(kit.skip_reason)
+            return
+        end
+        local name = h.unique("ngx-cl-limit")
+        local out = run([[
+            local s = H.storage(ARGS.cfg)
+            local exact = string.rep("c", 1024)
+            return {
+                exact = { s:set(ARGS.name, "k", exact, 60, ngx.time()) },
+                got = s:get(ARGS.name, "k") == exact,
+                over = { s:set(ARGS.name, "k", exact .. "x", 60, ngx.time()) },
+                still = s:get(ARGS.name, "k") == exact,
+            }
+        ]], { cfg = kit.config({ max_reply_size = 1024, transport = "cosocket" }), name = name })
+        assert.same({ true }, out.exact)
+        assert.is_true(out.got)
+        assert.same({ nil, REFUSED_1025 }, out.over)
+        assert.is_true(out.still)
     end)
 
     it("sentinel: the master is never written", function()
