@@ -133,6 +133,39 @@ describe("reply limits", function()
         end)
     end)
 
+    describe("memory", function()
+        -- resident bytes of this process
+        local function rss()
+            local f = assert(io.open("/proc/self/statm"))
+            local _, resident = f:read("*n", "*n")
+            f:close()
+            return resident * 4096
+        end
+
+        local function settled_rss()
+            collectgarbage()
+            collectgarbage()
+            return rss()
+        end
+
+        it("a large call, failed or not, keeps none of its memory (native)", function()
+            local name = h.unique("mem")
+            local store = hiredis.new({ port = h.port, read_timeout = 30000, send_timeout = 30000 })
+            assert.same({ true }, { store:set(name, "k", "small", 60, os.time()) })
+            local before = settled_rss()
+            do
+                local value = string.rep("m", 64 * 1024 * 1024)
+                assert.same({ true }, { store:set(name, "k", value, 60, os.time()) })
+                assert.equal(#value, #store:get(name, "k"))
+                -- last, refused after the value was loaded (a bad ttl): nothing trims it later
+                assert.same({ nil, "invalid ttl: must be a positive integer" }, { store:set(name, "k", value, -1) })
+            end
+            local grown = settled_rss() - before
+            assert.is_true(grown < 16 * 1024 * 1024, string.format("%.1f MiB kept", grown / 1048576))
+            h.raw():call("DEL", name .. ":k")
+        end)
+    end)
+
     describe("refused at set on every topology", function()
         it("cluster: before anything is sent, on the native transport", function()
             local store = cluster.new({ nodes = { { ip = "127.0.0.1", port = h.unused_port() } },
