@@ -7,6 +7,7 @@
 --   local replica = require "replica"
 --   local r = replica.start(master_port, call)   -- returns once the replica is in sync
 --   r:stop()                                     -- returns once the master has no replica left
+--   r:kill()                                     -- the replica alone (on errors: no wait)
 --
 -- `call(cmd, ...)` is a client of the master (reply or nil, err).
 local socket = require "socket"
@@ -37,7 +38,7 @@ local function log_tail(self)
 end
 
 -- The process: TERM, KILL after 5 s, then reaped.
-local function kill(self)
+local function kill_process(self)
   if not self.pid then return end
   os.execute("kill -TERM " .. self.pid .. " 2>/dev/null")
   if not poll(5, function() return not proc.alive(self.pid) end) then
@@ -88,29 +89,37 @@ function _M.start(master_port, master_call)
     end)
     if state == "in sync" then return self end
     local tail = log_tail(self)
-    kill(self)
+    kill_process(self)
     -- the port was taken between free_port() and the bind: another one
     if state ~= "exited" or not tail:find("Address already in use", 1, true) or attempt == 5 then
-      pcall(self.stop, self)
+      self:kill()
       error(string.format("replica of 127.0.0.1:%d on port %d %s:\n%s", master_port, self.port,
                           state == "exited" and "exited" or "not in sync after 30 s", tail), 0)
     end
   end
 end
 
--- Stops the replica and removes its directory, then waits until the master has no replica
--- and no replication backlog left (polled; an error after 10 s).
-function replica:stop()
-  kill(self)
+-- Stops the replica and removes its directory.
+function replica:kill()
+  kill_process(self)
   if self.dir then
     sh("rm -rf " .. quote(self.dir))
     self.dir = nil
   end
-  local gone = poll(10, function()
-    local info = self.master_call("INFO", "replication") or ""
-    return info:find("connected_slaves:0", 1, true) and info:find("repl_backlog_active:0", 1, true)
+end
+
+-- kill(), then waits until the master has no replica and no replication backlog left
+-- (polled; an error after 10 s or when the master does not answer).
+function replica:stop()
+  self:kill()
+  local state = poll(10, function()
+    local info, err = self.master_call("INFO", "replication")
+    if not info then return "the master failed: " .. tostring(err) end
+    return info:find("connected_slaves:0", 1, true) and info:find("repl_backlog_active:0", 1, true) and "gone"
   end)
-  if not gone then error("replica: the master still has a replica or a replication backlog after 10 s", 0) end
+  if state ~= "gone" then
+    error("replica: " .. (state or "the master still has a replica or a replication backlog after 10 s"), 0)
+  end
 end
 
 return _M

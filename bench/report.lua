@@ -363,8 +363,8 @@ local function durability_table(add, info, drows)
       .. "replication work is redis-server's, not the nginx worker's). The same wrk settings and repetitions, "
       .. "each repetition's durability rows after its other rows; storage CPU = CPU minus the no-op "
       .. "handler's measured in the same pass at the same connections. Every cw / nw request must have sent "
-      .. "one `WAIT` and co / na none, and a write the replica did not acknowledge in time is an error "
-      .. "(`write not durable`): either invalidates the row.")
+      .. "one `WAIT` and co / na none (give or take the requests in flight when a run ends), and a write the "
+      .. "replica did not acknowledge in time is an error (`write not durable`): either invalidates the row.")
   add("")
   local impls, pairs_ = drows.impls, {}
   for _, impl in ipairs(impls) do
