@@ -624,7 +624,7 @@ for _, workers in ipairs(plan.workers) do
 end
 
 local limits = {}
-if #plan.ops > 0 then   -- not on a cluster-only or durability-only run (BENCH_CLUSTER=only, BENCH_DURABILITY=only)
+if #plan.ops > 0 then   -- not on a BENCH_CLUSTER=only or BENCH_DURABILITY=only run
   log("bench: limits (redis-benchmark, native loop)")
   local rb1 = redis_benchmark(1)
   local rb32 = redis_benchmark(32)
@@ -669,7 +669,7 @@ if WITH_UPSTREAM then
 end
 local rows = report.rows(plan, runs)
 local sides = {}
-for i, side in ipairs(SIDES) do sides[i] = report.side_rows(side, runs, side.bases) end
+for i, side in ipairs(SIDES) do sides[i] = report.side_rows(side, runs) end
 if CLUSTER then
   local up_cluster = "absent"
   if WITH_UPSTREAM_CLUSTER then

@@ -179,11 +179,12 @@ end
 
 ---
 -- The rows of a table of their own (the Redis Cluster's, the durability rows): one per
--- (op, conc) of `side` ({ name, ops, conc = { ... }, workers, impls }), from
+-- (op, conc) of `side` ({ name, ops, conc = { ... }, workers, impls, bases }), from
 -- runs["<name>/<op>/<conc>/<impl>"], with the no-op handler measured in the same passes
 -- at the same connections (runs["<name>/noop/<conc>/noop"]) as every row's baseline;
 -- bases[impl] = the implementation impl's ratios are to; validity as for the other rows.
-function _M.side_rows(side, runs, bases)
+function _M.side_rows(side, runs)
+  local bases = side.bases
   local rows = { name = side.name, impls = side.impls, bases = bases }
   local noops = {}
   for _, c in ipairs(side.conc) do noops[c] = _M.aggregate(runs[side.name .. "/noop/" .. c .. "/noop"]) end
