@@ -369,4 +369,11 @@ void ClusterOperation::fail(std::string err) {
     finished_ = true;
 }
 
+void ClusterOperation::trim() noexcept {
+    phases_.clear();  // start() rebuilds them anyway
+    batches_.clear();
+    merged_tail_.reset();
+    if (result_.text.capacity() > Operation::kKeep) std::string().swap(result_.text);
+}
+
 }  // namespace rsh

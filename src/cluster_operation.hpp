@@ -77,6 +77,10 @@ public:
     const Result& result() const { return result_; }
     Result& result() { return result_; }
     int phase_count() const { return static_cast<int>(phases_.size()); }
+    // Frees what the call built (every group's and batch's commands, a large
+    // value): a reused cluster operation keeps no large call's memory. After
+    // the result was read.
+    void trim() noexcept;
 
 private:
     enum class Answer { Value, Ok };

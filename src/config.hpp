@@ -29,9 +29,10 @@ constexpr double kDefaultTimeoutMs = 60000;  // OpenResty's cosocket defaults
 // The largest timeout cosockets take (settimeouts raises above it); ours too.
 constexpr double kMaxTimeoutMs = 2147483647;
 constexpr int kDefaultPoolSize = 30;
-// Sessions are small: a reply (a value, or a subject's metadata) past 32 MiB is
-// refused at its header unless max_reply_size raises the ceiling.
-constexpr double kDefaultMaxReplySize = 32 << 20;
+// The data one reply may carry (ReaderLimits::max_reply_bytes), and the largest
+// value set accepts: by default Redis's own proto-max-bulk-len, 512 MiB, so every
+// value Redis stores reads back; a reply announcing more is refused at its header.
+constexpr double kDefaultMaxReplySize = 512 << 20;
 constexpr double kMinMaxReplySize = 1024;
 
 struct Config {

@@ -1,6 +1,7 @@
 #include "operation.hpp"
 
 #include <cstdlib>
+#include <new>
 #include <stdexcept>
 
 #include "errors.hpp"
@@ -347,14 +348,20 @@ void Operation::restart() {
     reader_ = ReplyReader{limits_};
 }
 
-void Operation::trim() {
-    constexpr std::size_t kKeep = 64 * 1024;
+void Operation::trim() noexcept {
     commands_.trim(kKeep);
     prefixed_.trim(kKeep);
     raw_.trim(kKeep);
+    replies_.clear();  // back to the spare replies, which free the large ones
     if (result_.text.capacity() > kKeep) std::string().swap(result_.text);
     if (set_.value.capacity() > kKeep) std::string().swap(set_.value);
-    if (reader_.buffered_capacity() > kKeep) reader_ = ReplyReader{limits_};
+    if (reader_.buffered_capacity() > kKeep) {
+        try {
+            reader_ = ReplyReader{limits_};
+        } catch (const std::bad_alloc&) {
+            // keeps the old reader, usable: begin() replaces it when it must
+        }
+    }
 }
 
 void Operation::set_reader_limits(const ReaderLimits& limits) {
@@ -419,9 +426,14 @@ void Operation::complete_round() {
         } else if (first.type == Reply::Type::Nil) {
             result.kind = Result::Kind::Nil;
         } else if (first.type == Reply::Type::String) {
-            // into the result's own buffer; the reply keeps its buffer for the next one
+            // into the result's own buffer; the reply keeps its buffer for the next one.
+            // A large value is moved, not copied: one copy less at the peak.
             result_.kind = Result::Kind::String;
-            result_.text.assign(first.str);
+            if (first.str.size() > kKeep) {
+                result_.text.swap(first.str);
+            } else {
+                result_.text.assign(first.str);
+            }
             finished_ = true;
             return;
         } else {

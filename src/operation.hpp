@@ -102,8 +102,9 @@ public:
     // A ready-made round trip whose replies are kept as they are, for whoever
     // built it to read (a cluster node's share of a call: cluster_operation).
     void start_raw(const CommandBuffer& commands);
-    // The replies of a finished raw round trip.
+    // The replies of a finished raw round trip (trim() releases them: trim once they are read).
     std::vector<ReplyPtr>& raw_replies() { return replies_; }
+    bool is_raw() const { return kind_ == Kind::Raw; }
 
     // The arguments loaded by start_* (nullptr for the other kinds): the cluster
     // operation splits them across slots.
@@ -146,8 +147,12 @@ public:
     const Result& result() const { return result_; }
     Result& result() { return result_; }
     // Gives back memory that one large call grew (a 16 MiB value must not stay
-    // with a reused operation); small buffers are kept for the next call.
-    void trim();
+    // with a reused operation), and the replies; small buffers are kept for the
+    // next call. After a call, successful or not, once its result was read (a
+    // large result is freed too).
+    void trim() noexcept;
+    // Buffers up to this size are kept for the next call.
+    static constexpr std::size_t kKeep = 64 * 1024;
 
 private:
     enum class Kind { Set, Get, Delete, ReadMetadata, Handshake, Raw };
@@ -189,6 +194,20 @@ private:
     bool handshake_failed_ = false;
     long learned_version_ = 0;
     Result result_;
+};
+
+// Trims an operation (or a cluster operation) when a scope ends, whichever way
+// it ends: a call that failed half-way must not keep a large value either.
+template <class Op>
+class TrimOnExit {
+public:
+    explicit TrimOnExit(Op& op) : op_(op) {}
+    ~TrimOnExit() { op_.trim(); }
+    TrimOnExit(const TrimOnExit&) = delete;
+    TrimOnExit& operator=(const TrimOnExit&) = delete;
+
+private:
+    Op& op_;
 };
 
 }  // namespace rsh

@@ -2,6 +2,7 @@
 // as RESP bytes in fragments, and the Result each call ends with.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 #include <initializer_list>
 #include <string>
@@ -693,6 +694,43 @@ TEST(Operation, ReceivedBytesAfterFirstByte) {
     EXPECT_FALSE(op.received_bytes());
     EXPECT_FALSE(op.feed("$", 1));
     EXPECT_TRUE(op.received_bytes());
+}
+
+// A reused operation keeps no large call's memory: trim() frees the value, the
+// request and the result past kKeep, and the operation serves the next call.
+TEST(Operation, TrimFreesALargeCall) {
+    const string big(Operation::kKeep * 4, 'v');
+    Operation op;
+    KeyNaming naming;
+    SetArgs& set = op.start_set(naming);
+    set.name = "s";
+    set.key = "k";
+    set.value = big;
+    set.ttl = 60;
+    ASSERT_TRUE(op.next_request(70000).has_value());
+    ASSERT_TRUE(op.feed(kOk.data(), kOk.size()));
+    op.trim();
+    EXPECT_LE(op.set_args()->value.capacity(), Operation::kKeep);
+
+    GetArgs& get = op.start_get(naming);
+    get.name = "s";
+    get.key = "k";
+    ASSERT_TRUE(op.next_request(70000).has_value());
+    const string wire = bulk(big);
+    for (std::size_t at = 0; at < wire.size(); at += 16384) {
+        op.feed(wire.data() + at, std::min<std::size_t>(16384, wire.size() - at));
+    }
+    ASSERT_TRUE(op.finished());
+    EXPECT_EQ(op.result().text, big);
+    op.trim();
+    EXPECT_LE(op.result().text.capacity(), Operation::kKeep);
+
+    GetArgs& again = op.start_get(naming);
+    again.name = "s";
+    again.key = "k";
+    ASSERT_TRUE(op.next_request(70000).has_value());
+    ASSERT_TRUE(op.feed("$2\r\nok\r\n", 8));
+    EXPECT_EQ(op.result().text, "ok");
 }
 
 TEST(Operation, FeedBeforeRequestIsAProtocolError) {

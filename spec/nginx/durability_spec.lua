@@ -55,6 +55,44 @@ describe("durability in nginx", function()
         if srv then assert.same({}, srv:shutdown()) end
     end)
 
+    it("a call of another configuration never queues behind a WAIT on a pipelined connection", function()
+        -- same pool (same identity), different durability: the default instance's
+        -- calls must not wait for the durable one's WAIT (no replicas: it waits it out)
+        local res = srv:run("content", [[
+            local durable = H.storage(ARGS.durable)
+            local plain = H.storage(ARGS.plain)
+            -- a proven pool (its server version known): concurrent calls pipeline
+            assert(plain:get(ARGS.name, "warm-up") == nil)
+            local waiting = {}
+            for i = 1, 4 do
+                waiting[i] = ngx.thread.spawn(function()
+                    return durable:set(ARGS.name, "w" .. i, "v", 60, ARGS.now)
+                end)
+            end
+            local quick = {}
+            for i = 1, 4 do
+                quick[i] = ngx.thread.spawn(function()
+                    return plain:set(ARGS.name, "p" .. i, "v", 60, ARGS.now)
+                end)
+            end
+            local out = { durable = {}, plain = {} }
+            for i = 1, 4 do
+                out.plain[i] = { select(2, ngx.thread.wait(quick[i])) }
+                out.durable[i] = { select(2, ngx.thread.wait(waiting[i])) }
+            end
+            return out
+        ]], {
+            durable = { port = h.port, pool = "shared-lane", wait_replicas = 1, wait_timeout = 1500 },
+            plain = { port = h.port, pool = "shared-lane", connect_timeout = 300, read_timeout = 300 },
+            name = h.unique("ngx-lane"), now = NOW,
+        })
+        assert.is_true(res.ok, tostring(res[1]))
+        for i = 1, 4 do
+            assert.same({ true }, res[1].plain[i])
+            assert.same({ 0, 1, 1500 }, shortfall(res[1].durable[i][2]))
+        end
+    end)
+
     local cases = {
         { phase = "content", label = "cosockets" },
         { phase = "content", label = "cosockets without pipelining", extra = { pipelining = false } },

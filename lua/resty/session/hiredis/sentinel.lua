@@ -94,6 +94,8 @@
 -- call). Errors that suggest a failover drop it at once.
 -- @tfield[opt] string transport *Extension.* As in `resty.session.hiredis`.
 -- @tfield[opt] boolean pipelining *Extension.* As in `resty.session.hiredis`.
+-- @tfield[opt] number max_reply_size *Extension.* As in `resty.session.hiredis`
+-- (default 512 MiB); `set` refuses a longer value before writing to the master.
 -- @tfield[opt] number wait_replicas *Extension.* As in `resty.session.hiredis`: writes
 -- also wait for this many replicas of the master (default `0`).
 -- @tfield[opt] number wait_timeout *Extension.* As in `resty.session.hiredis` (default `1000`).
