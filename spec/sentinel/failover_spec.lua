@@ -49,10 +49,8 @@ local function writers(run)
         list[#list + 1] = { label = "upstream", transport = "upstream", module = up.module, cfg = base }
     end
     if wait_ok then
-        -- their own pool: calls of another configuration pipelined on the same
-        -- connection would wait behind their WAIT
-        local durable = merged(base, { wait_replicas = 1, wait_timeout = 1000, read_timeout = 1500,
-                                       pool = "fo-wait1" })
+        -- the same pools as the default writers (whose calls must not wait behind a WAIT)
+        local durable = merged(base, { wait_replicas = 1, wait_timeout = 1000, read_timeout = 1500 })
         list[#list + 1] = { label = "native+wait1", transport = "native", cfg = durable, durable = true }
         list[#list + 1] = { label = "cosocket+wait1", transport = "cosocket", cfg = durable, durable = true }
     end
