@@ -73,9 +73,11 @@ spec:
 # times, each file of each run under fresh servers (spec/support/stress.sh); the
 # count of passed runs per file at the end, failed runs' output in build/stress/.
 STRESS_RUNS ?= 10
+# (a+b: both in one busted under the same servers, in make spec's order)
 STRESS_SPECS ?= spec/cluster/failover_spec.lua spec/sentinel/failover_spec.lua spec/sentinel_spec.lua \
 	spec/nginx/sentinel_spec.lua spec/cluster/native_spec.lua spec/cluster/nginx_spec.lua \
-	spec/cluster/reshard_spec.lua spec/cluster/tls_spec.lua spec/cluster/nginx_tls_spec.lua
+	spec/cluster/reshard_spec.lua spec/cluster/tls_spec.lua spec/cluster/nginx_tls_spec.lua \
+	spec/nginx/sentinel_spec.lua+spec/sentinel/failover_spec.lua+spec/sentinel_spec.lua
 stress: deps build
 	LUAJIT=$(LUAJIT) BUSTED=$(BUSTED) STRESS_LOG_DIR=$(BUILD_DIR)/stress spec/support/stress.sh $(STRESS_RUNS) $(STRESS_SPECS)
 

@@ -5,6 +5,10 @@
 #
 #   spec/support/stress.sh RUNS FILE...
 #
+# A FILE may be several joined by "+" (a+b): they run in that order in one busted
+# under the same servers, as make spec runs them one after the other (a spec that
+# follows a failover must find the topology it needs).
+#
 # LUAJIT, BUSTED: the interpreter and busted (as for make spec). STRESS_LOG_DIR
 # (default build/stress): the output of every failed run is kept there. Exits 1
 # when a run of any file failed.
@@ -35,10 +39,10 @@ declare -A passed=()
 started=$(date +%s)
 for ((i = 1; i <= runs; i++)); do
     for f in "$@"; do
-        log="$log_dir/$(echo "${f%.lua}" | tr / _)-run$i.log"
+        log="$log_dir/$(echo "${f//.lua/}" | tr /+ _-)-run$i.log"
         t0=$(date +%s)
-        # shellcheck disable=SC2046
-        if "$here/with-servers.sh" $(servers_for "$f") "$LUAJIT" "$BUSTED" "$f" >"$log" 2>&1; then
+        # shellcheck disable=SC2046,SC2086
+        if "$here/with-servers.sh" $(servers_for "$f") "$LUAJIT" "$BUSTED" ${f//+/ } >"$log" 2>&1; then
             passed[$f]=$(( ${passed[$f]:-0} + 1 ))
             rm -f "$log"
             echo "stress: run $i/$runs $f: passed ($(( $(date +%s) - t0 )) s)"
