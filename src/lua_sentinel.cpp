@@ -157,17 +157,19 @@ int round_choose(lua_State* L) {
     return lua_barrier(L, OnError::ReturnNilErr, [&] { return push_choice(L, round->choose()); });
 }
 
-// round:promoted(i) -> host, port | nil (a "promoted" round: no replica promoted,
-// or sentinel i failed)
+// round:promoted(i) on a "promoted" round -> host, port, true (the replica the
+// failover promotes) | host, port, false (the master the leader names now) |
+// nil (sentinel i failed)
 int round_promoted(lua_State* L) {
     SentinelRound* round = check_round(L);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         const std::size_t i = index_of(L, *round, 2);
-        if (!round->done(i) || round->failed(i) || round->answer(i).kind != SentinelAnswer::Kind::Promoted) {
-            return 0;
-        }
-        push_address(L, round->answer(i).address);
-        return 2;
+        if (!round->done(i) || round->failed(i)) return 0;
+        const SentinelAnswer& answer = round->answer(i);
+        if (answer.kind != SentinelAnswer::Kind::Promoted && answer.kind != SentinelAnswer::Kind::Master) return 0;
+        push_address(L, answer.address);
+        lua_pushboolean(L, answer.kind == SentinelAnswer::Kind::Promoted);
+        return 3;
     });
 }
 

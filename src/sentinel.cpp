@@ -52,7 +52,8 @@ SentinelQuery::SentinelQuery(Ask ask, std::string_view master_name, const std::o
         else commands_.add({"AUTH", *password});
         authenticates_ = true;
     }
-    if (ask != Ask::Promoted) commands_.add({"SENTINEL", "MASTER", master_name});
+    // one write, so the sentinel answers both from the same state of its failover
+    commands_.add({"SENTINEL", "MASTER", master_name});
     if (ask != Ask::Master) commands_.add({"SENTINEL", "REPLICAS", master_name});
 }
 
@@ -75,13 +76,20 @@ void SentinelQuery::conclude() {
         answer_ = failure(replies_.front()->str);
         return;
     }
-    if (ask_ == Ask::Promoted) {
-        answer_ = parse_promoted(*replies_[next]);
-        return;
-    }
     SentinelAnswer master = parse_master(*replies_[next++]);
     if (ask_ == Ask::Master || master.kind != SentinelAnswer::Kind::Master) {
         answer_ = std::move(master);
+        return;
+    }
+    if (ask_ == Ask::Promoted) {
+        // switched already, or no replica picked yet: the master it names
+        if (!master.failover_in_progress) {
+            answer_ = std::move(master);
+            return;
+        }
+        SentinelAnswer promoted = parse_promoted(*replies_[next]);
+        if (promoted.kind == SentinelAnswer::Kind::NoPromotedReplica) promoted = std::move(master);
+        answer_ = std::move(promoted);
         return;
     }
     SentinelAnswer replicas = parse_replicas(*replies_[next]);

@@ -46,7 +46,10 @@ class SentinelQuery {
 public:
     // Master: SENTINEL MASTER (address, config-epoch, flags). Replicas: SENTINEL
     // MASTER and SENTINEL REPLICAS (the epoch, then the healthy replicas).
-    // Promoted: SENTINEL REPLICAS, for the replica flagged `promoted`.
+    // Promoted (to a failover's leader): SENTINEL MASTER and SENTINEL REPLICAS,
+    // answered from one state: the replica flagged `promoted` while the failover
+    // is in progress (Promoted), else the master it names (Master: the switch
+    // happened, or no replica is picked yet).
     enum class Ask { Master, Replicas, Promoted };
 
     // credentials are sent (AUTH [username] password) only when `authenticate`

@@ -148,9 +148,12 @@ SentinelLookup ask_sentinels(const std::vector<SentinelTarget>& targets, Sentine
     follow_up.add(false);
     Exchange ex;
     run(targets[leader], follow_up, 0, ex, std::nullopt, false);
-    if (!follow_up.failed(0) && follow_up.answer(0).kind == SentinelAnswer::Kind::Promoted) {
-        lookup.choice.address = follow_up.answer(0).address;
-        lookup.promoted = true;
+    if (!follow_up.failed(0)) {
+        const SentinelAnswer& answer = follow_up.answer(0);
+        if (answer.kind == SentinelAnswer::Kind::Promoted || answer.kind == SentinelAnswer::Kind::Master) {
+            lookup.choice.address = answer.address;
+            lookup.promoted = answer.kind == SentinelAnswer::Kind::Promoted;
+        }
     }
     return lookup;
 }

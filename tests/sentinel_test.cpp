@@ -163,17 +163,28 @@ TEST(SentinelQuery, NoReplicasIsAnEmptyList) {
               SentinelAnswer::Kind::UnknownMaster);
 }
 
-TEST(SentinelQuery, FindsThePromotedReplica) {
+TEST(SentinelQuery, AsksTheLeaderForThePromotedReplica) {
     SentinelQuery query(SentinelQuery::Ask::Promoted, "m", std::nullopt, std::nullopt, false);
-    EXPECT_EQ(query.request(), cmd({"SENTINEL", "REPLICAS", "m"}));
-    const SentinelAnswer& answer = feed_bytewise(query, array({replica("10.0.0.1", "6380", "slave", "ok"),
-                                                               replica("10.0.0.2", "6381", "slave,promoted", "err")}));
+    EXPECT_EQ(query.request(), cmd({"SENTINEL", "MASTER", "m"}) + cmd({"SENTINEL", "REPLICAS", "m"}));
+    const string in_progress = master_reply("10.0.0.9", "6379", "master,failover_in_progress", "0");
+    const string replicas = array({replica("10.0.0.1", "6380", "slave", "ok"),
+                                   replica("10.0.0.2", "6381", "slave,promoted", "err")});
+    const SentinelAnswer& answer = feed_bytewise(query, in_progress + replicas);
     ASSERT_EQ(answer.kind, SentinelAnswer::Kind::Promoted);
     EXPECT_EQ(answer.address.host, "10.0.0.2");
     EXPECT_EQ(answer.address.port, 6381);
-    SentinelQuery none(SentinelQuery::Ask::Promoted, "m", std::nullopt, std::nullopt, false);
-    EXPECT_EQ(feed_bytewise(none, array({replica("10.0.0.1", "6380", "slave", "ok")})).kind,
-              SentinelAnswer::Kind::NoPromotedReplica);
+    // no replica picked yet: the master, still replicating to them
+    SentinelQuery early(SentinelQuery::Ask::Promoted, "m", std::nullopt, std::nullopt, false);
+    const SentinelAnswer& not_yet =
+        feed_bytewise(early, in_progress + array({replica("10.0.0.1", "6380", "slave", "ok")}));
+    ASSERT_EQ(not_yet.kind, SentinelAnswer::Kind::Master);
+    EXPECT_EQ(not_yet.address.host, "10.0.0.9");
+    // switched between the round and this query: the new master, whatever the flags of its replicas
+    SentinelQuery late(SentinelQuery::Ask::Promoted, "m", std::nullopt, std::nullopt, false);
+    const SentinelAnswer& switched = feed_bytewise(late, master_reply("10.0.0.2", "6381", "master", "1") + replicas);
+    ASSERT_EQ(switched.kind, SentinelAnswer::Kind::Master);
+    EXPECT_EQ(switched.address.host, "10.0.0.2");
+    EXPECT_EQ(switched.config_epoch, 1);
 }
 
 TEST(SentinelChoice, TheHighestEpochWinsWhateverTheOrder) {

@@ -430,9 +430,9 @@ local function ask_over_cosocket(ask, master, asked)
   local follow_up = core.sentinel_round("promoted", master, milliseconds())
   follow_up:add(false)
   exchange(follow_up, 1, leader)
-  local host, port = follow_up:promoted(1)
+  local host, port, promoted = follow_up:promoted(1)
   if host then
-    return "master", host, port, from, true
+    return "master", host, port, from, promoted
   end
   return "master", a, b, from, false
 end
