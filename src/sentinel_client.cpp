@@ -36,6 +36,7 @@ double bounded(double timeout_ms, const std::optional<double>& budget_ms) {
 // Connects (a pooled connection, else a new one) and sends target i's request.
 void start(const SentinelTarget& target, SentinelRound& round, std::size_t i, Exchange& ex,
            const std::optional<double>& budget_ms) {
+    const double started = now_ms();
     Endpoint endpoint;
     endpoint.host = target.host;
     endpoint.port = target.port;
@@ -46,11 +47,16 @@ void start(const SentinelTarget& target, SentinelRound& round, std::size_t i, Ex
     auto open = [&] { return Connection::open(endpoint, connect_deadline); };
     ex.lease.reset();
     ex.received = false;
+    // what is left of the budget (a retry's whole exchange stays within it)
+    auto left = [&]() -> std::optional<double> {
+        if (!budget_ms) return std::nullopt;
+        return *budget_ms - (now_ms() - started);
+    };
     ex.lease.emplace(pool.acquire(options, connect_deadline, open));
     const std::string_view request =
         round.prepare(i, target.username, target.password, !ex.lease->reused() || target.force_auth);
-    (*ex.lease)->send_all(request, Deadline(bounded(target.send_timeout, budget_ms)));
-    ex.read_deadline.emplace(bounded(target.read_timeout, budget_ms));
+    (*ex.lease)->send_all(request, Deadline(bounded(target.send_timeout, left())));
+    ex.read_deadline.emplace(bounded(target.read_timeout, left()));
 }
 
 // Reads target i's answer; pools the connection after a clean answer.

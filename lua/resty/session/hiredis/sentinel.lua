@@ -7,20 +7,48 @@
 -- configuration has `sentinels` (and no `nodes`); the module can be named as
 -- lua-resty-session's storage directly too (`storage = "resty.session.hiredis.sentinel"`).
 --
--- Each call, per the Redis Sentinel client guidelines:
+-- Each call:
 --
--- 1. asks a sentinel for the current master (`SENTINEL get-master-addr-by-name`),
---    or for the healthy replicas (`SENTINEL replicas`) with `role = "slave"`. The
---    sentinels are tried in order; the first that answers moves to the front of
---    the list (per worker), so a hung or dead sentinel costs its timeout once, not
---    on every call. The sentinel connection is pooled and authenticated once (with
---    the sentinel's credentials only);
--- 2. runs the storage call on that address through the single-node path (pooled
+-- 1. asks every sentinel at once: the request goes to each of them first, then
+--    the answers are read, so the lookup costs the slowest answer, not their sum
+--    (cosockets: one socket per sentinel, no light threads; native: the same,
+--    with blocking reads after all the sends). The query is `SENTINEL MASTER`
+--    (`SENTINEL MASTER` and `SENTINEL REPLICAS` in one write with `role = "slave"`),
+--    on a pooled connection authenticated once with the sentinel's credentials only;
+-- 2. follows the answer with the highest `config-epoch`: a sentinel that has not
+--    heard of a failover yet (they learn of it up to seconds apart) names the old
+--    master at an older epoch and is ignored. Ties go to the first in the list;
+-- 3. during a failover (an answer at that epoch flagged `failover_in_progress`:
+--    its leader, the only sentinel that knows which replica it promotes, until the
+--    others hear of it), asks the leader, in one write, for `SENTINEL MASTER` and
+--    `SENTINEL REPLICAS` and routes to the replica flagged `promoted`. Writes that
+--    go to the old master once the replica stopped replicating from it are
+--    acknowledged and then discarded when the old master resyncs; the promoted
+--    replica keeps them. Until it has taken over (its `ROLE` still says slave, for
+--    the tens of milliseconds before the leader's `REPLICAOF NO ONE`), the call
+--    fails with `failover in progress: the promoted replica is not master yet`
+--    rather than risk a lost write. Before a replica is picked, the old master
+--    still replicates to it and is used;
+-- 4. runs the storage call on that address through the single-node path (pooled
 --    connections, cosockets or native sockets by phase, auto-pipelining). A new
 --    data connection sends `AUTH`/`SELECT` (the master's credentials only) and
 --    `ROLE` in the same round trip; a server in another role than asked (a stale
 --    sentinel answer) is refused with `role mismatch: expected master, got slave`,
---    and the call asks the sentinels once more.
+--    the sentinel that named it loses ties from then on, and the call asks the
+--    sentinels once more.
+--
+-- The master's data connections belong to the address followed when they were
+-- opened (per worker, a pool name per address generation): once the sentinels
+-- name another address, the old one's pool is never used again (native pools are
+-- closed at once, idle cosockets time out), so a demoted master never gets a write
+-- on a pooled connection, and any new connection there runs the `ROLE` check.
+--
+-- A sentinel that fails (unreachable, timed out, an error reply) is not asked for
+-- 2 seconds, doubling while it keeps failing, up to 60. It is then asked again
+-- after the others, and waited for (connect included) only twice as long as the
+-- others took to answer, at least 5 ms: a dead or hung sentinel costs its timeout
+-- once, not on every call or retry. When no other sentinel answers, every
+-- sentinel is asked with its full timeouts.
 --
 -- The master address is looked up on every call by default: after a failover the
 -- old master keeps accepting writes for seconds (until the sentinels reconfigure
@@ -31,13 +59,19 @@
 --
 -- **Differences from `resty.session.redis.sentinel` (4.1.5 on lua-resty-redis-connector):**
 --
--- * Two round trips per call on pooled connections (sentinel query, command);
---   upstream: about five for a `set` (sentinel query, `AUTH` and `SELECT` on every
---   call, the command, `DISCARD`).
--- * `ROLE` is checked on each new data connection (upstream trusts the sentinel's
---   answer, and writes to a demoted master until its connections are killed).
--- * A sentinel that answered moves to the front: upstream tries the list in the
---   configured order every call, so a hung first sentinel adds its timeout to each.
+-- * Every sentinel is asked and the newest configuration (`config-epoch`) is
+--   followed, with a failover's promoted replica as soon as it is master; upstream
+--   takes the first sentinel's `get-master-addr-by-name`, and its writes to the
+--   old master between the promotion and the switch are acknowledged and lost.
+-- * Two round trips per call on pooled connections (the sentinels' round, the
+--   command); upstream: about five for a `set` (sentinel query, `AUTH` and `SELECT`
+--   on every call, the command, `DISCARD`).
+-- * `ROLE` is checked on each new data connection, and a demoted master's pooled
+--   connections are dropped (upstream trusts the sentinel's answer, and writes to
+--   a demoted master until its connections are killed).
+-- * A failed sentinel is skipped for a while and its retries are bounded: upstream
+--   tries the list in the configured order every call, so a hung first sentinel
+--   adds its timeout to each.
 -- * Sentinel and data connections live in separate pools whose names include the
 --   role, the endpoint and the identity, also under a custom `pool` (upstream's
 --   `pool` is shared by sentinel and master connections).
@@ -266,7 +300,8 @@ local function bounded(configured, left)
 end
 
 -- Connects to sentinel i of the round (a pooled connection, else a new one) and
--- sends its request. Returns sock, or nil, err.
+-- sends its request. Returns sock, or nil, err, reused (a pooled connection the
+-- sentinel had closed: worth one more try).
 local function send_query(round, i, target, left)
   local created, sock, err = pcall(ngx.socket.tcp)
   if not created then
@@ -282,13 +317,13 @@ local function send_query(round, i, target, left)
   if not ok then
     return nil, err
   end
-  local request = round:prepare(i, target.username, target.password,
-                                sock:getreusedtimes() == 0 or target.force_auth)
+  local reused = sock:getreusedtimes() > 0
+  local request = round:prepare(i, target.username, target.password, not reused or target.force_auth)
   local sent
   sent, err = sock:send(request)
   if not sent then
     sock:close()
-    return nil, err, true
+    return nil, err, reused
   end
   return sock
 end
@@ -335,10 +370,15 @@ local function read_answer(round, i, target, sock, left)
   end
 end
 
--- One target's whole exchange (a retry: within the budget left).
+-- One target's whole exchange (a retry: all of it within the budget left).
 local function exchange(round, i, target, left)
+  local deadline = left and milliseconds() + left
   local sock, err, reused = send_query(round, i, target, left)
   if sock then
+    if deadline then
+      left = deadline - milliseconds()
+      sock:settimeout(bounded(target.read_timeout, left))
+    end
     return read_answer(round, i, target, sock, left)
   end
   if reused then
