@@ -226,9 +226,9 @@ describe("sentinel (native)", function()
         return function() return received() - base end, function() r:close() end
     end
 
-    local function set_answer(fake_port, named, epoch)
+    local function set_answer(fake_port, named, epoch, promoted)
         local c = assert(raw.connect(fake_port))
-        assert.equal("OK", c:call("SENTINEL", "SET-ANSWER", named, epoch))
+        assert.equal("OK", c:call("SENTINEL", "SET-ANSWER", named, epoch, promoted))
         c:close()
     end
 
@@ -258,6 +258,35 @@ describe("sentinel (native)", function()
         assert.equal("v", r:call("GET", name .. ":k1"))
         assert.equal("v", r:call("GET", name .. ":k2"))
         r:close()
+    end)
+
+    it("during a failover, writes go to the promoted replica once it is master, fail before", function()
+        local master = group.wait_stable(30, true)
+        local replica = group.replica_port()
+        -- the leader of a failover from `replica` (as if it were the master) to `master`
+        local leader, stop_leader = h.fake_server("sentinel:" .. replica .. ":50")
+        set_answer(leader, replica, 50, master)
+        -- a sentinel that has not heard of it, at the same epoch
+        local follower, stop_follower = h.fake_server("sentinel:" .. replica .. ":50")
+        local list = { { host = "127.0.0.1", port = follower }, { host = "127.0.0.1", port = leader } }
+        local s = sentinel.new(group.config({ sentinels = list }))
+        local name = h.unique("promoted")
+        local replica_connections, done = connection_counter(replica)
+        assert.same({ true }, { s:set(name, "k", "v", 60, os.time()) })
+        assert.equal(0, replica_connections(), "the master both still name was left alone")
+        done()
+        local r = group.raw_server(master)
+        assert.equal("v", r:call("GET", name .. ":k"))
+        -- the promoted replica has not taken over yet: an error, nothing written
+        set_answer(leader, master, 51, replica)
+        set_answer(follower, master, 51)
+        local other = sentinel.new(group.config({ sentinels = list }))
+        assert.same({ nil, "failover in progress: the promoted replica is not master yet" },
+                    { other:set(name, "k2", "v", 60, os.time()) })
+        assert.equal(0, r:call("EXISTS", name .. ":k2"))
+        r:close()
+        stop_leader()
+        stop_follower()
     end)
 
     it("asks the sentinels in parallel: one slow to answer does not add up", function()

@@ -32,19 +32,29 @@ void push_address(lua_State* L, const SentinelAddress& address) {
     lua_pushinteger(L, address.port);
 }
 
-// "master", host, port, from | "failover", host, port, from (ask sentinel `from`
-// for its promoted replica; host:port is the master it still names) |
+// "master", host, port, from | "failover", host, port, { leaders } (ask them for
+// the replica promoted; host:port is the master they still name) |
 // "replicas", { {host=, port=}... }, from | "unknown" | "error", err
 // (from: 1-based, in the order the sentinels were given)
 int push_choice(lua_State* L, const SentinelChoice& choice) {
     const int from = static_cast<int>(choice.from) + 1;
     switch (choice.kind) {
     case SentinelChoice::Kind::Master:
-    case SentinelChoice::Kind::AskPromoted:
-        lua_pushstring(L, choice.kind == SentinelChoice::Kind::Master ? "master" : "failover");
+        lua_pushliteral(L, "master");
         push_address(L, choice.address);
         lua_pushinteger(L, from);
         return 4;
+    case SentinelChoice::Kind::AskPromoted: {
+        lua_pushliteral(L, "failover");
+        push_address(L, choice.address);
+        lua_createtable(L, static_cast<int>(choice.leaders.size()), 0);
+        int i = 0;
+        for (const std::size_t leader : choice.leaders) {
+            lua_pushinteger(L, static_cast<lua_Integer>(leader) + 1);
+            lua_rawseti(L, -2, ++i);
+        }
+        return 4;
+    }
     case SentinelChoice::Kind::Replicas: {
         lua_pushliteral(L, "replicas");
         lua_createtable(L, static_cast<int>(choice.replicas.size()), 0);

@@ -196,31 +196,30 @@ SentinelChoice choose_answer(const std::vector<const SentinelAnswer*>& answers) 
         choice.replicas = best->replicas;
         return choice;
     }
-    // at the highest epoch: the failover leader, unless another already switched
-    const SentinelAnswer* leader = nullptr;
-    std::size_t leader_index = 0;
+    // at the highest epoch: the sentinels running a failover (after an o_down
+    // several try until one is elected), unless another already switched
     for (std::size_t i = 0; i < answers.size(); ++i) {
         const SentinelAnswer* a = answers[i];
         if (a && a->kind == Kind::Master && a->config_epoch == best->config_epoch && a->failover_in_progress) {
-            leader = a;
-            leader_index = i;
-            break;
+            choice.leaders.push_back(i);
         }
     }
-    if (leader) {
+    if (!choice.leaders.empty()) {
+        const SentinelAddress& named = answers[choice.leaders.front()]->address;
         for (std::size_t i = 0; i < answers.size(); ++i) {
             const SentinelAnswer* a = answers[i];
             if (a && a->kind == Kind::Master && a->config_epoch == best->config_epoch && !a->failover_in_progress &&
-                a->address != leader->address) {
+                a->address != named) {
                 choice.kind = SentinelChoice::Kind::Master;
                 choice.from = i;
                 choice.address = a->address;
+                choice.leaders.clear();
                 return choice;
             }
         }
         choice.kind = SentinelChoice::Kind::AskPromoted;
-        choice.from = leader_index;
-        choice.address = leader->address;
+        choice.from = choice.leaders.front();
+        choice.address = named;
         return choice;
     }
     choice.kind = SentinelChoice::Kind::Master;

@@ -90,23 +90,26 @@ SentinelAnswer parse_promoted(const Reply& reply);
 struct SentinelChoice {
     enum class Kind {
         Master,            // address, from
-        AskPromoted,       // a failover in progress: ask sentinel `from` for its promoted
-                           // replica; address (the master it still names) until one is
+        AskPromoted,       // a failover in progress: ask `leaders` (from: the first) for
+                           // the replica promoted; address (the master they still name)
+                           // until one is
         Replicas,          // replicas, from
         UnknownMaster,     // no sentinel monitors the name
         NoAnswer,          // none answered: error is the last failure
     };
     Kind kind = Kind::NoAnswer;
     std::size_t from = 0;
+    std::vector<std::size_t> leaders;  // AskPromoted: the answers flagged failover_in_progress
     SentinelAddress address;
     std::vector<SentinelAddress> replicas;
     std::string error;
 };
 
 // The newest configuration wins: among the answers with the highest
-// config-epoch, one that reports a failover in progress (its leader, which is
-// about to switch to the promoted replica) unless another at that epoch already
-// names a different master (the switch happened); else the first in order.
+// config-epoch, those reporting a failover in progress (its leader, about to
+// switch to the replica it promotes, is among them) unless another at that
+// epoch already names a different master (the switch happened); else the first
+// in order.
 SentinelChoice choose_answer(const std::vector<const SentinelAnswer*>& answers);
 
 // One round of queries to every sentinel asked by a call: the driver sends

@@ -147,18 +147,24 @@ SentinelLookup ask_sentinels(const std::vector<SentinelTarget>& targets, Sentine
     lookup.choice = round.choose();
     if (lookup.choice.kind != SentinelChoice::Kind::AskPromoted) return lookup;
 
-    // a failover in progress: its leader tells which replica it promotes
-    const std::size_t leader = lookup.choice.from;
+    // a failover in progress: its leader tells which replica it promotes (after
+    // an o_down, the others trying until one is elected tell none)
+    const std::vector<std::size_t> leaders = lookup.choice.leaders;
+    const SentinelAddress named = lookup.choice.address;
     lookup.choice.kind = SentinelChoice::Kind::Master;
-    SentinelRound follow_up(SentinelQuery::Ask::Promoted, master_name, now_ms());
-    follow_up.add(false);
-    Exchange ex;
-    run(targets[leader], follow_up, 0, ex, std::nullopt, false);
-    if (!follow_up.failed(0)) {
+    for (const std::size_t leader : leaders) {
+        SentinelRound follow_up(SentinelQuery::Ask::Promoted, master_name, now_ms());
+        follow_up.add(false);
+        Exchange ex;
+        run(targets[leader], follow_up, 0, ex, std::nullopt, false);
+        if (follow_up.failed(0)) continue;
         const SentinelAnswer& answer = follow_up.answer(0);
-        if (answer.kind == SentinelAnswer::Kind::Promoted || answer.kind == SentinelAnswer::Kind::Master) {
+        if (answer.kind == SentinelAnswer::Kind::Promoted ||
+            (answer.kind == SentinelAnswer::Kind::Master && answer.address != named)) {
+            lookup.choice.from = leader;
             lookup.choice.address = answer.address;
             lookup.promoted = answer.kind == SentinelAnswer::Kind::Promoted;
+            break;
         }
     }
     return lookup;

@@ -214,7 +214,12 @@ TEST(SentinelChoice, AFailoverInProgressAsksItsLeader) {
     rsh::SentinelChoice choice = rsh::choose_answer({&follower, &leader});
     ASSERT_EQ(choice.kind, rsh::SentinelChoice::Kind::AskPromoted);
     EXPECT_EQ(choice.from, 1u);
+    EXPECT_EQ(choice.leaders, std::vector<std::size_t>{1});
     EXPECT_EQ(choice.address.host, "10.0.0.1");
+    // after an o_down several try until one is elected: each is asked
+    choice = rsh::choose_answer({&leader, &follower, &leader});
+    ASSERT_EQ(choice.kind, rsh::SentinelChoice::Kind::AskPromoted);
+    EXPECT_EQ(choice.leaders, (std::vector<std::size_t>{0, 2}));
     // promotion confirmed: the leader's epoch moved first
     const SentinelAnswer confirmed = master_answer("10.0.0.1", 6379, 1, true);
     choice = rsh::choose_answer({&follower, &confirmed});

@@ -173,9 +173,9 @@ describe("sentinel in nginx", function()
         return function() return received() - base end, function() r:close() end
     end
 
-    local function set_answer(fake_port, named, epoch)
+    local function set_answer(fake_port, named, epoch, promoted)
         local c = assert(raw.connect(fake_port))
-        assert.equal("OK", c:call("SENTINEL", "SET-ANSWER", named, epoch))
+        assert.equal("OK", c:call("SENTINEL", "SET-ANSWER", named, epoch, promoted))
         c:close()
     end
 
@@ -208,6 +208,35 @@ describe("sentinel in nginx", function()
         local r = group.raw_server(master)
         assert.equal("v2", r:call("GET", name .. ":k2"))
         r:close()
+    end)
+
+    it("during a failover, cosocket writes go to the promoted replica once it is master, fail before", function()
+        local master = group.wait_stable(30, true)
+        local replica = group.replica_port()
+        local leader, stop_leader = h.fake_server("sentinel:" .. replica .. ":50")
+        set_answer(leader, replica, 50, master)
+        local follower, stop_follower = h.fake_server("sentinel:" .. replica .. ":50")
+        local list = { { host = "127.0.0.1", port = follower }, { host = "127.0.0.1", port = leader } }
+        local name = h.unique("ngx-promoted")
+        local replica_connections, done = connection_counter(replica)
+        local res = srv:run("content", SET_GET, { cfg = group.config({ sentinels = list }), name = name,
+                                                  key = "k", value = "v" })
+        assert.is_true(res.ok, tostring(res[1]))
+        assert.same({ { true }, { "v" } }, res[1])
+        assert.equal(0, replica_connections(), "the master both still name was left alone")
+        done()
+        set_answer(leader, master, 51, replica)
+        set_answer(follower, master, 51)
+        res = srv:run("content", SET_GET, { cfg = group.config({ sentinels = list }), name = name,
+                                            key = "k2", value = "v" })
+        assert.is_true(res.ok, tostring(res[1]))
+        assert.same({ nil, "failover in progress: the promoted replica is not master yet" }, res[1][1])
+        local r = group.raw_server(master)
+        assert.equal("v", r:call("GET", name .. ":k"))
+        assert.equal(0, r:call("EXISTS", name .. ":k2"))
+        r:close()
+        stop_leader()
+        stop_follower()
     end)
 
     it("never reuses cosockets pooled for an address the sentinels stopped naming", function()

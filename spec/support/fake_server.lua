@@ -19,8 +19,10 @@
 --                 EPOCH (default 0): SENTINEL MASTER answers as Redis 7.0 does,
 --                 SENTINEL REPLICAS with none, get-master-addr-by-name with the
 --                 address (a stale or lying sentinel). Serves its connections
---                 concurrently; `SENTINEL SET-ANSWER PORT EPOCH` (the specs' own
---                 command) changes what it names from then on
+--                 concurrently; `SENTINEL SET-ANSWER PORT EPOCH [PROMOTED]` (the
+--                 specs' own command) changes what it names from then on; with
+--                 PROMOTED, it leads a failover in progress (flags
+--                 failover_in_progress) promoting the replica 127.0.0.1:PROMOTED
 --   huge_bulk     a bulk header announcing 999999999999 bytes, then streams data
 --   huge_array    an array header announcing 999999999 elements, then streams ":1"
 --   deep          arrays nested 8 levels deep, then streams more nesting
@@ -74,15 +76,27 @@ local function bulk(s)
     return "$" .. #s .. "\r\n" .. s .. "\r\n"
 end
 
-local function sentinel_master(named, epoch)
-    local fields = { "name", "mymaster", "ip", "127.0.0.1", "port", named, "flags", "master",
-                     "config-epoch", epoch, "num-slaves", 0, "quorum", 2 }
+local function flat(fields)
     local out = { "*" .. #fields .. "\r\n" }
     for _, f in ipairs(fields) do out[#out + 1] = bulk(f) end
     return table.concat(out)
 end
 
-local named, epoch
+local named, epoch, promoted
+
+local function sentinel_master()
+    return flat({ "name", "mymaster", "ip", "127.0.0.1", "port", named,
+                  "flags", promoted and "master,failover_in_progress" or "master",
+                  "config-epoch", epoch, "num-slaves", promoted and 1 or 0, "quorum", 2 })
+end
+
+local function sentinel_replicas()
+    if not promoted then
+        return "*0\r\n"
+    end
+    return "*1\r\n" .. flat({ "name", "127.0.0.1:" .. promoted, "ip", "127.0.0.1", "port", promoted,
+                               "flags", "slave,promoted", "master-link-status", "err" })
+end
 
 -- The reply to the client's next command, or false once it is gone.
 local function answer_sentinel(sock)
@@ -96,11 +110,12 @@ local function answer_sentinel(sock)
         return "+OK\r\n"
     elseif name == "SENTINEL" and sub == "SET-ANSWER" then
         named, epoch = tostring(cmd[3]), tostring(cmd[4])
+        promoted = cmd[5] and tostring(cmd[5]) or nil
         return "+OK\r\n"
     elseif name == "SENTINEL" and sub == "MASTER" then
-        return sentinel_master(named, epoch)
+        return sentinel_master()
     elseif name == "SENTINEL" and (sub == "REPLICAS" or sub == "SLAVES") then
-        return "*0\r\n"
+        return sentinel_replicas()
     elseif name == "SENTINEL" then
         return "*2\r\n" .. bulk("127.0.0.1") .. bulk(named)
     end

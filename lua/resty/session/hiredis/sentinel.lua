@@ -465,16 +465,20 @@ local function ask_over_cosocket(ask, master, asked)
   if kind ~= "failover" then
     return kind, a, b, from
   end
-  -- a failover in progress: its leader tells which replica it promotes
-  local leader = asked[from]
-  local follow_up = core.sentinel_round("promoted", master, milliseconds())
-  follow_up:add(false)
-  exchange(follow_up, 1, leader)
-  local host, port, promoted = follow_up:promoted(1)
-  if host then
-    return "master", host, port, from, promoted
+  -- a failover in progress: its leader tells which replica it promotes (after
+  -- an o_down, the others trying until one is elected tell none)
+  local leaders = from
+  for n = 1, #leaders do
+    local leader = leaders[n]
+    local follow_up = core.sentinel_round("promoted", master, milliseconds())
+    follow_up:add(false)
+    exchange(follow_up, 1, asked[leader])
+    local host, port, promoted = follow_up:promoted(1)
+    if host and (promoted or host ~= a or port ~= b) then
+      return "master", host, port, leader, promoted
+    end
   end
-  return "master", a, b, from, false
+  return "master", a, b, leaders[1], false
 end
 
 -- Asks the sentinels; follows the answer with the newest configuration.
