@@ -146,8 +146,9 @@ public:
     // Called once every other sentinel is done: the milliseconds the driver may
     // still spend on the retries (connect, send and read included), or nullopt
     // when no other sentinel answered (the retries are the only hope: their own
-    // timeouts apply). The bound is twice what the round took so far, at least
-    // kRetryFloorMs: enough for a healthy sentinel on a new connection.
+    // timeouts apply). The retries may take as long again as the round took so
+    // far, and the round kRetryFloorMs at least: enough for a healthy sentinel
+    // on a new connection.
     std::optional<double> retry_budget_ms(double now_ms) const;
 
     SentinelChoice choose() const;

@@ -45,10 +45,10 @@
 --
 -- A sentinel that fails (unreachable, timed out, an error reply) is not asked for
 -- 2 seconds, doubling while it keeps failing, up to 60. It is then asked again
--- after the others, and waited for (connect included) only twice as long as the
--- others took to answer, at least 5 ms: a dead or hung sentinel costs its timeout
--- once, not on every call or retry. When no other sentinel answers, every
--- sentinel is asked with its full timeouts.
+-- after the others, and waited for (connect included) only as long again as the
+-- others took to answer (the round lasting 5 ms at least): a dead or hung sentinel
+-- costs its timeout once, not on every call or retry. When no other sentinel
+-- answers, every sentinel is asked with its full timeouts.
 --
 -- The master address is looked up on every call by default: after a failover the
 -- old master keeps accepting writes for seconds (until the sentinels reconfigure
