@@ -114,8 +114,10 @@ valgrind: deps build
 		$(LUAJIT) $(BUSTED) $(BUSTED_ARGS) $(NATIVE_SPECS)
 
 # The side-by-side benchmark (bench/run.sh: knobs BENCH_QUICK=1, BENCH_OPS=, BENCH_CONC=,
-# BENCH_WORKERS=, BENCH_REPS=, BENCH_DURATION=, BENCH_IMPLS=; UPSTREAM_LUA_PATH): upstream
-# resty.session.redis vs this module in nginx under wrk, plus the limits; results in
+# BENCH_WORKERS=, BENCH_REPS=, BENCH_DURATION=, BENCH_IMPLS=, BENCH_CLUSTER=1|0|only,
+# BENCH_DURABILITY=1|0|only; UPSTREAM_LUA_PATH): upstream resty.session.redis vs this module
+# in nginx under wrk, the Redis Cluster rows, the durability rows (wait_replicas = 1 against
+# none, a throwaway replica attached for them only), plus the limits; results in
 # bench/results/ (a full run also rewrites README.md's benchmark section).
 BENCH_PACKAGES := gnuplot-nox
 bench-deps:

@@ -20,6 +20,10 @@
 -- "co" / "na" = resty.session.hiredis.cluster (cosockets / native), under session names
 -- "cl-<impl>", get on k<i % CLUSTER_SESSIONS> (B.cluster_fill writes them):
 --   location = /cluster/up/get { content_by_lua_block { B.run_cluster("up", "get") } }
+--
+-- Durability rows (B.init's `durability` given): "co" / "na" as above, "cw" / "nw" the same
+-- with durability's wait_replicas / wait_timeout; session names and keys as above:
+--   location = /durability/cw/set { content_by_lua_block { B.run_durability("cw", "set") } }
 local ngx = ngx
 local tostring = tostring
 local next = next
@@ -37,6 +41,7 @@ local STALE_TTL = dataset.STALE_TTL
 
 local storages = {}
 local cluster_storages = {}
+local durability_storages = {}
 -- get keys per cluster implementation: enough to spread over the 3 masters,
 -- few enough to write in well under a second
 local CLUSTER_SESSIONS = 2000
@@ -55,8 +60,9 @@ end
 -- Called from init_by_lua: builds the storages. `cfg` = { host, port, prefix };
 -- `with_upstream` = whether resty.session.redis can be loaded; `cluster` (optional) =
 -- { nodes, password, with_upstream (resty.session.redis.cluster can be loaded),
--- lock_zone (the lua_shared_dict upstream's client locks in) }.
-function _M.init(cfg, with_upstream, cluster)
+-- lock_zone (the lua_shared_dict upstream's client locks in) }; `durability` (optional) =
+-- { wait_replicas, wait_timeout } for cw and nw.
+function _M.init(cfg, with_upstream, cluster, durability)
   local hiredis = require "resty.session.hiredis"
   local function config(extra)
     local c = { host = cfg.host, port = cfg.port, prefix = dataset.PREFIX }
@@ -96,6 +102,13 @@ function _M.init(cfg, with_upstream, cluster)
     local hiredis_cluster = require "resty.session.hiredis.cluster"
     cluster_storages.co = hiredis_cluster.new(cluster_config())
     cluster_storages.na = hiredis_cluster.new(cluster_config({ transport = "native" }))
+  end
+  if durability then
+    local n, ms = durability.wait_replicas, durability.wait_timeout
+    durability_storages.co = storages.co
+    durability_storages.na = storages.na
+    durability_storages.cw = hiredis.new(config({ wait_replicas = n, wait_timeout = ms }))
+    durability_storages.nw = hiredis.new(config({ transport = "native", wait_replicas = n, wait_timeout = ms }))
   end
   counter = ngx.shared.bench
   errors = ngx.shared.bench_errors
@@ -171,6 +184,17 @@ function _M.run_cluster(impl, op)
   local ok, err = CLUSTER_OPS[op](cluster_storages[impl], "cl-" .. impl, next_index())
   if not ok then
     return fail("cluster " .. impl, op, err)
+  end
+  ngx.print("ok")
+end
+
+---
+-- One storage call of the durability rows; errors (a write the replica did not acknowledge
+-- too) counted under "durability <impl> <op>".
+function _M.run_durability(impl, op)
+  local ok, err = OPS[op](durability_storages[impl], impl, next_index())
+  if not ok then
+    return fail("durability " .. impl, op, err)
   end
   ngx.print("ok")
 end

@@ -2,8 +2,9 @@
 -- spec/support/with-servers.sh --only plain): starts nginx (spec/support/nginx.lua)
 -- with bench/handlers.lua, runs wrk against upstream resty.session.redis and this
 -- module (cosocket with and without auto-pipelining, native) interleaved per row, reads the workers' CPU from /proc,
--- then the limits (no-op handler, redis-benchmark, the plain-LuaJIT native loop),
--- and writes bench/results/results.{csv,md} and the chart's data.
+-- then the Redis Cluster rows and the durability rows (wait_replicas, with a replica
+-- attached for them: bench/replica.lua), the limits (no-op handler, redis-benchmark, the
+-- plain-LuaJIT native loop), and writes bench/results/results.{csv,md} and the chart's data.
 --
 --   luajit bench/http_bench.lua                       the benchmark (settings: env, see bench/run.sh)
 --   luajit bench/http_bench.lua --profile IMPL OP CONC SECONDS WORKERS
@@ -16,6 +17,7 @@ local raw = require "raw_redis"
 local proc = require "proc"
 local report = require "report"
 local dataset = require "dataset"
+local replica = require "replica"
 
 local sh, quote = proc.sh, proc.quote
 local ROOT = nginx.root
@@ -48,16 +50,34 @@ end
 
 local QUICK = env("BENCH_QUICK", "0") == "1"
 local ALL_OPS = "get,set,set_meta,delete,read_metadata"
--- BENCH_CLUSTER: 1 (default) the Redis Cluster rows too, 0 none, only: nothing else
+-- BENCH_CLUSTER, BENCH_DURABILITY: 1 (default) the Redis Cluster rows / the durability rows
+-- too, 0 none, only: nothing else (both only: those two kinds of rows)
 local CLUSTER_MODE = env("BENCH_CLUSTER", "1")
 assert(CLUSTER_MODE == "0" or CLUSTER_MODE == "1" or CLUSTER_MODE == "only", "BENCH_CLUSTER: 0, 1 or only")
+local DURABILITY_MODE = env("BENCH_DURABILITY", "1")
+assert(DURABILITY_MODE == "0" or DURABILITY_MODE == "1" or DURABILITY_MODE == "only",
+       "BENCH_DURABILITY: 0, 1 or only")
+local ONLY = CLUSTER_MODE == "only" or DURABILITY_MODE == "only"
 local plan = {
-  ops = CLUSTER_MODE == "only" and {} or list(env("BENCH_OPS", QUICK and "get,set_meta" or ALL_OPS)),
+  ops = ONLY and {} or list(env("BENCH_OPS", QUICK and "get,set_meta" or ALL_OPS)),
   conc = list(env("BENCH_CONC", QUICK and "1,32" or "1,32,128"), true),
-  workers = CLUSTER_MODE == "only" and { 1 } or list(env("BENCH_WORKERS", QUICK and "1" or "1,2"), true),
+  workers = ONLY and { 1 } or list(env("BENCH_WORKERS", QUICK and "1" or "1,2"), true),
 }
--- The cluster rows: these ops at this concurrency, 1 worker, implementations up/co/na.
-local CLUSTER_PLAN = { ops = { "get", "set_meta" }, conc = 32, workers = 1, impls = { "up", "co", "na" } }
+-- Rows in tables of their own, each repetition's after its single-node rows (1 worker):
+-- these ops at these concurrencies, these implementations (ratios to bases[impl]),
+-- served at /<name>/<impl>/<op> by B.<handler>.
+-- The Redis Cluster's (upstream's cluster storage against ours).
+local CLUSTER_PLAN = { name = "cluster", ops = { "get", "set_meta" }, conc = { 32 }, workers = 1,
+                       impls = { "up", "co", "na" }, bases = { up = "up", co = "up", na = "up" },
+                       handler = "run_cluster" }
+-- The durability rows: co and na as in the single-node rows, cw and nw the same with `wait`,
+-- all with a replica attached to the single Redis for these rows only, so that the other
+-- rows keep measuring a master without one (bench/replica.lua).
+local DURABILITY_PLAN = { name = "durability", ops = { "set", "set_meta" }, conc = QUICK and { 32 } or { 32, 128 },
+                          workers = 1, impls = { "co", "cw", "na", "nw" },
+                          bases = { co = "co", cw = "co", na = "na", nw = "na" }, handler = "run_durability",
+                          wait = { wait_replicas = 1, wait_timeout = 1000 }, waits = { cw = true, nw = true },
+                          stats = true }
 local REPS = tonumber(env("BENCH_REPS", QUICK and "1" or "3"))
 local DURATION = tonumber(env("BENCH_DURATION", "1"))     -- s per wrk run (wrk takes whole seconds)
 local WARMUP = tonumber(env("BENCH_WARMUP", QUICK and "0" or "1"))  -- s per (workers, op), impls at once
@@ -111,10 +131,20 @@ if not WITH_UPSTREAM then
   log("bench: upstream resty.session.redis / resty.redis not found in %s: running without it "
       .. "(set UPSTREAM_LUA_PATH to a LuaRocks tree with lua-resty-session installed); no ratios", UPSTREAM_PATH)
 end
-local CLUSTER = CLUSTER_MODE ~= "0" and #CLUSTER_PORTS > 0
+-- with 1 worker only: false (logged) when BENCH_WORKERS has none
+local function with_one_worker(what)
+  for _, w in ipairs(plan.workers) do
+    if w == 1 then return true end
+  end
+  log("bench: no %s rows: they run with 1 worker, and BENCH_WORKERS has no 1", what)
+  return false
+end
+local CLUSTER = (CLUSTER_MODE == "only" or (CLUSTER_MODE == "1" and not ONLY)) and #CLUSTER_PORTS > 0
 if CLUSTER_MODE == "only" and not CLUSTER then
   error("BENCH_CLUSTER=only: no Redis Cluster (run through bench/run.sh)")
 end
+local DURABILITY = (DURABILITY_MODE == "only" or (DURABILITY_MODE == "1" and not ONLY))
+                   and with_one_worker("durability")
 local WITH_UPSTREAM_CLUSTER = false
 if CLUSTER then
   local has = true
@@ -128,13 +158,12 @@ if CLUSTER then
     end
   end
   WITH_UPSTREAM_CLUSTER = has
-  local with_one = false
-  for _, w in ipairs(plan.workers) do with_one = with_one or w == 1 end
-  if not with_one then
-    log("bench: no cluster rows: they run with 1 worker, and BENCH_WORKERS has no 1")
-    CLUSTER = false
-  end
+  CLUSTER = with_one_worker("cluster")
 end
+-- The tables of their own that run.
+local SIDES = {}
+if CLUSTER then SIDES[#SIDES + 1] = CLUSTER_PLAN end
+if DURABILITY then SIDES[#SIDES + 1] = DURABILITY_PLAN end
 local CLUSTER_PASSWORD = os.getenv("HIREDIS_TEST_CLUSTER_PASSWORD")
 local CLUSTER_LOCK_ZONE = "redis_cluster_slot_locks"
 local IMPLS = {}
@@ -165,9 +194,10 @@ local function flush()
   delete_refill = {}
 end
 
-local function populate(op, first, last)
-  for _, impl in ipairs(IMPLS) do
-    dataset.populate(call, op, impl, os.time(), first, last)
+-- What `op` reads, for each of `names` (default: the implementations of the single-node rows).
+local function populate(op, names)
+  for _, name in ipairs(names or IMPLS) do
+    dataset.populate(call, op, name, os.time())
   end
 end
 
@@ -189,21 +219,23 @@ local function locations()
   end
   if CLUSTER then
     out[#out + 1] = "location = /bench/cluster_fill { content_by_lua_block { B.cluster_fill() } }"
-    for _, impl in ipairs(CLUSTER_PLAN.impls) do
-      for _, op in ipairs(CLUSTER_PLAN.ops) do
-        out[#out + 1] = string.format(
-          'location = /cluster/%s/%s { content_by_lua_block { B.run_cluster("%s", "%s") } }',
-          impl, op, impl, op)
+  end
+  for _, side in ipairs(SIDES) do
+    for _, impl in ipairs(side.impls) do
+      for _, op in ipairs(side.ops) do
+        out[#out + 1] = string.format('location = /%s/%s/%s { content_by_lua_block { B.%s("%s", "%s") } }',
+                                      side.name, impl, op, side.handler, impl, op)
       end
     end
   end
   return table.concat(out, "\n")
 end
 
--- The cluster rows' implementations that run: up only with upstream's cluster storage.
-local function cluster_impls()
+-- A table of its own's implementations that run: the cluster's up only with upstream's
+-- cluster storage.
+local function side_impls(side)
   local out = {}
-  for _, impl in ipairs(CLUSTER_PLAN.impls) do
+  for _, impl in ipairs(side.impls) do
     if impl ~= "up" or WITH_UPSTREAM_CLUSTER then out[#out + 1] = impl end
   end
   return out
@@ -221,11 +253,12 @@ local function start_nginx(workers)
     workers = workers,
     log_level = "warn",
     vars = { port = REDIS_PORT, path = ROOT .. "/bench/?.lua;" .. UPSTREAM_PATH .. ";",
-             with_upstream = WITH_UPSTREAM, cluster = cluster },
+             with_upstream = WITH_UPSTREAM, cluster = cluster,
+             durability = DURABILITY and workers == DURABILITY_PLAN.workers and DURABILITY_PLAN.wait or nil },
     init = [[
       package.path = T.path .. package.path
       B = require "handlers"
-      B.init({ host = "127.0.0.1", port = T.port }, T.with_upstream, T.cluster)
+      B.init({ host = "127.0.0.1", port = T.port }, T.with_upstream, T.cluster, T.durability)
     ]],
     http = [[
       lua_shared_dict bench 1m;
@@ -336,6 +369,7 @@ local function wrk(srv, path, conc, seconds, no_stats)
     redis_cmds = redis_stats and served > 0 and redis_stats.total / served or nil,
     redis_conns = redis_stats and served > 0 and redis_stats.connections / served or nil,
     redis_mix = redis_stats and command_mix(redis_stats.commands, served) or "",
+    redis_commands = redis_stats and redis_stats.commands,
     non2xx = r.status,
     socket_errors = r.connect + r.read + r.write + r.timeout,
     note = note,
@@ -382,19 +416,29 @@ local function measure(srv, workers, op, conc, impl)
   return r
 end
 
--- One measured run of a cluster row: `impl` ("noop" or one of CLUSTER_PLAN.impls) on
--- `op`, recorded under "cluster/<op>/<impl>" (the no-op handler under "cluster/noop/noop").
-local function measure_cluster(srv, op, impl)
-  local path = impl == "noop" and "/noop" or ("/cluster/" .. impl .. "/" .. op)
+-- One measured run of a row of `side` (CLUSTER_PLAN, DURABILITY_PLAN): `impl` (or "noop",
+-- then `op` is "noop" too) on `op` at `conc` connections, recorded under
+-- "<side>/<op>/<conc>/<impl>". Redis's counts only when the side's storage is the single
+-- Redis (side.stats); with side.waits, every request of those implementations must have
+-- sent one WAIT and the others' none, give or take one per connection: the requests in
+-- flight when wrk stops may land in the next run.
+local function measure_side(srv, side, op, conc, impl)
+  local path = impl == "noop" and "/noop" or ("/" .. side.name .. "/" .. impl .. "/" .. op)
   http_get(srv, "/bench/reset")
-  local r = wrk(srv, path, CLUSTER_PLAN.conc, DURATION, true)
+  local r = wrk(srv, path, conc, DURATION, not side.stats)
   local errs = handler_errors(srv)
-  local e = errs[(impl == "noop" and "noop noop") or ("cluster " .. impl .. " " .. op)]
+  local e = errs[(impl == "noop" and "noop noop") or (side.name .. " " .. impl .. " " .. op)]
   if e then r.note = (r.note ~= "" and r.note .. "; " or "") .. "first error: " .. e[2] end
-  record("cluster/" .. (impl == "noop" and "noop" or op) .. "/" .. impl, r)
-  log("  cluster w%d %-13s c%-3d %-4s %8.0f rps  p50 %6.2f ms  p99 %6.2f ms  cpu %6.1f us/req%s%s",
-      CLUSTER_PLAN.workers, impl == "noop" and "-" or op, CLUSTER_PLAN.conc, impl, r.rps, r.p50_ms, r.p99_ms,
-      r.cpu_us or -1,
+  if side.waits and impl ~= "noop" then
+    local waits, want = r.redis_commands.wait or 0, side.waits[impl] and r.served or 0
+    if math.abs(waits - want) > conc then
+      r.note = (r.note ~= "" and r.note .. "; " or "") .. string.format("%d WAIT for %d requests", waits, r.served)
+    end
+  end
+  record(side.name .. "/" .. op .. "/" .. conc .. "/" .. impl, r)
+  log("  %s w%d %-13s c%-3d %-4s %8.0f rps  p50 %6.2f ms  p99 %6.2f ms  cpu %6.1f us/req%s%s%s", side.name,
+      side.workers, impl == "noop" and "-" or op, conc, impl, r.rps, r.p50_ms, r.p99_ms, r.cpu_us or -1,
+      side.stats and ("  redis " .. r.redis_mix) or "",
       (r.non2xx + r.socket_errors > 0) and string.format("  ERRORS non2xx=%d socket=%d", r.non2xx,
                                                           r.socket_errors) or "",
       r.note ~= "" and ("  " .. r.note) or "")
@@ -425,16 +469,43 @@ local function native_loop()
   return res
 end
 
--- Warm-up of one op: every implementation under wrk at 32 connections at once, for
--- WARMUP seconds (JIT traces, filled pools, the cluster clients' slot maps); nothing recorded.
-local function warm_up(srv, op, cluster)
+-- Warm-up of one op: every implementation (of the single-node rows, or of `side`'s) under
+-- wrk at 32 connections at once, for WARMUP seconds (JIT traces, filled pools, the cluster
+-- clients' slot maps); nothing recorded.
+local function warm_up(srv, op, side)
   local cmds = {}
-  for _, impl in ipairs(cluster and cluster_impls() or IMPLS) do
+  for _, impl in ipairs(side and side_impls(side) or IMPLS) do
     cmds[#cmds + 1] = string.format("wrk -t1 -c32 -d%ds --timeout 5s %s >/dev/null 2>&1 &", WARMUP,
-                                    quote(srv:url((cluster and "/cluster/" or "/") .. impl .. "/" .. op)))
+                                    quote(srv:url((side and "/" .. side.name .. "/" or "/") .. impl .. "/" .. op)))
   end
   sh(table.concat(cmds, " ") .. " wait")
   settled_count(srv)
+end
+
+-- One pass over `side`'s rows: per connection count the no-op handler once, then per op
+-- the implementations back to back (each op warmed up on the first pass).
+local function side_pass(srv, side, rep)
+  for i, conc in ipairs(side.conc) do
+    measure_side(srv, side, "noop", conc, "noop")
+    for _, op in ipairs(side.ops) do
+      if rep == 1 and i == 1 and WARMUP > 0 then warm_up(srv, op, side) end
+      for _, impl in ipairs(side_impls(side)) do measure_side(srv, side, op, conc, impl) end
+    end
+  end
+end
+
+-- The durability rows' pass: their sessions written, then a replica attached to the single
+-- Redis for these rows alone (started and in sync, then stopped and gone from the master).
+local function durability_pass(srv, rep)
+  flush()
+  for _, op in ipairs(DURABILITY_PLAN.ops) do populate(op, DURABILITY_PLAN.impls) end
+  local r = replica.start(REDIS_PORT, call)
+  local ok, err = pcall(side_pass, srv, DURABILITY_PLAN, rep)
+  if not ok then
+    r:kill()
+    error(err, 0)
+  end
+  r:stop()
 end
 
 -- Profile mode --------------------------------------------------------------
@@ -487,11 +558,14 @@ end
 local started = socket.gettime()
 local load_before = proc.loadavg()
 local info_text
+local side_text = {}
+for i, side in ipairs(SIDES) do
+  side_text[i] = string.format("; %s rows: ops %s, c%s, w%d, impls %s", side.name, table.concat(side.ops, ","),
+                               table.concat(side.conc, ","), side.workers, table.concat(side_impls(side), ","))
+end
 log("bench: ops %s, conns %s, workers %s, impls %s, %d rep(s) of %d s, warm-up %d s%s",
     table.concat(plan.ops, ","), table.concat(plan.conc, ","), table.concat(plan.workers, ","),
-    table.concat(IMPLS, ","), REPS, DURATION, WARMUP,
-    CLUSTER and string.format("; cluster rows: ops %s, c%d, w%d, impls %s", table.concat(CLUSTER_PLAN.ops, ","),
-                              CLUSTER_PLAN.conc, CLUSTER_PLAN.workers, table.concat(cluster_impls(), ",")) or "")
+    table.concat(IMPLS, ","), REPS, DURATION, WARMUP, table.concat(side_text))
 
 for _, workers in ipairs(plan.workers) do
   flush()
@@ -516,7 +590,7 @@ for _, workers in ipairs(plan.workers) do
       end
       -- the cluster's get sessions, once: its rows only add to them (set_meta's keys
       -- cycle over a fixed set and expire), so the passes see the same data
-      for _, impl in ipairs(cluster_impls()) do http_get(srv, "/bench/cluster_fill?impl=" .. impl) end
+      for _, impl in ipairs(side_impls(CLUSTER_PLAN)) do http_get(srv, "/bench/cluster_fill?impl=" .. impl) end
     end
     -- Each repetition is a pass over every row, so that the repetitions of a row lie
     -- minutes apart: a burst of load from elsewhere spoils one of them, not the median.
@@ -536,15 +610,9 @@ for _, workers in ipairs(plan.workers) do
           end
         end
       end
-      -- the cluster rows, in the same pass: the no-op handler once, then per op the
-      -- implementations back to back
-      if cluster_here then
-        measure_cluster(srv, nil, "noop")
-        for _, op in ipairs(CLUSTER_PLAN.ops) do
-          if rep == 1 and WARMUP > 0 then warm_up(srv, op, true) end
-          for _, impl in ipairs(cluster_impls()) do measure_cluster(srv, op, impl) end
-        end
-      end
+      -- the cluster rows and the durability rows, in the same pass
+      if cluster_here then side_pass(srv, CLUSTER_PLAN, rep) end
+      if DURABILITY and workers == DURABILITY_PLAN.workers then durability_pass(srv, rep) end
     end
   end)
   local nginx_errors = srv:errors()
@@ -556,7 +624,7 @@ for _, workers in ipairs(plan.workers) do
 end
 
 local limits = {}
-if #plan.ops > 0 then   -- not on a cluster-only run (BENCH_CLUSTER=only)
+if #plan.ops > 0 then   -- not on a BENCH_CLUSTER=only or BENCH_DURABILITY=only run
   log("bench: limits (redis-benchmark, native loop)")
   local rb1 = redis_benchmark(1)
   local rb32 = redis_benchmark(32)
@@ -600,8 +668,9 @@ if WITH_UPSTREAM then
   info.upstream = "lua-resty-session " .. session_version .. " on lua-resty-redis " .. info_field("resty_redis")
 end
 local rows = report.rows(plan, runs)
-local cluster_rows = CLUSTER and report.cluster_rows(CLUSTER_PLAN, runs) or nil
-if cluster_rows then
+local sides = {}
+for i, side in ipairs(SIDES) do sides[i] = report.side_rows(side, runs) end
+if CLUSTER then
   local up_cluster = "absent"
   if WITH_UPSTREAM_CLUSTER then
     local session_version = info_field("resty_session")
@@ -609,16 +678,20 @@ if cluster_rows then
     up_cluster = "lua-resty-session " .. session_version .. " on Kong's resty-redis-cluster and lua-resty-redis "
                  .. info_field("resty_redis")
   end
-  info.cluster = { upstream = up_cluster, impls = cluster_impls() }
+  info.cluster = { upstream = up_cluster, impls = side_impls(CLUSTER_PLAN) }
 end
-local md = report.markdown(info, rows, limits, cluster_rows)
+if DURABILITY then
+  info.durability = { settings = string.format("wait_replicas = %d, wait_timeout = %d",
+                                               DURABILITY_PLAN.wait.wait_replicas, DURABILITY_PLAN.wait.wait_timeout) }
+end
+local md = report.markdown(info, rows, limits, sides)
 sh("mkdir -p " .. quote(RESULTS))
 local function write(name, data)
   local f = assert(io.open(RESULTS .. "/" .. name, "wb"))
   f:write(data)
   f:close()
 end
-write("results.csv", report.csv(rows, limits, cluster_rows))
+write("results.csv", report.csv(rows, limits, sides))
 write("results.md", md)
 write("chart.dat", report.chart_data(rows))
 print(md)

@@ -61,6 +61,12 @@ function _M.cpu_us(pids)
   return ticks * 1e6 / _M.CLK_TCK
 end
 
+-- Whether the process runs (a zombie, exited but not yet reaped, does not).
+function _M.alive(pid)
+  local f = stat_fields(pid)
+  return f ~= nil and f[1] ~= "Z"
+end
+
 function _M.loadavg()
   return ((read_file("/proc/loadavg") or ""):match("^(%S+ %S+ %S+)")) or "?"
 end

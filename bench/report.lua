@@ -81,6 +81,56 @@ local function ratio(a, b)
   return nil
 end
 
+-- Why a configuration's runs make their row invalid (any non-2xx response or socket
+-- error, or a note such as a handler's first error), or nil.
+local function invalid_reason(m)
+  local why = {}
+  if m.non2xx > 0 then why[#why + 1] = m.non2xx .. " non-2xx" end
+  if m.socket_errors > 0 then why[#why + 1] = m.socket_errors .. " socket errors" end
+  if m.note ~= "" then why[#why + 1] = m.note end
+  return #why > 0 and table.concat(why, ", ") or nil
+end
+
+-- A row's results, `impls` from runs[key(impl)]: storage CPU = CPU minus the row's
+-- no-op baseline (row.noop), and the reasons the row is invalid.
+local function fill(row, impls, runs, key)
+  for _, impl in ipairs(impls) do
+    local m = _M.aggregate(runs[key(impl)])
+    if m then
+      m.storage_us = row.noop and m.cpu_us and row.noop.cpu_us and (m.cpu_us - row.noop.cpu_us) or nil
+      row.impl[impl] = m
+      local why = invalid_reason(m)
+      if why then row.invalid[#row.invalid + 1] = impl .. ": " .. why end
+    end
+  end
+end
+
+-- `m`'s ratios to `base` (named `base_name` in the CSV's ratio_base).
+local function compare(m, base, base_name)
+  m.rps_ratio = ratio(m.rps, base.rps)
+  m.storage_ratio = ratio(m.storage_us, base.storage_us)
+  m.p50_ratio = ratio(m.p50_ms, base.p50_ms)
+  m.p99_ratio = ratio(m.p99_ms, base.p99_ms)
+  m.ratio_base = base_name
+end
+
+-- After fill: the baseline's errors invalidate the row too; noisy = the runs (the
+-- baseline's, then `impls`') whose repetitions' throughputs spread too far.
+local function finish(row, impls)
+  local noop = row.noop
+  if noop and (noop.non2xx > 0 or noop.socket_errors > 0) then
+    row.invalid[#row.invalid + 1] = string.format("noop: %d non-2xx, %d socket errors", noop.non2xx,
+                                                  noop.socket_errors)
+  end
+  row.valid = #row.invalid == 0
+  row.noisy = {}
+  if noop and noop.rps_spread > _M.NOISY_SPREAD then row.noisy[1] = "noop" end
+  for _, name in ipairs(impls) do
+    local m = row.impl[name]
+    if m and m.rps_spread > _M.NOISY_SPREAD then row.noisy[#row.noisy + 1] = name end
+  end
+end
+
 ---
 -- Rows of the HTTP benchmark, in plan order: one per (workers, op, conc) with a
 -- result per implementation (nil when not run). `runs[key]` lists the runs of
@@ -91,30 +141,14 @@ function _M.rows(plan, runs)
   for _, w in ipairs(plan.workers) do
     for _, op in ipairs(plan.ops) do
       for _, c in ipairs(plan.conc) do
-        local row = { workers = w, op = op, conc = c, impl = {}, invalid = {} }
-        local noop = _M.aggregate(runs[w .. "/" .. op .. "/" .. c .. "/noop"])
-        row.noop = noop
-        for _, impl in ipairs(_M.IMPLS) do
-          local m = _M.aggregate(runs[w .. "/" .. op .. "/" .. c .. "/" .. impl])
-          if m then
-            m.storage_us = noop and m.cpu_us and (m.cpu_us - noop.cpu_us) or nil
-            row.impl[impl] = m
-            local why = {}
-            if m.non2xx > 0 then why[#why + 1] = m.non2xx .. " non-2xx" end
-            if m.socket_errors > 0 then why[#why + 1] = m.socket_errors .. " socket errors" end
-            if m.note ~= "" then why[#why + 1] = m.note end
-            if #why > 0 then
-              row.invalid[#row.invalid + 1] = impl .. ": " .. table.concat(why, ", ")
-            end
-          end
-        end
+        local base = w .. "/" .. op .. "/" .. c .. "/"
+        local row = { workers = w, op = op, conc = c, impl = {}, invalid = {},
+                      noop = _M.aggregate(runs[base .. "noop"]) }
+        fill(row, _M.IMPLS, runs, function(impl) return base .. impl end)
         local up = row.impl.up
-        for _, impl in ipairs(_M.IMPLS) do
-          local m = row.impl[impl]
-          if m and up then
-            m.rps_ratio = ratio(m.rps, up.rps)
-            m.storage_ratio = ratio(m.storage_us, up.storage_us)
-            m.p50_ratio = ratio(m.p50_ms, up.p50_ms)
+        if up then
+          for _, impl in ipairs(_M.IMPLS) do
+            if row.impl[impl] then compare(row.impl[impl], up, "up") end
           end
         end
         -- what auto-pipelining gains: co (on, the default) against cn (off)
@@ -123,16 +157,7 @@ function _M.rows(plan, runs)
           row.pipelining = { rps_ratio = ratio(co.rps, cn.rps), storage_ratio = ratio(co.storage_us, cn.storage_us),
                              p99_ratio = ratio(co.p99_ms, cn.p99_ms) }
         end
-        if noop and (noop.non2xx > 0 or noop.socket_errors > 0) then
-          row.invalid[#row.invalid + 1] = string.format("noop: %d non-2xx, %d socket errors", noop.non2xx,
-                                                        noop.socket_errors)
-        end
-        row.valid = #row.invalid == 0
-        row.noisy = {}
-        for _, name in ipairs({ "noop", "up", "co", "cn", "na" }) do
-          local m = name == "noop" and noop or row.impl[name]
-          if m and m.rps_spread > _M.NOISY_SPREAD then row.noisy[#row.noisy + 1] = name end
-        end
+        finish(row, _M.IMPLS)
         rows[#rows + 1] = row
       end
     end
@@ -153,49 +178,30 @@ function _M.rows(plan, runs)
 end
 
 ---
--- The Redis Cluster rows: one per op of `cplan` ({ ops, conc, workers, impls }), from
--- runs["cluster/<op>/<impl>"], with the no-op handler of the same passes
--- (runs["cluster/noop/noop"]) as every row's baseline; ratios to upstream's cluster
--- storage ("up"); validity as for the other rows.
-function _M.cluster_rows(cplan, runs)
-  local noop = _M.aggregate(runs["cluster/noop/noop"])
-  local rows = { noop = noop }
-  for _, op in ipairs(cplan.ops) do
-    local row = { workers = cplan.workers, op = op, conc = cplan.conc, impl = {}, invalid = {}, noop = noop }
-    for _, impl in ipairs(cplan.impls) do
-      local m = _M.aggregate(runs["cluster/" .. op .. "/" .. impl])
-      if m then
-        m.storage_us = noop and m.cpu_us and noop.cpu_us and (m.cpu_us - noop.cpu_us) or nil
-        row.impl[impl] = m
-        local why = {}
-        if m.non2xx > 0 then why[#why + 1] = m.non2xx .. " non-2xx" end
-        if m.socket_errors > 0 then why[#why + 1] = m.socket_errors .. " socket errors" end
-        if m.note ~= "" then why[#why + 1] = m.note end
-        if #why > 0 then row.invalid[#row.invalid + 1] = impl .. ": " .. table.concat(why, ", ") end
+-- The rows of a table of their own (the Redis Cluster's, the durability rows): one per
+-- (op, conc) of `side` ({ name, ops, conc = { ... }, workers, impls, bases }), from
+-- runs["<name>/<op>/<conc>/<impl>"], with the no-op handler measured in the same passes
+-- at the same connections (runs["<name>/noop/<conc>/noop"]) as every row's baseline;
+-- bases[impl] = the implementation impl's ratios are to; validity as for the other rows.
+function _M.side_rows(side, runs)
+  local bases = side.bases
+  local rows = { name = side.name, impls = side.impls, bases = bases }
+  local noops = {}
+  for _, c in ipairs(side.conc) do noops[c] = _M.aggregate(runs[side.name .. "/noop/" .. c .. "/noop"]) end
+  for _, op in ipairs(side.ops) do
+    for _, c in ipairs(side.conc) do
+      local base = side.name .. "/" .. op .. "/" .. c .. "/"
+      local row = { kind = side.name, workers = side.workers, op = op, conc = c, impl = {}, invalid = {},
+                    noop = noops[c], impls = side.impls }
+      fill(row, side.impls, runs, function(impl) return base .. impl end)
+      for _, impl in ipairs(side.impls) do
+        local m, b = row.impl[impl], row.impl[bases[impl] or ""]
+        if m and b then compare(m, b, bases[impl]) end
       end
+      finish(row, side.impls)
+      rows[#rows + 1] = row
     end
-    local up = row.impl.up
-    for _, impl in ipairs(cplan.impls) do
-      local m = row.impl[impl]
-      if m and up then
-        m.rps_ratio = ratio(m.rps, up.rps)
-        m.storage_ratio = ratio(m.storage_us, up.storage_us)
-        m.p50_ratio = ratio(m.p50_ms, up.p50_ms)
-      end
-    end
-    if noop and (noop.non2xx > 0 or noop.socket_errors > 0) then
-      row.invalid[#row.invalid + 1] = string.format("noop: %d non-2xx, %d socket errors", noop.non2xx,
-                                                    noop.socket_errors)
-    end
-    row.valid = #row.invalid == 0
-    row.noisy = {}
-    for _, name in ipairs({ "noop", "up", "co", "na" }) do
-      local m = name == "noop" and noop or row.impl[name]
-      if m and m.rps_spread > _M.NOISY_SPREAD then row.noisy[#row.noisy + 1] = name end
-    end
-    rows[#rows + 1] = row
   end
-  rows.impls = cplan.impls
   return rows
 end
 
@@ -229,14 +235,17 @@ local function csv_line(t)
 end
 
 ---
--- The CSV: per row the no-op handler and each implementation, then the cluster rows
--- (kind "cluster", impl up = upstream's cluster storage), then the limits
--- (redis-benchmark, the plain-LuaJIT native loop).
-function _M.csv(rows, limits, cluster_rows)
+-- The CSV: per row the no-op handler and each implementation, then the rows of the
+-- tables of their own (`sides`, from side_rows: kind "cluster", impl up = upstream's
+-- cluster storage; kind "durability", ratio_base the implementation without WAIT), then
+-- the limits (redis-benchmark, the plain-LuaJIT native loop).
+function _M.csv(rows, limits, sides)
   local lines = { CSV_HEADER }
   local all = {}
   for _, row in ipairs(rows) do all[#all + 1] = row end
-  for _, row in ipairs(cluster_rows or {}) do all[#all + 1] = row; row.kind = "cluster" end
+  for _, side in ipairs(sides or {}) do
+    for _, row in ipairs(side) do all[#all + 1] = row end
+  end
   for _, row in ipairs(all) do
     local n = row.noop
     local kind = row.kind or "http"
@@ -247,13 +256,13 @@ function _M.csv(rows, limits, cluster_rows)
         valid = n.non2xx == 0 and n.socket_errors == 0, note = n.note, rps_reps = n.rps_reps,
         rps_spread = n.rps_spread })
     end
-    for _, impl in ipairs(_M.IMPLS) do
+    for _, impl in ipairs(row.impls or _M.IMPLS) do
       local m = row.impl[impl]
       if m then
         lines[#lines + 1] = csv_line({ kind = kind, workers = row.workers, op = row.op, conc = row.conc,
           impl = impl, reps = m.reps, rps = m.rps, p50_ms = m.p50_ms, p99_ms = m.p99_ms, cpu_us = m.cpu_us,
           storage_us = m.storage_us, rps_ratio = m.rps_ratio, storage_ratio = m.storage_ratio,
-          p50_ratio = m.p50_ratio, ratio_base = m.rps_ratio and "up" or "", non2xx = m.non2xx,
+          p50_ratio = m.p50_ratio, ratio_base = m.rps_ratio and m.ratio_base or "", non2xx = m.non2xx,
           socket_errors = m.socket_errors, valid = row.valid, note = m.note, rps_reps = m.rps_reps,
           rps_spread = m.rps_spread,
           redis_cmds = m.redis_cmds, redis_conns = m.redis_conns, redis_mix = m.redis_mix,
@@ -295,12 +304,115 @@ local IMPL_TEXT = {
   na = "na = this module with `transport = \"native\"` (blocks the worker)",
 }
 
+-- "yes", or why not; then the noisy runs.
+local function validity(row)
+  return (row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; ")))
+         .. (#row.noisy > 0 and (" (noisy: " .. table.concat(row.noisy, ", ") .. ")") or "")
+end
+
+local function cpu_text(m)
+  return m and m.cpu_us and string.format("%.1f", m.cpu_us) or "-"
+end
+
+-- The Redis Cluster table (`info.cluster` = { upstream, impls }).
+local function cluster_table(add, info, crows)
+  add("")
+  add("Redis Cluster (3 masters + 3 replicas on this machine, `requirepass` on every node): "
+      .. "up = upstream `resty.session.redis.cluster` (" .. info.cluster.upstream .. "), "
+      .. "co = `resty.session.hiredis.cluster` through cosockets (default transport choice), "
+      .. "na = the same with `transport = \"native\"`; the same wrk settings and repetitions, each "
+      .. "repetition's cluster rows right after its single-node rows; storage CPU = CPU minus the "
+      .. "no-op handler's measured in the same pass. A `set` with 2 metadata pairs touches 3 slots "
+      .. "(session key, web and api metadata keys), mostly on different masters.")
+  add("")
+  local cimpls = info.cluster.impls
+  local names = table.concat(cimpls, " / ")
+  add("| workers | op | conns | rps " .. names .. " | p50 " .. names .. " | p99 " .. names .. " | CPU µs/req "
+      .. names .. " | no-op CPU | storage µs/req " .. names .. " | valid |")
+  add("|---|---|---|---|---|---|---|---|---|---|")
+  for _, row in ipairs(crows) do
+    local up = row.impl.up
+    local function fig(mm, text, r)
+      if not mm then return "-" end
+      return (r and mm ~= up) and (text .. " (" .. x(r) .. ")") or text
+    end
+    local rps_cols, st_cols, p50, p99, cpu = {}, {}, {}, {}, {}
+    for i, impl in ipairs(cimpls) do
+      local mm = row.impl[impl]
+      rps_cols[i] = fig(mm, mm and thousands(mm.rps), mm and mm.rps_ratio)
+      st_cols[i] = (mm and mm.storage_us) and fig(mm, string.format("%.1f", mm.storage_us), mm.storage_ratio) or "-"
+      p50[i] = mm and string.format("%.2f", mm.p50_ms) or "-"
+      p99[i] = mm and string.format("%.2f", mm.p99_ms) or "-"
+      cpu[i] = cpu_text(mm)
+    end
+    add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s |", row.workers,
+      _M.OP_NAMES[row.op] or row.op, row.conc, table.concat(rps_cols, " / "), table.concat(p50, " / "),
+      table.concat(p99, " / "), table.concat(cpu, " / "), cpu_text(row.noop), table.concat(st_cols, " / "),
+      validity(row)))
+  end
+end
+
+-- The durability table (`info.durability` = { settings }): per row every implementation's
+-- figures, then the ratios of those with WAIT to their bases (cw/co, nw/na).
+local function durability_table(add, info, drows)
+  add("")
+  add("Durable writes: cw and nw = co and na as above with `" .. info.durability.settings .. "`, so each "
+      .. "write ends with `WAIT` in the same round trip. For these rows only a replica (a throwaway "
+      .. "`redis-server --replicaof` on loopback, attached before the rows of each repetition and stopped "
+      .. "after them) follows the single Redis, and co and na run with it too: the ratios (cw/co, nw/na) are "
+      .. "what waiting for it costs, and the other tables measure a master without a replica (the "
+      .. "replication work is redis-server's, not the nginx worker's). The same wrk settings and repetitions, "
+      .. "each repetition's durability rows after its other rows; storage CPU = CPU minus the no-op "
+      .. "handler's measured in the same pass at the same connections. Every cw / nw request must have sent "
+      .. "one `WAIT` and co / na none (give or take the requests in flight when a run ends), and a write the "
+      .. "replica did not acknowledge in time is an error (`write not durable`): either invalidates the row.")
+  add("")
+  local impls, pairs_ = drows.impls, {}
+  for _, impl in ipairs(impls) do
+    local base = drows.bases[impl]
+    if base and base ~= impl then pairs_[#pairs_ + 1] = { impl, base } end
+  end
+  local names, ratio_names = table.concat(impls, " / "), {}
+  for i, p in ipairs(pairs_) do ratio_names[i] = p[1] .. "/" .. p[2] end
+  ratio_names = table.concat(ratio_names, ", ")
+  add("| workers | op | conns | rps " .. names .. " | throughput " .. ratio_names .. " | p50 " .. names .. " | p50 "
+      .. ratio_names .. " | p99 " .. names .. " | p99 " .. ratio_names .. " | CPU µs/req " .. names
+      .. " | no-op CPU | storage µs/req " .. names .. " | storage CPU " .. ratio_names .. " | valid |")
+  add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+  for _, row in ipairs(drows) do
+    local function figures(name, fmt)
+      local out = {}
+      for i, impl in ipairs(impls) do
+        local m = row.impl[impl]
+        out[i] = m and m[name] and (fmt and string.format(fmt, m[name]) or thousands(m[name])) or "-"
+      end
+      return table.concat(out, " / ")
+    end
+    local function ratios(name)
+      local out = {}
+      for i, p in ipairs(pairs_) do
+        local m = row.impl[p[1]]
+        out[i] = x(m and m[name])
+      end
+      return table.concat(out, ", ")
+    end
+    add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |", row.workers,
+      _M.OP_NAMES[row.op] or row.op, row.conc, figures("rps"), ratios("rps_ratio"), figures("p50_ms", "%.2f"),
+      ratios("p50_ratio"), figures("p99_ms", "%.2f"), ratios("p99_ratio"), figures("cpu_us", "%.1f"),
+      cpu_text(row.noop), figures("storage_us", "%.1f"), ratios("storage_ratio"), validity(row)))
+  end
+end
+
+local SIDE_TABLES = { cluster = cluster_table, durability = durability_table }
+-- how the closing count names them
+local SIDE_NAMES = { cluster = "Redis Cluster", durability = "durability" }
+
 ---
 -- The markdown report: machine, settings, the HTTP table, what pipelining gains, the
--- Redis Cluster table (`cluster_rows`, optional; `info.cluster` = { upstream, impls }), the
--- limits, the native loop. `info.impls` = the implementations measured (columns of
--- the others show "-").
-function _M.markdown(info, rows, limits, cluster_rows)
+-- tables of their own (`sides`, optional, from side_rows: the Redis Cluster's with
+-- `info.cluster`, the durability rows' with `info.durability`), the limits, the native
+-- loop. `info.impls` = the implementations measured (columns of the others show "-").
+function _M.markdown(info, rows, limits, sides)
   local out = {}
   local function add(s) out[#out + 1] = s end
   local m = {}
@@ -347,10 +459,7 @@ function _M.markdown(info, rows, limits, cluster_rows)
       add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |",
         row.workers, _M.OP_NAMES[row.op] or row.op, row.conc, table.concat(rps_cols, " | "),
         per_impl(row, "p50_ms", "%.2f"), per_impl(row, "p99_ms", "%.2f"), per_impl(row, "cpu_us", "%.1f"),
-        row.noop and row.noop.cpu_us and string.format("%.1f", row.noop.cpu_us) or "-",
-        table.concat(st_cols, " | "), per_impl(row, "redis_conns", "%.2f"),
-        (row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; ")))
-          .. (#row.noisy > 0 and (" (noisy: " .. table.concat(row.noisy, ", ") .. ")") or "")))
+        cpu_text(row.noop), table.concat(st_cols, " | "), per_impl(row, "redis_conns", "%.2f"), validity(row)))
     end
   end
   local gains = {}
@@ -378,44 +487,8 @@ function _M.markdown(info, rows, limits, cluster_rows)
         pair("p99_ms", "%.2f"), pair("redis_conns", "%.2f"), row.valid and "yes" or "**INVALID**"))
     end
   end
-  if cluster_rows and #cluster_rows > 0 then
-    add("")
-    add("Redis Cluster (3 masters + 3 replicas on this machine, `requirepass` on every node): "
-        .. "up = upstream `resty.session.redis.cluster` (" .. info.cluster.upstream .. "), "
-        .. "co = `resty.session.hiredis.cluster` through cosockets (default transport choice), "
-        .. "na = the same with `transport = \"native\"`; the same wrk settings and repetitions, each "
-        .. "repetition's cluster rows right after its single-node rows; storage CPU = CPU minus the "
-        .. "no-op handler's measured in the same pass. A `set` with 2 metadata pairs touches 3 slots "
-        .. "(session key, web and api metadata keys), mostly on different masters.")
-    add("")
-    local cimpls = info.cluster.impls
-    local names = table.concat(cimpls, " / ")
-    add("| workers | op | conns | rps " .. names .. " | p50 " .. names .. " | p99 " .. names .. " | CPU µs/req "
-        .. names .. " | no-op CPU | storage µs/req " .. names .. " | valid |")
-    add("|---|---|---|---|---|---|---|---|---|---|")
-    for _, row in ipairs(cluster_rows) do
-      local up = row.impl.up
-      local function fig(mm, text, r)
-        if not mm then return "-" end
-        return (r and mm ~= up) and (text .. " (" .. x(r) .. ")") or text
-      end
-      local rps_cols, st_cols, p50, p99, cpu = {}, {}, {}, {}, {}
-      for i, impl in ipairs(cimpls) do
-        local mm = row.impl[impl]
-        rps_cols[i] = fig(mm, mm and thousands(mm.rps), mm and mm.rps_ratio)
-        st_cols[i] = (mm and mm.storage_us) and fig(mm, string.format("%.1f", mm.storage_us), mm.storage_ratio) or "-"
-        p50[i] = mm and string.format("%.2f", mm.p50_ms) or "-"
-        p99[i] = mm and string.format("%.2f", mm.p99_ms) or "-"
-        cpu[i] = mm and mm.cpu_us and string.format("%.1f", mm.cpu_us) or "-"
-      end
-      add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s |", row.workers,
-        _M.OP_NAMES[row.op] or row.op, row.conc, table.concat(rps_cols, " / "), table.concat(p50, " / "),
-        table.concat(p99, " / "), table.concat(cpu, " / "),
-        row.noop and row.noop.cpu_us and string.format("%.1f", row.noop.cpu_us) or "-",
-        table.concat(st_cols, " / "),
-        (row.valid and "yes" or ("**INVALID** " .. table.concat(row.invalid, "; ")))
-          .. (#row.noisy > 0 and (" (noisy: " .. table.concat(row.noisy, ", ") .. ")") or "")))
-    end
+  for _, side in ipairs(sides or {}) do
+    if #side > 0 then SIDE_TABLES[side.name](add, info, side) end
   end
   if #limits > 0 then
     add("")
@@ -450,13 +523,17 @@ function _M.markdown(info, rows, limits, cluster_rows)
   end
   local invalid, total = 0, #rows
   for _, row in ipairs(rows) do if not row.valid then invalid = invalid + 1 end end
-  for _, row in ipairs(cluster_rows or {}) do
-    total = total + 1
-    if not row.valid then invalid = invalid + 1 end
+  local included = {}
+  for _, side in ipairs(sides or {}) do
+    for _, row in ipairs(side) do
+      total = total + 1
+      if not row.valid then invalid = invalid + 1 end
+    end
+    if #side > 0 then included[#included + 1] = SIDE_NAMES[side.name] end
   end
   add("")
   add(string.format("%d of %d rows invalid%s.", invalid, total,
-                    (cluster_rows and #cluster_rows > 0) and " (Redis Cluster rows included)" or ""))
+                    #included > 0 and (" (" .. table.concat(included, " and ") .. " rows included)") or ""))
   return table.concat(out, "\n") .. "\n"
 end
 

@@ -17,12 +17,17 @@
 #                                 3+3 cluster (with-servers.sh's `cluster`, made in
 #                                 the background while the first rows run): 1 (default)
 #                                 with the other rows, 0 none (no cluster started), only: nothing else
+#     BENCH_DURABILITY=1|0|only   the durability rows (set and set + 2 metadata at 32 and 128 connections, 32 quick;
+#                                 1 worker: co and na, then cw and nw, the same with wait_replicas = 1,
+#                                 wait_timeout = 1000) with a replica attached to the single Redis for
+#                                 these rows only (bench/replica.lua): 1 (default) with the other rows,
+#                                 0 none, only: nothing else (both only: the cluster and durability rows)
 #     BENCH_README=0|1            rewrite README.md's section (default: only after a full run)
 #   bench/run.sh --profile [IMPL [OP [CONC [SECONDS [WORKERS]]]]]
 #                                 perf record -g on the workers under load, top symbols
 #
-# Everything runs in a temporary directory; on exit (also Ctrl-C) nginx and
-# redis-server are stopped and the directory removed.
+# Everything runs in a temporary directory; on exit (also Ctrl-C) nginx and the
+# redis-servers are stopped and the directory removed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -39,9 +44,10 @@ cleanup() {
         kill -TERM "$CMD_PID" 2>/dev/null || true
         wait "$CMD_PID" 2>/dev/null || true
     fi
-    # nginx runs daemonised with its prefix under $STATE: stop any master still there
+    # nginx runs daemonised with its prefix under $STATE, the durability rows' replica with
+    # its directory there: stop any still running (with-servers.sh stops the other servers)
     local pidfile pid i
-    for pidfile in "$STATE"/rsh-nginx.*/logs/nginx.pid; do
+    for pidfile in "$STATE"/rsh-nginx.*/logs/nginx.pid "$STATE"/rsh-replica.*/redis.pid; do
         [[ -f "$pidfile" ]] || continue
         pid=$(cat "$pidfile" 2>/dev/null || true)
         [[ -n "$pid" ]] || continue
@@ -72,8 +78,10 @@ if [[ "${1:-}" == "--profile" ]]; then
 fi
 
 started=$(date +%s)
+CLUSTER_MODE="${BENCH_CLUSTER:-1}" DURABILITY_MODE="${BENCH_DURABILITY:-1}"
 servers=plain,cluster
-[[ "${BENCH_CLUSTER:-1}" == 0 ]] && servers=plain
+# no cluster when its rows do not run (BENCH_CLUSTER=0, or only the durability rows)
+[[ "$CLUSTER_MODE" == 0 || ( "$DURABILITY_MODE" == only && "$CLUSTER_MODE" != only ) ]] && servers=plain
 # the cluster is made while the single-node rows run (the benchmark waits for it)
 export WITH_SERVERS_CLUSTER_BACKGROUND=1
 spec/support/with-servers.sh --only "$servers" luajit bench/http_bench.lua &
@@ -81,8 +89,8 @@ CMD_PID=$!
 wait "$CMD_PID"
 CMD_PID=""
 
-if [[ "${BENCH_CLUSTER:-1}" == only ]]; then
-    echo "bench: cluster rows only: no chart (it shows the single-node rows)" >&2
+if [[ "$CLUSTER_MODE" == only || "$DURABILITY_MODE" == only ]]; then
+    echo "bench: cluster or durability rows only: no chart (it shows the single-node rows)" >&2
 elif command -v gnuplot >/dev/null; then
     gnuplot -e "datafile='$RESULTS/chart.dat'; outfile='$RESULTS/results.png'" bench/chart.gp
     echo "bench: chart in $RESULTS/results.png" >&2
@@ -96,7 +104,7 @@ for knob in BENCH_QUICK BENCH_OPS BENCH_CONC BENCH_WORKERS BENCH_REPS BENCH_DURA
     [[ -n "${!knob:-}" && "$knob" != BENCH_RESULTS ]] && full=0
 done
 [[ "$RESULTS" != bench/results ]] && full=0
-[[ "${BENCH_CLUSTER:-1}" != 1 ]] && full=0
+[[ "$CLUSTER_MODE" != 1 || "$DURABILITY_MODE" != 1 ]] && full=0
 if [[ "${BENCH_README:-$full}" == 1 ]]; then
     luajit bench/update_readme.lua "$RESULTS"
 fi

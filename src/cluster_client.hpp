@@ -28,7 +28,7 @@ public:
 
     const ClusterConfig& config() const { return config_; }
     const std::shared_ptr<ClusterTopology>& topology() const { return topology_; }
-    ClusterLimits limits() const { return {config_.max_redirections, config_.max_connection_attempts}; }
+    ClusterPolicy policy() const { return {config_.max_redirections, config_.max_connection_attempts, config_.base.durability()}; }
     const NodeTarget& target(const NodeAddress& node);
 
     // Runs a started cluster operation to its end (never throws for I/O or Redis failures).

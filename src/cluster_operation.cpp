@@ -64,14 +64,14 @@ bool ClusterOperation::split_by_key(std::size_t index) {
 }
 
 void ClusterOperation::start(const Operation& loaded, const KeyNaming& naming,
-                             std::shared_ptr<ClusterTopology> topology, ClusterLimits limits) {
+                             std::shared_ptr<ClusterTopology> topology, ClusterPolicy policy) {
     phases_.clear();
     phase_ = 0;
     batches_.clear();
     to_split_.clear();
     split_ = false;
     topology_ = std::move(topology);
-    limits_ = limits;
+    policy_ = policy;
     redirections_ = 0;
     refresh_ = false;
     backoffs_ = 0;
@@ -176,6 +176,9 @@ bool ClusterOperation::plan_round() {
         batch->groups.push_back(i);
         group.pending_send = true;
     }
+    if (waits()) {
+        for (NodeBatch& batch : batches_) add_wait(batch.commands, policy_.durability);
+    }
     return true;
 }
 
@@ -183,7 +186,7 @@ ClusterOperation::Verdict ClusterOperation::redirect(Group& group, const std::st
     const bool moved = starts_with(error, "MOVED ");
     const bool ask = starts_with(error, "ASK ");
     if (moved || ask) {
-        if (++redirections_ > limits_.max_redirections) {
+        if (++redirections_ > policy_.max_redirections) {
             fail("too many cluster redirections (last: " + error + ")");
             return Verdict::Failed;
         }
@@ -291,6 +294,7 @@ void ClusterOperation::node_replies(std::size_t batch, std::vector<ReplyPtr>& re
     }
     auto& groups = phases_[phase_];
     std::size_t at = 0;
+    bool wrote = false;
     for (std::size_t index : batches_[batch].groups) {
         Group& group = groups[index];
         group.pending_send = false;
@@ -299,11 +303,18 @@ void ClusterOperation::node_replies(std::size_t batch, std::vector<ReplyPtr>& re
         if (verdict == Verdict::Done) {
             group.done = true;
             group.ask.reset();
+            wrote = true;
         }
         if (split_) {
             split_ = false;
             to_split_.push_back(index);
         }
+    }
+    // The batch's last reply is its WAIT: what this node applied may not be on
+    // its replicas, so the call is not acknowledged (groups redirected elsewhere
+    // wait on their own node).
+    if (wrote && waits()) {
+        if (auto shortfall = wait_shortfall(*replies.back(), policy_.durability)) fail(std::move(*shortfall));
     }
 }
 
@@ -313,7 +324,7 @@ void ClusterOperation::node_failed(std::size_t batch, const std::string& error, 
     for (std::size_t index : batches_[batch].groups) {
         Group& group = groups[index];
         group.pending_send = false;
-        if (!retryable || ++group.connection_failures >= limits_.max_connection_attempts) {
+        if (!retryable || ++group.connection_failures >= policy_.max_connection_attempts) {
             return fail(error);
         }
         group.ask.reset();
@@ -356,6 +367,13 @@ RoundOutcome ClusterOperation::end_round() {
 void ClusterOperation::fail(std::string err) {
     result_ = Result::error(std::move(err));
     finished_ = true;
+}
+
+void ClusterOperation::trim() noexcept {
+    phases_.clear();  // start() rebuilds them anyway
+    batches_.clear();
+    merged_tail_.reset();
+    if (result_.text.capacity() > Operation::kKeep) std::string().swap(result_.text);
 }
 
 }  // namespace rsh

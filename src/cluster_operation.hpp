@@ -35,9 +35,10 @@
 
 namespace rsh {
 
-struct ClusterLimits {
+struct ClusterPolicy {
     int max_redirections = 5;         // MOVED and ASK per call
     int max_connection_attempts = 3;  // failed sends to a group's node per call
+    Durability durability;            // writes: WAIT at the end of each node batch
 };
 
 struct NodeBatch {
@@ -56,7 +57,7 @@ class ClusterOperation {
 public:
     // Splits the call loaded into op (by load_operation) into slot groups and phases.
     void start(const Operation& loaded, const KeyNaming& naming, std::shared_ptr<ClusterTopology> topology,
-               ClusterLimits limits);
+               ClusterPolicy policy);
 
     // The next round's batches, one per node; false when the call is finished.
     bool plan_round();
@@ -76,6 +77,10 @@ public:
     const Result& result() const { return result_; }
     Result& result() { return result_; }
     int phase_count() const { return static_cast<int>(phases_.size()); }
+    // Frees what the call built (every group's and batch's commands, a large
+    // value): a reused cluster operation keeps no large call's memory. After
+    // the result was read.
+    void trim() noexcept;
 
 private:
     enum class Answer { Value, Ok };
@@ -98,6 +103,7 @@ private:
     Verdict judge(Group& group, std::vector<ReplyPtr>& replies, std::size_t& at);
     Verdict redirect(Group& group, const std::string& error);
     bool split_by_key(std::size_t index);
+    bool waits() const { return answer_ == Answer::Ok && policy_.durability.enabled(); }
     void take_value(Reply& reply);
 
     std::vector<std::vector<Group>> phases_;
@@ -106,7 +112,7 @@ private:
     std::vector<std::size_t> to_split_;
     std::optional<Group> merged_tail_;   // the remove phase folded into a one-slot call  // groups that got ASK with several keys
     std::shared_ptr<ClusterTopology> topology_;
-    ClusterLimits limits_;
+    ClusterPolicy policy_;
     Answer answer_ = Answer::Ok;
     int redirections_ = 0;
     bool split_ = false;

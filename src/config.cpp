@@ -101,6 +101,13 @@ ReaderLimits Config::reader_limits() const {
     return limits;
 }
 
+Durability Config::durability() const {
+    Durability d;
+    d.replicas = wait_replicas;
+    d.timeout_ms = static_cast<long long>(wait_timeout);
+    return d;
+}
+
 double native_timeout_ms(double configured) { return configured == 0 ? kDefaultTimeoutMs : configured; }
 
 void check_port(double value) {
@@ -130,6 +137,13 @@ void check_count(const char* field, double value, double min) {
 void check_transport(const std::string& value) {
     if (value != "cosocket" && value != "native") {
         invalid("transport", "must be \"cosocket\" or \"native\"");
+    }
+}
+
+// WAIT's 0 means "block forever": a call must end by itself.
+void check_wait_timeout(double value) {
+    if (!is_integer(value) || value < 1 || value > kMaxTimeoutMs) {
+        invalid("wait_timeout", "must be an integer number of milliseconds from 1 to 2147483647");
     }
 }
 

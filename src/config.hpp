@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "durability.hpp"
 #include "resp_scanner.hpp"
 
 namespace rsh {
@@ -28,9 +29,10 @@ constexpr double kDefaultTimeoutMs = 60000;  // OpenResty's cosocket defaults
 // The largest timeout cosockets take (settimeouts raises above it); ours too.
 constexpr double kMaxTimeoutMs = 2147483647;
 constexpr int kDefaultPoolSize = 30;
-// Sessions are small: a reply (a value, or a subject's metadata) past 32 MiB is
-// refused at its header unless max_reply_size raises the ceiling.
-constexpr double kDefaultMaxReplySize = 32 << 20;
+// The data one reply may carry (ReaderLimits::max_reply_bytes), and the largest
+// value set accepts: by default Redis's own proto-max-bulk-len, 512 MiB, so every
+// value Redis stores reads back; a reply announcing more is refused at its header.
+constexpr double kDefaultMaxReplySize = 512 << 20;
 constexpr double kMinMaxReplySize = 1024;
 
 struct Config {
@@ -57,6 +59,8 @@ struct Config {
     std::optional<bool> pipelining;        // cosocket auto-pipelining; nil = the default (on)
     std::optional<std::string> role;       // "master" | "slave": ROLE checked on each new connection
     double max_reply_size = kDefaultMaxReplySize;  // bytes; see ReaderLimits
+    int wait_replicas = 0;                         // see Durability
+    double wait_timeout = kDefaultWaitTimeoutMs;   // ms
 
     // The pool this configuration's connections live in: a name built from every
     // field that makes a connection different; a custom `pool` stands for the
@@ -65,6 +69,7 @@ struct Config {
     std::string pool_name() const;
     TlsSettings tls() const;
     ReaderLimits reader_limits() const;
+    Durability durability() const;
 };
 
 // A configured timeout as the native transport applies it (0: kDefaultTimeoutMs).
@@ -81,5 +86,6 @@ void check_max_reply_size(double value);
 void check_count(const char* field, double value, double min);
 void check_transport(const std::string& value);
 void check_role(const std::string& value);
+void check_wait_timeout(double value);
 
 }  // namespace rsh

@@ -22,12 +22,13 @@ template <Method M>
 int native_call(lua_State* L) {
     ClusterInstance* self = check_cluster(L, 1);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
-        load_operation(L, self->loader, M, self->naming, 2);
+        const TrimOnExit trim_loader(self->loader);
         ClusterOperation& op = self->native;
-        op.start(self->loader, self->naming, self->client.topology(), self->client.limits());
-        const int n = push_result(L, self->client.execute(op));
-        self->loader.trim();
-        return n;
+        const TrimOnExit trim_op(op);
+        load_operation(L, self->loader, M, self->naming, 2,
+                       self->client.config().base.reader_limits().max_reply_bytes);
+        op.start(self->loader, self->naming, self->client.topology(), self->client.policy());
+        return push_result(L, self->client.execute(op));
     });
 }
 

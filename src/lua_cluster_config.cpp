@@ -15,7 +15,7 @@ constexpr const char* kSharedFields[] = {
     "prefix", "suffix", "username", "password", "connect_timeout", "send_timeout", "read_timeout",
     "keepalive_timeout", "pool", "pool_size", "backlog", "ssl", "ssl_verify", "server_name",
     "ssl_trusted_certificate", "ssl_client_cert", "ssl_client_priv_key", "force_auth", "transport",
-    "pipelining",
+    "pipelining", "max_reply_size", "wait_replicas", "wait_timeout",
 };
 
 // A number, or a numeric string (configurations read from environment variables).

@@ -98,6 +98,7 @@ int cluster_absorb_topology(lua_State* L) {
     Operation* op = check_operation(L, 2);
     const NodeAddress asked = node_arg(L, 3);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        const TrimOnExit trim(*op);  // the replies are parsed into the map
         auto& topology = *self->client.topology();
         const bool shards = topology.use_shards();
         if (!op->finished() || op->raw_replies().empty()) throw ProtocolError("protocol error: no reply");
@@ -143,8 +144,10 @@ int driver_op_start(lua_State* L) {
     const lua_Integer method = lua_tointeger(L, 3);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         if (method < 1 || method > 4) throw ArgumentError("invalid method");
-        load_operation(L, self->loader, static_cast<Method>(method), inst->naming, 4);
-        self->op.start(self->loader, inst->naming, inst->client.topology(), inst->client.limits());
+        const TrimOnExit trim(self->loader);  // its arguments are in op once started
+        load_operation(L, self->loader, static_cast<Method>(method), inst->naming, 4,
+                       inst->client.config().base.reader_limits().max_reply_bytes);
+        self->op.start(self->loader, inst->naming, inst->client.topology(), inst->client.policy());
         lua_pushboolean(L, 1);
         return 1;
     });
@@ -232,7 +235,7 @@ int driver_op_result(lua_State* L) {
     DriverOperation* self = check_driver_op(L, 1);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         const int n = push_result(L, self->op.result());
-        self->loader.trim();
+        self->op.trim();
         return n;
     });
 }

@@ -15,6 +15,7 @@ constexpr const char* kFields[] = {
     "connect_timeout", "send_timeout", "read_timeout", "keepalive_timeout", "pool", "pool_size",
     "backlog", "ssl", "ssl_verify", "server_name", "ssl_trusted_certificate", "ssl_client_cert",
     "ssl_client_priv_key", "force_auth", "transport", "pipelining", "role", "max_reply_size",
+    "wait_replicas", "wait_timeout",
 };
 
 // resty.session.hiredis.new routes these to its cluster and sentinel clients
@@ -169,6 +170,14 @@ void set_config_field(lua_State* L, Config& c, const char* name, int idx) {
         auto size = opt_number(L, idx, name);
         if (size) check_max_reply_size(*size);
         c.max_reply_size = size.value_or(kDefaultMaxReplySize);
+    } else if (is(name, "wait_replicas")) {
+        auto replicas = opt_number(L, idx, name);
+        if (replicas) check_count(name, *replicas, 0);
+        c.wait_replicas = replicas ? static_cast<int>(*replicas) : 0;
+    } else if (is(name, "wait_timeout")) {
+        auto wait = opt_number(L, idx, name);
+        if (wait) check_wait_timeout(*wait);
+        c.wait_timeout = wait.value_or(kDefaultWaitTimeoutMs);
     } else if (is(name, "role")) {
         c.role = opt_string(L, idx, name);
         if (c.role) check_role(*c.role);
@@ -212,6 +221,8 @@ bool push_config_field(lua_State* L, const Config& c, const char* name) {
     else if (is(name, "pipelining")) push_opt(L, c.pipelining);
     else if (is(name, "role")) push_opt(L, c.role);
     else if (is(name, "max_reply_size")) lua_pushnumber(L, c.max_reply_size);
+    else if (is(name, "wait_replicas")) lua_pushinteger(L, c.wait_replicas);
+    else if (is(name, "wait_timeout")) lua_pushnumber(L, c.wait_timeout);
     else if (is(name, "options")) push_options(L, c);
     else return false;
     return true;

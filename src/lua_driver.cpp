@@ -73,8 +73,10 @@ int operation_start(lua_State* L) {
     const long version = static_cast<long>(lua_tonumber(L, 4));
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         if (method < 1 || method > 4) throw ArgumentError("invalid method");
-        load_operation(L, *op, static_cast<Method>(method), inst->naming, 5);
-        op->set_reader_limits(inst->config.reader_limits());
+        const ReaderLimits limits = inst->config.reader_limits();
+        load_operation(L, *op, static_cast<Method>(method), inst->naming, 5, limits.max_reply_bytes);
+        op->set_reader_limits(limits);
+        op->set_durability(inst->config.durability());
         push_view(L, *op->next_request(version));
         return 1;
     });
@@ -106,7 +108,7 @@ int push_done(lua_State* L, Operation* op) {
     }
     lua_pushinteger(L, op->handshake_failed() ? kRefused : kDone);
     const int n = push_result(L, op->result());
-    op->trim();
+    if (!op->is_raw()) op->trim();  // a raw op's replies are still to be read (cop:absorb trims it)
     return 1 + n;
 }
 
@@ -141,6 +143,13 @@ int operation_read_from(lua_State* L) {
         }
         return push_done(L, op);
     });
+}
+
+// op:trim(): after a failed call (a done one trims itself), so that a reused
+// operation keeps no large value, request or reply.
+int operation_trim(lua_State* L) {
+    check_operation(L, 1)->trim();
+    return 0;
 }
 
 int operation_learned_version(lua_State* L) {
@@ -186,6 +195,7 @@ const luaL_Reg kOperationMethods[] = {
     {"read", operation_read},
     {"read_from", operation_read_from},
     {"learned_version", operation_learned_version},
+    {"trim", operation_trim},
     {"request", operation_request},
     {"feed", operation_feed},
     {"result", operation_result},

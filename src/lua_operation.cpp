@@ -98,7 +98,8 @@ constexpr int kMaxArguments = 9;
 
 }  // namespace
 
-void load_operation(lua_State* L, Operation& op, Method method, const KeyNaming& naming, int first) {
+void load_operation(lua_State* L, Operation& op, Method method, const KeyNaming& naming, int first,
+                    std::size_t max_value) {
     // Lua first: fixed argument slots (fetched fields go above them), then the
     // metadata fields. Below this point Lua is only read with calls that never raise.
     lua_settop(L, first + kMaxArguments - 1);
@@ -115,6 +116,11 @@ void load_operation(lua_State* L, Operation& op, Method method, const KeyNaming&
         SetArgs& args = op.start_set(naming);
         string_arg(L, first, "name", args.name);
         string_arg(L, first + 1, "key", args.key);
+        // refused before it is copied: get could never read back a longer value
+        if (lua_type(L, first + 2) == LUA_TSTRING && lua_objlen(L, first + 2) > max_value) {
+            invalid("value", std::to_string(lua_objlen(L, first + 2)) + " bytes exceed max_reply_size (" +
+                                 std::to_string(max_value) + " bytes)");
+        }
         string_arg(L, first + 2, "value", args.value);
         args.ttl = integer_arg(L, first + 3, "ttl", 1);
         args.metadata = metadata_arg(L, metadata);

@@ -3,6 +3,8 @@
 // before anything is built, so nothing reaches Redis.
 #pragma once
 
+#include <cstddef>
+
 #include <lua.hpp>
 
 #include "keys.hpp"
@@ -17,7 +19,10 @@ enum class Method { Set = 1, Get = 2, Delete = 3, ReadMetadata = 4 };
 // arguments start at stack index first; the stack top moves. Its Lua calls that may
 // raise (metadata field reads) come before any C++ object is made: `op` and `naming`
 // must live in userdata, not on the C++ stack (under PUC Lua an error would leak them).
-void load_operation(lua_State* L, Operation& op, Method method, const KeyNaming& naming, int first);
+// A set's value longer than max_value (the configuration's max_reply_size) is
+// refused: whatever is written must read back.
+void load_operation(lua_State* L, Operation& op, Method method, const KeyNaming& naming, int first,
+                    std::size_t max_value);
 // Pushes what the storage method returns; returns the number of values. Pushes may
 // raise (out of memory): `result` must not be a temporary, or use protected_push.
 int push_result(lua_State* L, const Result& result);

@@ -32,11 +32,10 @@ int native_call(lua_State* L) {
     Instance* self = check_instance(L, 1);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         Operation& op = self->native_op;
-        load_operation(L, op, M, self->naming, 2);
+        const TrimOnExit trim(op);
+        load_operation(L, op, M, self->naming, 2, self->config.reader_limits().max_reply_bytes);
         const Result result = execute(self->config, self->pool_name, op);
-        const int n = protected_push(L, [&](lua_State* state) { return push_result(state, result); });
-        op.trim();
-        return n;
+        return protected_push(L, [&](lua_State* state) { return push_result(state, result); });
     });
 }
 

@@ -1,6 +1,7 @@
 #include "operation.hpp"
 
 #include <cstdlib>
+#include <new>
 #include <stdexcept>
 
 #include "errors.hpp"
@@ -39,6 +40,21 @@ std::string role_of(const Reply& reply) {
 }
 
 }  // namespace
+
+void add_wait(CommandBuffer& out, const Durability& durability) {
+    if (!durability.enabled()) return;
+    out.add({"WAIT", NumberText(static_cast<double>(durability.replicas)).view(),
+             NumberText(static_cast<double>(durability.timeout_ms)).view()});
+}
+
+std::optional<std::string> wait_shortfall(const Reply& reply, const Durability& durability) {
+    if (reply.is_error()) return reply.str;
+    if (reply.type != Reply::Type::Integer) return std::string("unexpected reply to WAIT");
+    if (reply.integer >= durability.replicas) return std::nullopt;
+    return "write not durable: " + std::to_string(reply.integer) + " of " + std::to_string(durability.replicas) +
+           " replicas (wait_replicas) acknowledged it within " + std::to_string(durability.timeout_ms) +
+           " ms (wait_timeout)";
+}
 
 void Operation::begin(Kind kind, const KeyNaming* naming) {
     kind_ = kind;
@@ -127,6 +143,11 @@ std::optional<Operation> Operation::handshake(const HandshakeArgs& args) {
     return op;
 }
 
+// The write's round trip ends with WAIT (not the TTL lookup before it).
+bool Operation::waits() const {
+    return durability_.enabled() && stage_ == Stage::Main && (kind_ == Kind::Set || kind_ == Kind::Delete);
+}
+
 bool Operation::is_transaction() const {
     switch (kind_) {
     case Kind::Set: return set_.old_key || set_.metadata;
@@ -195,6 +216,7 @@ void Operation::build_main(std::optional<long long> old_ttl) {
         naming_.session_key_into(key_, set_.name, set_.key);
         if (!is_transaction()) {
             commands_.add({"SET", key_, set_.value, "EX", ttl.view()});
+            add_wait(commands_, durability_);
             break;
         }
         commands_.add({"MULTI"});
@@ -226,6 +248,7 @@ void Operation::build_main(std::optional<long long> old_ttl) {
             }
         }
         commands_.add({"EXEC"});
+        add_wait(commands_, durability_);
         break;
     }
     case Kind::Get:
@@ -236,6 +259,7 @@ void Operation::build_main(std::optional<long long> old_ttl) {
         naming_.session_key_into(key_, delete_.name, delete_.key);
         if (!is_transaction()) {
             commands_.add({"UNLINK", key_});
+            add_wait(commands_, durability_);
             break;
         }
         const NumberText score(delete_.current_time - 1);
@@ -247,6 +271,7 @@ void Operation::build_main(std::optional<long long> old_ttl) {
             commands_.add({"ZREM", meta_key_, delete_.key});
         }
         commands_.add({"EXEC"});
+        add_wait(commands_, durability_);
         break;
     }
     case Kind::ReadMetadata:
@@ -323,14 +348,20 @@ void Operation::restart() {
     reader_ = ReplyReader{limits_};
 }
 
-void Operation::trim() {
-    constexpr std::size_t kKeep = 64 * 1024;
+void Operation::trim() noexcept {
     commands_.trim(kKeep);
     prefixed_.trim(kKeep);
     raw_.trim(kKeep);
+    replies_.clear();  // back to the spare replies, which free the large ones
     if (result_.text.capacity() > kKeep) std::string().swap(result_.text);
     if (set_.value.capacity() > kKeep) std::string().swap(set_.value);
-    if (reader_.buffered_capacity() > kKeep) reader_ = ReplyReader{limits_};
+    if (reader_.buffered_capacity() > kKeep) {
+        try {
+            reader_ = ReplyReader{limits_};
+        } catch (const std::bad_alloc&) {
+            // keeps the old reader, usable: begin() replaces it when it must
+        }
+    }
 }
 
 void Operation::set_reader_limits(const ReaderLimits& limits) {
@@ -350,10 +381,11 @@ void Operation::finish(Result result) {
 
 // MULTI, QUEUED..., EXEC: the first error reply anywhere (queueing or execution) wins.
 Result Operation::transaction_result() const {
-    for (const auto& reply : replies_) {
-        if (reply->is_error()) return Result::error(reply->str);
+    const std::size_t exec_at = replies_.size() - (waits() ? 2 : 1);
+    for (std::size_t at = 0; at <= exec_at; ++at) {
+        if (replies_[at]->is_error()) return Result::error(replies_[at]->str);
     }
-    const Reply& exec = *replies_.back();
+    const Reply& exec = *replies_[exec_at];
     if (exec.type == Reply::Type::Nil) return Result::error("transaction aborted");
     if (exec.type != Reply::Type::Array) return Result::error("unexpected reply to EXEC");
     for (const auto& element : exec.elements) {
@@ -383,6 +415,10 @@ void Operation::complete_round() {
         } else if (first.is_error()) {
             result = Result::error(first.str);
         }
+        // Applied on the master but maybe not on its replicas: not acknowledged.
+        if (result.kind != Result::Kind::Error && waits()) {
+            if (auto shortfall = wait_shortfall(*replies_.back(), durability_)) result = Result::error(*shortfall);
+        }
         break;
     case Kind::Get:
         if (first.is_error()) {
@@ -390,9 +426,14 @@ void Operation::complete_round() {
         } else if (first.type == Reply::Type::Nil) {
             result.kind = Result::Kind::Nil;
         } else if (first.type == Reply::Type::String) {
-            // into the result's own buffer; the reply keeps its buffer for the next one
+            // into the result's own buffer; the reply keeps its buffer for the next one.
+            // A large value is moved, not copied: one copy less at the peak.
             result_.kind = Result::Kind::String;
-            result_.text.assign(first.str);
+            if (first.str.size() > kKeep) {
+                result_.text.swap(first.str);
+            } else {
+                result_.text.assign(first.str);
+            }
             finished_ = true;
             return;
         } else {

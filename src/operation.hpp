@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "durability.hpp"
 #include "keys.hpp"
 #include "resp.hpp"
 
@@ -74,6 +75,11 @@ struct Result {
     }
 };
 
+// Appends WAIT to a write's round trip (nothing when durability is off).
+void add_wait(CommandBuffer& out, const Durability& durability);
+// The error of a WAIT reply that falls short of durability (nullopt when it holds).
+std::optional<std::string> wait_shortfall(const Reply& reply, const Durability& durability);
+
 class Operation {
 public:
     // An empty operation, to be started with one of the start_* calls below
@@ -96,8 +102,9 @@ public:
     // A ready-made round trip whose replies are kept as they are, for whoever
     // built it to read (a cluster node's share of a call: cluster_operation).
     void start_raw(const CommandBuffer& commands);
-    // The replies of a finished raw round trip.
+    // The replies of a finished raw round trip (trim() releases them: trim once they are read).
     std::vector<ReplyPtr>& raw_replies() { return replies_; }
+    bool is_raw() const { return kind_ == Kind::Raw; }
 
     // The arguments loaded by start_* (nullptr for the other kinds): the cluster
     // operation splits them across slots.
@@ -133,11 +140,19 @@ public:
     void restart();
     // The reply limits (the configuration's max_reply_size); before the first feed.
     void set_reader_limits(const ReaderLimits& limits);
+    // Whether writes (set, delete) wait for replicas (the configuration's
+    // wait_replicas, wait_timeout); before next_request, kept across start_*.
+    void set_durability(const Durability& durability) { durability_ = durability; }
+    const Durability& durability() const { return durability_; }
     const Result& result() const { return result_; }
     Result& result() { return result_; }
     // Gives back memory that one large call grew (a 16 MiB value must not stay
-    // with a reused operation); small buffers are kept for the next call.
-    void trim();
+    // with a reused operation), and the replies; small buffers are kept for the
+    // next call. After a call, successful or not, once its result was read (a
+    // large result is freed too).
+    void trim() noexcept;
+    // Buffers up to this size are kept for the next call.
+    static constexpr std::size_t kKeep = 64 * 1024;
 
 private:
     enum class Kind { Set, Get, Delete, ReadMetadata, Handshake, Raw };
@@ -145,6 +160,7 @@ private:
 
     void begin(Kind kind, const KeyNaming* naming);
     bool is_transaction() const;
+    bool waits() const;
     void build_main(std::optional<long long> old_ttl);
     void add_handshake_commands(CommandBuffer& out, const HandshakeArgs& args) const;
     std::optional<Result> check_handshake_replies();
@@ -171,12 +187,27 @@ private:
     HandshakeArgs prefixed_handshake_;
     std::vector<ReplyPtr> replies_;
     ReaderLimits limits_;
+    Durability durability_;
     ReplyReader reader_;
     bool finished_ = false;
     bool received_bytes_ = false;
     bool handshake_failed_ = false;
     long learned_version_ = 0;
     Result result_;
+};
+
+// Trims an operation (or a cluster operation) when a scope ends, whichever way
+// it ends: a call that failed half-way must not keep a large value either.
+template <class Op>
+class TrimOnExit {
+public:
+    explicit TrimOnExit(Op& op) : op_(op) {}
+    ~TrimOnExit() { op_.trim(); }
+    TrimOnExit(const TrimOnExit&) = delete;
+    TrimOnExit& operator=(const TrimOnExit&) = delete;
+
+private:
+    Op& op_;
 };
 
 }  // namespace rsh

@@ -99,7 +99,8 @@ void ReplyScanner::header_done() {
         if (value == -1) return element_done();
         if (value < 0) fail("Bulk string length out of range");
         const unsigned long long bytes = static_cast<unsigned long long>(value);
-        if (bytes > limits_.max_reply_bytes || reply_bytes_ + bytes + 2 > limits_.max_reply_bytes) {
+        // refused before any byte of it is buffered (reply_bytes_ <= the limit: no overflow)
+        if (bytes > limits_.max_reply_bytes - reply_bytes_) {
             fail("reply larger than " + std::to_string(limits_.max_reply_bytes) + " bytes (a bulk string of " +
                  std::to_string(value) + " bytes)");
         }
@@ -128,7 +129,6 @@ void ReplyScanner::scan(const char* data, std::size_t len) {
         switch (state_) {
         case State::Type: {
             const char c = data[i++];
-            count(1);
             kind_ = c;
             cr_ = false;
             header_len_ = 0;
@@ -147,7 +147,6 @@ void ReplyScanner::scan(const char* data, std::size_t len) {
         }
         case State::Line: {  // status or error text up to CRLF; CR and LF never inside (hiredis 1.x rule)
             if (cr_) {
-                count(1);
                 if (data[i++] != '\n') fail("Bad simple string value");
                 cr_ = false;
                 element_done();
@@ -158,15 +157,13 @@ void ReplyScanner::scan(const char* data, std::size_t len) {
             count(n);
             i += n;
             if (i < len) {
-                count(1);
                 if (data[i++] == '\n') fail("Bad simple string value");
                 cr_ = true;
             }
             break;
         }
-        case State::Header: {
+        case State::Header: {  // at most kMaxHeaderLen digits: framing, not counted
             const char c = data[i++];
-            count(1);
             if (cr_) {
                 if (c != '\n') fail(bad_number_message(kind_));
                 cr_ = false;
@@ -189,12 +186,10 @@ void ReplyScanner::scan(const char* data, std::size_t len) {
             break;
         }
         case State::BulkCr:
-            count(1);
             if (data[i++] != '\r') fail("bulk string not followed by CRLF");
             state_ = State::BulkLf;
             break;
         case State::BulkLf:
-            count(1);
             if (data[i++] != '\n') fail("bulk string not followed by CRLF");
             element_done();
             break;

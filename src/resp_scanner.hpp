@@ -13,9 +13,13 @@ namespace rsh {
 constexpr int kMaxDepth = 16;
 
 struct ReaderLimits {
-    // Bytes one reply may take on the wire, headers included. Sessions are small:
-    // the configuration's max_reply_size (32 MiB by default) sets it.
-    std::size_t max_reply_bytes = 32u << 20;
+    // Bytes of data one reply may carry: the contents of its bulk strings and
+    // status or error lines. RESP framing (type bytes, length and integer lines,
+    // CRLFs) is not counted, so a value of exactly this size reads back; framing is
+    // bounded anyway (at most ~25 bytes per element, elements per reply below).
+    // The configuration's max_reply_size sets it; the default is Redis's own
+    // proto-max-bulk-len (512 MiB): every value Redis accepts reads back.
+    std::size_t max_reply_bytes = 512u << 20;
     // Elements of all arrays in one reply together (each costs a pointer up front).
     long long max_array_elements = 1 << 20;
     // Arrays inside arrays: 8 levels (the most hiredis 0.14 parses; 1.x has no
@@ -48,7 +52,7 @@ private:
     char header_[24];           // digits of a length or integer line
     std::size_t header_len_ = 0;
     unsigned long long bulk_left_ = 0;
-    std::size_t reply_bytes_ = 0;      // of the reply being read
+    std::size_t reply_bytes_ = 0;      // data bytes of the reply being read
     long long reply_elements_ = 0;     // declared by its arrays
     long long open_[kMaxDepth];        // elements still to come, per open array
     int depth_ = 0;                    // arrays open

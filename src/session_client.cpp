@@ -89,6 +89,7 @@ Result execute(const Config& config, const std::string& pool_name, Operation& op
     if (config.backlog) options.backlog = static_cast<std::size_t>(*config.backlog);
     Pool<Connection>& pool = pools().get(pool_name, options.size);
     op.set_reader_limits(config.reader_limits());
+    op.set_durability(config.durability());
     const double connect_timeout = native_timeout_ms(config.connect_timeout);
     const double send_timeout = native_timeout_ms(config.send_timeout);
     const double read_timeout = native_timeout_ms(config.read_timeout);

@@ -107,6 +107,33 @@ TEST(SteadyState, MissingGetAndPlainSetAndDeleteAllocateNothing) {
     EXPECT_EQ(n, 0);
 }
 
+TEST(SteadyState, DurableSetAndDeleteAllocateNothing) {
+    KeyNaming naming;
+    Operation op;
+    rsh::Durability durability;
+    durability.replicas = 1;
+    durability.timeout_ms = 1000;
+    op.set_durability(durability);
+    const long n = allocations_per_call_after_warm_up([&] {
+        auto& set = op.start_set(naming);
+        set.name.assign("session");
+        set.key.assign(kKey);
+        set.value.assign(kValue);
+        set.ttl = 3600;
+        ASSERT_TRUE(op.next_request(70000).has_value());
+        ASSERT_TRUE(op.feed("+OK\r\n:1\r\n", 9));
+        ASSERT_EQ(op.result().kind, Result::Kind::Ok);
+
+        auto& del = op.start_delete(naming);
+        del.name.assign("session");
+        del.key.assign(kKey);
+        ASSERT_TRUE(op.next_request(70000).has_value());
+        ASSERT_TRUE(op.feed(":1\r\n:1\r\n", 8));
+        ASSERT_EQ(op.result().kind, Result::Kind::Ok);
+    });
+    EXPECT_EQ(n, 0);
+}
+
 // The counter itself works: a fresh operation does allocate.
 TEST(SteadyState, CounterSeesAllocations) {
     g_allocations = 0;

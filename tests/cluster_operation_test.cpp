@@ -372,3 +372,86 @@ TEST(ClusterOperation, ReadMetadataAndMissingValues) {
 }
 
 }  // namespace
+
+namespace {
+
+rsh::ClusterPolicy waiting_for(int replicas) {
+    rsh::ClusterPolicy policy;
+    policy.durability.replicas = replicas;
+    policy.durability.timeout_ms = 100;
+    return policy;
+}
+
+// A plain set on b, with wait_replicas: the batch ends with WAIT, read with it.
+void load_plain_set(rsh::Operation& loaded, const rsh::KeyNaming& naming) {
+    auto& args = loaded.start_set(naming);
+    args.name = "session";
+    args.key = "abc";
+    args.value = "v";
+    args.ttl = 60;
+}
+
+TEST(ClusterOperationDurability, EveryWriteBatchEndsWithWait) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    load_plain_set(loaded, naming);
+    ClusterOperation op;
+    op.start(loaded, naming, three_masters(), waiting_for(1));
+    ASSERT_TRUE(op.plan_round());
+    ASSERT_EQ(op.batches().size(), 1u);
+    EXPECT_EQ(op.batches()[0].commands.bytes(),
+              cmd({"SET", "sessions:session:abc", "v", "EX", "60"}) + cmd({"WAIT", "1", "100"}));
+    auto r = replies("+OK\r\n:1\r\n");
+    op.node_replies(0, r);
+    EXPECT_TRUE(op.end_round().finished);
+    EXPECT_EQ(op.result().kind, Result::Kind::Ok);
+}
+
+TEST(ClusterOperationDurability, ShortfallFailsTheCall) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    load_plain_set(loaded, naming);
+    ClusterOperation op;
+    op.start(loaded, naming, three_masters(), waiting_for(1));
+    ASSERT_TRUE(op.plan_round());
+    auto r = replies("+OK\r\n:0\r\n");
+    op.node_replies(0, r);
+    EXPECT_TRUE(op.end_round().finished);
+    EXPECT_EQ(op.result().kind, Result::Kind::Error);
+    EXPECT_EQ(op.result().text,
+              "write not durable: 0 of 1 replicas (wait_replicas) acknowledged it within 100 ms (wait_timeout)");
+}
+
+TEST(ClusterOperationDurability, MovedGroupWaitsOnItsNewNode) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    load_plain_set(loaded, naming);
+    ClusterOperation op;
+    op.start(loaded, naming, three_masters(), waiting_for(1));
+    ASSERT_TRUE(op.plan_round());
+    // nothing was written on b: its WAIT (0 replicas) says nothing of this call
+    auto moved = replies("-MOVED 8350 c:3\r\n:0\r\n");
+    op.node_replies(0, moved);
+    EXPECT_FALSE(op.end_round().finished);
+    ASSERT_TRUE(op.plan_round());
+    ASSERT_EQ(op.batches().size(), 1u);
+    EXPECT_EQ(op.batches()[0].node, kC);
+    auto ok = replies("+OK\r\n:1\r\n");
+    op.node_replies(0, ok);
+    EXPECT_TRUE(op.end_round().finished);
+    EXPECT_EQ(op.result().kind, Result::Kind::Ok);
+}
+
+TEST(ClusterOperationDurability, ReadsNeverWait) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    auto& args = loaded.start_get(naming);
+    args.name = "session";
+    args.key = "abc";
+    ClusterOperation op;
+    op.start(loaded, naming, three_masters(), waiting_for(1));
+    ASSERT_TRUE(op.plan_round());
+    EXPECT_EQ(op.batches()[0].commands.bytes(), cmd({"GET", "sessions:session:abc"}));
+}
+
+}  // namespace

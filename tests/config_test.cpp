@@ -277,7 +277,7 @@ TEST(CheckMaxReplySize, Range) {
 
 TEST(ReaderLimitsFromConfig, MaxReplySize) {
     Config c;
-    EXPECT_EQ(c.reader_limits().max_reply_bytes, 32u << 20);
+    EXPECT_EQ(c.reader_limits().max_reply_bytes, 512u << 20);  // Redis's proto-max-bulk-len
     c.max_reply_size = 4096;
     EXPECT_EQ(c.reader_limits().max_reply_bytes, 4096u);
 }

@@ -2,6 +2,7 @@
 // as RESP bytes in fragments, and the Result each call ends with.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 #include <initializer_list>
 #include <string>
@@ -439,6 +440,97 @@ TEST(OperationReadMetadata, Errors) {
     EXPECT_KIND(run(read_op(), 70000, {{kRead, "$-1\r\n"}}), Error);
 }
 
+// ------------------------------------------------- durability (WAIT)
+
+rsh::Durability wait_for(int replicas, long long timeout_ms) {
+    rsh::Durability d;
+    d.replicas = replicas;
+    d.timeout_ms = timeout_ms;
+    return d;
+}
+
+Factory durable(Factory make, int replicas, long long timeout_ms) {
+    return [=] {
+        Operation op = make();
+        op.set_durability(wait_for(replicas, timeout_ms));
+        return op;
+    };
+}
+
+const string kWait1 = cmd({"WAIT", "1", "250"});
+
+TEST(OperationDurability, PlainSetEndsWithWaitInTheSameRoundTrip) {
+    Factory make = durable([] { return Operation::set(naming(), set_args()); }, 1, 250);
+    EXPECT_KIND(run(make, 70000, {{kSetNew + kWait1, kOk + ":1\r\n"}}), Ok);
+    EXPECT_KIND(run(make, 70000, {{kSetNew + kWait1, kOk + ":2\r\n"}}), Ok);
+}
+
+TEST(OperationDurability, ShortfallIsAnErrorNamingIt) {
+    Factory make = durable([] { return Operation::set(naming(), set_args()); }, 2, 250);
+    Result r = run(make, 70000, {{kSetNew + cmd({"WAIT", "2", "250"}), kOk + ":1\r\n"}});
+    EXPECT_KIND(r, Error);
+    EXPECT_EQ(r.text, "write not durable: 1 of 2 replicas (wait_replicas) acknowledged it within 250 ms (wait_timeout)");
+}
+
+TEST(OperationDurability, WaitErrorReplyIsTheError) {
+    Factory make = durable([] { return Operation::set(naming(), set_args()); }, 1, 250);
+    Result r = run(make, 70000, {{kSetNew + kWait1, kOk + "-ERR WAIT cannot be used with replica instances.\r\n"}});
+    EXPECT_KIND(r, Error);
+    EXPECT_EQ(r.text, "ERR WAIT cannot be used with replica instances.");
+}
+
+TEST(OperationDurability, WriteErrorWinsOverWait) {
+    Factory make = durable([] { return Operation::set(naming(), set_args()); }, 1, 250);
+    Result r = run(make, 70000, {{kSetNew + kWait1, "-READONLY You can't write against a read only replica.\r\n:0\r\n"}});
+    EXPECT_KIND(r, Error);
+    EXPECT_EQ(r.text, "READONLY You can't write against a read only replica.");
+}
+
+TEST(OperationDurability, TransactionThenWait) {
+    Factory make = durable(set_old_and_meta(), 1, 250);
+    const string replies = kOk + queued(kOldMetaCommands) + old_meta_exec_ok();
+    EXPECT_KIND(run(make, 70000, {{redis7_old_and_meta_request() + kWait1, replies + ":1\r\n"}}), Ok);
+    Result r = run(make, 70000, {{redis7_old_and_meta_request() + kWait1, replies + ":0\r\n"}});
+    EXPECT_KIND(r, Error);
+    EXPECT_EQ(r.text, "write not durable: 0 of 1 replicas (wait_replicas) acknowledged it within 250 ms (wait_timeout)");
+    // an aborted transaction stays what it was
+    r = run(make, 70000, {{redis7_old_and_meta_request() + kWait1, kOk + queued(kOldMetaCommands) + "*-1\r\n:1\r\n"}});
+    EXPECT_EQ(r.text, "transaction aborted");
+}
+
+TEST(OperationDurability, OldRedisWaitsOnlyInTheWriteRound) {
+    Factory make = durable(set_old_and_meta(), 1, 250);
+    Result r = run(make, 60200, {{kTtlOld, ":3000\r\n"},
+                                 {old_redis_main_request(true) + kWait1, old_redis_replies(true) + ":1\r\n"}});
+    EXPECT_KIND(r, Ok);
+}
+
+TEST(OperationDurability, DeletesWaitReadsDoNot) {
+    Factory del = durable([] {
+        DeleteArgs a;
+        a.name = "session";
+        a.key = "abc";
+        return Operation::remove(naming(), a);
+    }, 1, 250);
+    EXPECT_KIND(run(del, 70000, {{cmd({"UNLINK", "pre:session:abc"}) + kWait1, ":1\r\n:1\r\n"}}), Ok);
+    Factory get = durable([] {
+        GetArgs a;
+        a.name = "session";
+        a.key = "abc";
+        return Operation::get(naming(), a);
+    }, 1, 250);
+    EXPECT_KIND(run(get, 70000, {{cmd({"GET", "pre:session:abc"}), "$-1\r\n"}}), Nil);
+    Factory read = durable([] {
+        ReadMetadataArgs a;
+        a.name = "session";
+        a.audience = "aud";
+        a.subject = "sub";
+        a.current_time = 5;
+        return Operation::read_metadata(naming(), a);
+    }, 1, 250);
+    EXPECT_KIND(run(read, 70000, {{cmd({"ZRANGEBYSCORE", "pre:session:aud:sub", "5", "+inf", "WITHSCORES"}), "*0\r\n"}}), Map);
+}
+
 // ---------------------------------------------------------------- delete
 
 TEST(OperationDelete, Plain) {
@@ -602,6 +694,43 @@ TEST(Operation, ReceivedBytesAfterFirstByte) {
     EXPECT_FALSE(op.received_bytes());
     EXPECT_FALSE(op.feed("$", 1));
     EXPECT_TRUE(op.received_bytes());
+}
+
+// A reused operation keeps no large call's memory: trim() frees the value, the
+// request and the result past kKeep, and the operation serves the next call.
+TEST(Operation, TrimFreesALargeCall) {
+    const string big(Operation::kKeep * 4, 'v');
+    Operation op;
+    KeyNaming naming;
+    SetArgs& set = op.start_set(naming);
+    set.name = "s";
+    set.key = "k";
+    set.value = big;
+    set.ttl = 60;
+    ASSERT_TRUE(op.next_request(70000).has_value());
+    ASSERT_TRUE(op.feed(kOk.data(), kOk.size()));
+    op.trim();
+    EXPECT_LE(op.set_args()->value.capacity(), Operation::kKeep);
+
+    GetArgs& get = op.start_get(naming);
+    get.name = "s";
+    get.key = "k";
+    ASSERT_TRUE(op.next_request(70000).has_value());
+    const string wire = bulk(big);
+    for (std::size_t at = 0; at < wire.size(); at += 16384) {
+        op.feed(wire.data() + at, std::min<std::size_t>(16384, wire.size() - at));
+    }
+    ASSERT_TRUE(op.finished());
+    EXPECT_EQ(op.result().text, big);
+    op.trim();
+    EXPECT_LE(op.result().text.capacity(), Operation::kKeep);
+
+    GetArgs& again = op.start_get(naming);
+    again.name = "s";
+    again.key = "k";
+    ASSERT_TRUE(op.next_request(70000).has_value());
+    ASSERT_TRUE(op.feed("$2\r\nok\r\n", 8));
+    EXPECT_EQ(op.result().text, "ok");
 }
 
 TEST(Operation, FeedBeforeRequestIsAProtocolError) {

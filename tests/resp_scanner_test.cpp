@@ -34,7 +34,35 @@ TEST(ReplyScanner, HugeBulkFailsAtItsHeader) {
     const string header = "$999999999999\r\n";
     const auto [at, why] = first_failing_byte(header + string(100, 'x'));
     EXPECT_EQ(at, header.size() - 1) << why;  // the header's LF: no body byte is needed
-    EXPECT_EQ(why, "protocol error: reply larger than 33554432 bytes (a bulk string of 999999999999 bytes)");
+    EXPECT_EQ(why, "protocol error: reply larger than 536870912 bytes (a bulk string of 999999999999 bytes)");
+}
+
+TEST(ReplyScanner, DefaultLimitIsRedisProtoMaxBulkLen) {
+    // A 512 MiB value (what proto-max-bulk-len lets Redis store) passes its header;
+    // one byte more fails at the header's LF.
+    EXPECT_EQ(first_failing_byte("$536870912\r\n").first, string::npos);
+    const string header = "$536870913\r\n";
+    const auto [at, why] = first_failing_byte(header + "x");
+    EXPECT_EQ(at, header.size() - 1) << why;
+    EXPECT_EQ(why, "protocol error: reply larger than 536870912 bytes (a bulk string of 536870913 bytes)");
+}
+
+TEST(ReplyScanner, FramingIsNotCounted) {
+    // A bulk of exactly the limit, inside an array, fits: type bytes, headers and
+    // CRLFs are framing; one data byte more fails at its header.
+    ReaderLimits limits;
+    limits.max_reply_bytes = 1024;
+    EXPECT_EQ(first_failing_byte("$1024\r\n" + string(1024, 'v') + "\r\n", limits).first, string::npos);
+    EXPECT_EQ(first_failing_byte("*1\r\n$1024\r\n" + string(1024, 'v') + "\r\n", limits).first, string::npos);
+    const string header = "$1025\r\n";
+    const auto [at, why] = first_failing_byte(header + string(1025, 'v') + "\r\n", limits);
+    EXPECT_EQ(at, header.size() - 1) << why;
+    EXPECT_EQ(why, "protocol error: reply larger than 1024 bytes (a bulk string of 1025 bytes)");
+    // Integers, nils and empty strings carry no data (their count is bounded by
+    // max_array_elements): 1000 of them fit a 1024-byte limit.
+    string many = "*1000\r\n";
+    for (int i = 0; i < 1000; ++i) many += i % 3 == 0 ? ":123456\r\n" : i % 3 == 1 ? "$-1\r\n" : "$0\r\n\r\n";
+    EXPECT_EQ(first_failing_byte(many, limits).first, string::npos);
 }
 
 TEST(ReplyScanner, HugeArrayFailsAtItsHeader) {
@@ -74,17 +102,18 @@ TEST(ReplyScanner, LongStatusLineFailsWhenItCrossesTheLimit) {
     ReaderLimits limits;
     limits.max_reply_bytes = 1024;
     const auto [at, why] = first_failing_byte("-" + string(5000, 'e'), limits);
-    EXPECT_EQ(at, 1024u);  // the 1025th byte, long before any CRLF
+    EXPECT_EQ(at, 1025u);  // the 1025th byte of text (after the type byte), long before any CRLF
     EXPECT_EQ(why, "protocol error: reply larger than 1024 bytes");
+    EXPECT_EQ(first_failing_byte("+" + string(1024, 's') + "\r\n", limits).first, string::npos);
 }
 
 TEST(ReplyScanner, BulkBudgetIncludesWhatTheReplyAlreadyUsed) {
     ReaderLimits limits;
     limits.max_reply_bytes = 1024;
-    // 4 + 7 + 1000 + 2 = 1013 bytes, then 7 more: 1020 fits; a second large bulk does not.
+    // 1000 data bytes, then 24 more: exactly 1024 fits; 25 more do not.
     const string first = "*2\r\n$1000\r\n" + string(1000, 'a') + "\r\n";
-    EXPECT_EQ(first_failing_byte(first + "$1\r\n0\r\n", limits).first, string::npos);
-    const string second_header = "$1000\r\n";
+    EXPECT_EQ(first_failing_byte(first + "$24\r\n" + string(24, 'b') + "\r\n", limits).first, string::npos);
+    const string second_header = "$25\r\n";
     EXPECT_EQ(first_failing_byte(first + second_header, limits).first, first.size() + second_header.size() - 1);
 }
 

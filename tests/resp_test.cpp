@@ -246,6 +246,25 @@ TEST(ReplyReader, MaxReplyBytes) {
     expect_protocol_error("$100\r\n" + string(100, 'x') + "\r\n", "64 bytes", limits);
 }
 
+TEST(ReplyReader, ValueOfExactlyMaxReplyBytesReadsBack) {
+    ReaderLimits limits;
+    limits.max_reply_bytes = 1024;
+    const string value(1024, 'v');
+    const string wire = "$1024\r\n" + value + "\r\n";
+    for (std::size_t piece : {wire.size(), std::size_t{1}, std::size_t{7}}) {
+        ReplyReader reader(limits);
+        ReplyPtr r;
+        for (std::size_t at = 0; at < wire.size() && !r; at += piece) {
+            reader.feed(wire.data() + at, std::min(piece, wire.size() - at));
+            r = reader.next();
+        }
+        ASSERT_NE(r, nullptr) << piece;
+        EXPECT_EQ(r->str, value);
+        EXPECT_FALSE(reader.has_pending_bytes());
+    }
+    expect_protocol_error("$1025\r\n" + string(1025, 'v') + "\r\n", "reply larger than 1024 bytes", limits);
+}
+
 TEST(ReplyReader, MaxReplyBytesCountsPerReply) {
     ReaderLimits limits;
     limits.max_reply_bytes = 64;

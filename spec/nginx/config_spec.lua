@@ -201,7 +201,7 @@ describe("nginx configuration", function()
 
     for _, case in ipairs({
         { mode = "huge_bulk",
-          err = "protocol error: reply larger than 33554432 bytes (a bulk string of 999999999999 bytes)" },
+          err = "protocol error: reply larger than 536870912 bytes (a bulk string of 999999999999 bytes)" },
         { mode = "huge_array",
           err = "protocol error: more than 1048576 elements in one reply (an array of 999999999)" },
         { mode = "deep", err = "protocol error: arrays nested beyond depth 8" },

@@ -47,7 +47,7 @@
 --   user to another configuration. A custom `pool` is namespaced by the same identity:
 --   configurations sharing it never share a connection across TLS settings,
 --   credentials or databases.
--- * Replies are checked at their headers: past `max_reply_size` (32 MiB), 1,048,576
+-- * Replies are checked at their headers: past `max_reply_size` (512 MiB), 1,048,576
 --   array elements or 8 levels of nesting the call fails with `protocol error: ...`
 --   before anything is buffered toward it (upstream reads whatever is announced).
 -- * Works in every nginx phase and outside nginx (upstream needs cosockets).
@@ -135,10 +135,26 @@
 -- sends `ROLE` with its handshake (same round trip) and a server in another role is
 -- refused with `nil, "role mismatch: expected master, got slave"` (default `nil`: no
 -- check). Set by `resty.session.hiredis.sentinel` on its data connections.
--- @tfield[opt] number max_reply_size *Extension.* Bytes one reply may take, an integer
--- from 1024 to 2147483647 (default `33554432`, 32 MiB: sessions are small). A reply
--- announcing more fails the call at its header with `protocol error: reply larger
--- than <n> bytes ...` and the connection is closed.
+-- @tfield[opt] number max_reply_size *Extension.* Bytes of data one reply may carry
+-- (a value; a subject's metadata members and scores; RESP framing is not counted),
+-- an integer from 1024 to 2147483647 (default `536870912`, 512 MiB: Redis's own
+-- `proto-max-bulk-len`, so every value Redis accepts reads back). A reply announcing
+-- more fails the call at its header with `protocol error: reply larger than <n> bytes
+-- ...` and the connection is closed. `set` refuses a longer value before sending
+-- anything, with `nil, "invalid value: <n> bytes exceed max_reply_size (<m> bytes)"`:
+-- nothing is written that `get` could not read back.
+-- @tfield[opt] number wait_replicas *Extension.* Durability: each `set` and `delete`
+-- also waits for this many replicas to acknowledge the write (`WAIT` after the
+-- write, in the same round trip), an integer >= 0 (default `0`: no wait, Redis's
+-- asynchronous replication). When fewer acknowledge within `wait_timeout` the call
+-- returns `nil, "write not durable: <k> of <n> replicas (wait_replicas) acknowledged
+-- it within <t> ms (wait_timeout)"`: the master applied the write, but a failover may
+-- discard it, so it is not acknowledged. With a Redis Cluster every node a write
+-- touches waits for its own replicas. Costs one replica round trip per write;
+-- auto-pipelined calls share connections only with calls that wait alike.
+-- @tfield[opt] number wait_timeout *Extension.* Milliseconds a write waits for
+-- `wait_replicas`, an integer from 1 to 2147483647 (default `1000`). Keep it below
+-- `read_timeout`: the read timeout still bounds the whole call.
 -- @table configuration
 
 ---

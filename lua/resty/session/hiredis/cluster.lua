@@ -88,6 +88,13 @@
 -- @tfield[opt] string server_name SNI and the name verified on every node (default `nil`).
 -- @tfield[opt] boolean force_auth `AUTH` on every call (default `nil`).
 -- @tfield[opt] string transport `"cosocket"` or `"native"` (default `nil`: by phase).
+-- @tfield[opt] number max_reply_size As in `resty.session.hiredis`, for every node's
+-- replies: bytes of data one reply may carry (default `536870912`, 512 MiB, Redis's
+-- `proto-max-bulk-len`); `set` refuses a longer value before sending anything.
+-- @tfield[opt] number wait_replicas *Extension.* As in `resty.session.hiredis`: each
+-- node a write touches also waits for this many of its replicas (`WAIT` at the end
+-- of the node's batch) (default `0`).
+-- @tfield[opt] number wait_timeout *Extension.* As in `resty.session.hiredis` (default `1000`).
 -- @table configuration
 
 local core = require "resty.session.hiredis.core"

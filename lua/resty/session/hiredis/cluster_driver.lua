@@ -133,9 +133,10 @@ local function run_batch(cinst, view, cop, i)
     return (cop:load_batch(i, op))
   end)
   if ok then
-    cop:absorb(i, op)
+    cop:absorb(i, op)  -- trims op
   else
     cop:failed(i, err, retryable(err))
+    op:trim()  -- a failed batch keeps none of its request
   end
   give_op(op)
 end

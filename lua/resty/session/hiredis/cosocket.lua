@@ -127,8 +127,11 @@ function _M.view(inst, fields)
   local connect_timeout = fields.connect_timeout
   return {
     pool = pool,
-    -- pipelined calls share a reply stream, checked with one max_reply_size
-    lane = pool .. "\0" .. fields.max_reply_size,
+    -- pipelined calls share a reply stream, checked with one max_reply_size; a
+    -- write's WAIT holds the stream up to wait_timeout: only calls that wait
+    -- alike queue behind it
+    lane = pool .. "\0" .. fields.max_reply_size
+           .. (fields.wait_replicas > 0 and ("\0" .. fields.wait_replicas .. "/" .. fields.wait_timeout) or ""),
     host = host,
     port = port,
     connect_options = { pool = pool, pool_size = fields.pool_size, backlog = fields.backlog },
@@ -420,6 +423,13 @@ local function run(inst, view, op, request)
   return attempt(inst, view, op, request)
 end
 
+-- A failed call's operation goes back without what it grew (a done one trims itself).
+local function give_back_failed(op, err)
+  op:trim()
+  give_back(op)
+  return nil, err
+end
+
 ---
 -- Runs a storage method over cosockets.
 -- @param inst the core instance
@@ -431,8 +441,7 @@ function _M.call(inst, view, method, ...)
   -- validate (and build) before touching the network
   local request, err = op:start(inst, method, versions[view.pool] or REDIS_7, ...)
   if not request then
-    give_back(op)
-    return nil, err
+    return give_back_failed(op, err)
   end
 
   local status, r1, r2, lent = run(inst, view, op, request)
@@ -448,15 +457,14 @@ function _M.call(inst, view, method, ...)
     retries = retries + 1
     request, err = op:start(inst, method, versions[view.pool] or REDIS_7, ...)
     if not request then
-      give_back(op)
-      return nil, err
+      return give_back_failed(op, err)
     end
     status, r1, r2 = run(inst, view, op, request)
   end
-  give_back(op)
   if status ~= DONE then
-    return nil, r1
+    return give_back_failed(op, r1)
   end
+  give_back(op)
   if r2 == nil then
     return r1  -- true, a value, a table or nil: one value, as the native path returns
   end

@@ -160,12 +160,12 @@ local function run(premature, lane)
       for i = 1, n do
         requests[i] = batch[i].request
       end
-      for i = #requests, n + 1, -1 do
-        requests[i] = nil
-      end
 
       local ok, err, received, at
       ok, err = sock:send(requests)
+      for i = 1, n do
+        requests[i] = nil  -- no request bytes (a large set's) kept past the write
+      end
       if not ok then
         received, at = false, 1
       else

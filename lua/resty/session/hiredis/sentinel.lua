@@ -128,6 +128,11 @@
 -- call). Errors that suggest a failover drop it at once.
 -- @tfield[opt] string transport *Extension.* As in `resty.session.hiredis`.
 -- @tfield[opt] boolean pipelining *Extension.* As in `resty.session.hiredis`.
+-- @tfield[opt] number max_reply_size *Extension.* As in `resty.session.hiredis`
+-- (default 512 MiB); `set` refuses a longer value before writing to the master.
+-- @tfield[opt] number wait_replicas *Extension.* As in `resty.session.hiredis`: writes
+-- also wait for this many replicas of the master (default `0`).
+-- @tfield[opt] number wait_timeout *Extension.* As in `resty.session.hiredis` (default `1000`).
 -- @table configuration
 
 local core = require "resty.session.hiredis.core"
@@ -167,7 +172,7 @@ local _M = {
 local DATA_FIELDS = {
   "prefix", "suffix", "username", "password", "database", "connect_timeout", "send_timeout",
   "read_timeout", "keepalive_timeout", "pool_size", "backlog", "ssl", "ssl_verify", "server_name",
-  "force_auth", "transport", "pipelining", "max_reply_size",
+  "force_auth", "transport", "pipelining", "max_reply_size", "wait_replicas", "wait_timeout",
 }
 
 -- ---------------------------------------------------------------------------
