@@ -74,6 +74,21 @@ describe("sentinel (native)", function()
         assert.is_nil(bad)
     end)
 
+    it("refuses bad arguments before it asks any sentinel", function()
+        local listener, port = h.silent_listener()
+        listener:settimeout(0)
+        local s = sentinel.new(group.config({ sentinels = { { host = "127.0.0.1", port = port } },
+                                              max_reply_size = 1024 }))
+        assert.same({ nil, "invalid ttl: must be a positive integer" }, { s:set("n", "k", "v", 0, os.time()) })
+        assert.same({ nil, "invalid value: 2000 bytes exceed max_reply_size (1024 bytes)" },
+                    { s:set("n", "k", string.rep("x", 2000), 60, os.time()) })
+        local ok, err = s:get("n", {})
+        assert.is_nil(ok)
+        assert.matches("^invalid key: ", err)
+        assert.is_nil(listener:accept())  -- nobody connected
+        listener:close()
+    end)
+
     it("answers `invalid master name` for a name no sentinel monitors", function()
         local s = sentinel.new(group.config({ master = "no-such-master" }))
         assert.same({ nil, "invalid master name" }, { s:get("n", "k") })

@@ -614,6 +614,11 @@ end
 local NATIVE = { [SET] = "set", [GET] = "get", [DELETE] = "delete", [READ_METADATA] = "read_metadata" }
 
 local function call(self, method, ...)
+  -- bad arguments are refused before any sentinel is asked
+  local valid, invalid_err = self.checker:check_call(method, ...)
+  if not valid then
+    return nil, invalid_err
+  end
   local over_cosocket = serves(self.transport_view)
   for attempt = 1, 2 do
     local host, port, promoted = resolve(self, over_cosocket)
@@ -775,6 +780,7 @@ local function build(conf)
     cached = nil,      -- { host, port, expires } with sentinel_cache_ttl
     answered = nil,    -- the entry of order whose answer was followed last
     transport_view = { transport = fields.transport },
+    checker = inst,    -- validates a call's arguments as the data instances load them
   } }, metatable)
 end
 
