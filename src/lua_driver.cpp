@@ -42,6 +42,23 @@ int instance_cosocket_target(lua_State* L) {
     return 2;
 }
 
+// inst:check_call(method_id, ...) -> true | nil, "invalid <arg>: <why>": the
+// arguments validated as a call would load them, nothing built to send; for a
+// front that must refuse bad input before it asks anyone anything (sentinel).
+int instance_check_call(lua_State* L) {
+    Instance* self = check_instance(L, 1);
+    const lua_Integer method = lua_tointeger(L, 2);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        if (method < 1 || method > 4) throw ArgumentError("invalid method");
+        Operation& scratch = self->native_op;
+        load_operation(L, scratch, static_cast<Method>(method), self->naming, 3,
+                       self->config.reader_limits().max_reply_bytes);
+        scratch.trim();
+        lua_pushboolean(L, 1);
+        return 1;
+    });
+}
+
 // A handshake on a round trip of its own (a pool's first connection in a worker).
 int instance_prepare_handshake(lua_State* L) {
     Instance* self = check_instance(L, 1);
@@ -229,6 +246,7 @@ const luaL_Reg kReaderMethods[] = {
 
 const luaL_Reg kDriverInstanceMethods[] = {
     {"prepare_handshake", instance_prepare_handshake},
+    {"check_call", instance_check_call},
     {"pool_name", instance_pool_name},
     {"cosocket_target", instance_cosocket_target},
     {nullptr, nullptr},

@@ -1,15 +1,18 @@
 #include "lua_sentinel.hpp"
 
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "errors.hpp"
 #include "lua_util.hpp"
 #include "sentinel_client.hpp"
+#include "session_client.hpp"
 
 namespace rsh {
 namespace {
 
-constexpr const char* kSentinelQueryType = "resty.session.hiredis.core.sentinel_query";
+constexpr const char* kSentinelRoundType = "resty.session.hiredis.core.sentinel_round";
 
 std::optional<std::string> opt_string(lua_State* L, int idx) {
     if (lua_type(L, idx) != LUA_TSTRING) return std::nullopt;
@@ -20,21 +23,43 @@ SentinelQuery::Ask ask_of(lua_State* L, int idx) {
     const char* ask = luaL_checkstring(L, idx);
     if (std::strcmp(ask, "master") == 0) return SentinelQuery::Ask::Master;
     if (std::strcmp(ask, "replicas") == 0) return SentinelQuery::Ask::Replicas;
-    throw ArgumentError("invalid ask: must be \"master\" or \"replicas\"");
+    if (std::strcmp(ask, "promoted") == 0) return SentinelQuery::Ask::Promoted;
+    throw ArgumentError("invalid ask: must be \"master\", \"replicas\" or \"promoted\"");
 }
 
-// host, port | { {host=, port=}... } | false (the sentinel does not know the
-// master name) | nil, err
-int push_answer(lua_State* L, const SentinelAnswer& answer) {
-    switch (answer.kind) {
-    case SentinelAnswer::Kind::Address:
-        lua_pushlstring(L, answer.address.host.data(), answer.address.host.size());
-        lua_pushinteger(L, answer.address.port);
-        return 2;
-    case SentinelAnswer::Kind::Replicas: {
-        lua_createtable(L, static_cast<int>(answer.replicas.size()), 0);
+void push_address(lua_State* L, const SentinelAddress& address) {
+    lua_pushlstring(L, address.host.data(), address.host.size());
+    lua_pushinteger(L, address.port);
+}
+
+// "master", host, port, from | "failover", host, port, { leaders } (ask them for
+// the replica promoted; host:port is the master they still name) |
+// "replicas", { {host=, port=}... }, from | "unknown" | "error", err
+// (from: 1-based, in the order the sentinels were given)
+int push_choice(lua_State* L, const SentinelChoice& choice) {
+    const int from = static_cast<int>(choice.from) + 1;
+    switch (choice.kind) {
+    case SentinelChoice::Kind::Master:
+        lua_pushliteral(L, "master");
+        push_address(L, choice.address);
+        lua_pushinteger(L, from);
+        return 4;
+    case SentinelChoice::Kind::AskPromoted: {
+        lua_pushliteral(L, "failover");
+        push_address(L, choice.address);
+        lua_createtable(L, static_cast<int>(choice.leaders.size()), 0);
         int i = 0;
-        for (const auto& replica : answer.replicas) {
+        for (const std::size_t leader : choice.leaders) {
+            lua_pushinteger(L, static_cast<lua_Integer>(leader) + 1);
+            lua_rawseti(L, -2, ++i);
+        }
+        return 4;
+    }
+    case SentinelChoice::Kind::Replicas: {
+        lua_pushliteral(L, "replicas");
+        lua_createtable(L, static_cast<int>(choice.replicas.size()), 0);
+        int i = 0;
+        for (const auto& replica : choice.replicas) {
             lua_createtable(L, 0, 2);
             lua_pushlstring(L, replica.host.data(), replica.host.size());
             lua_setfield(L, -2, "host");
@@ -42,63 +67,132 @@ int push_answer(lua_State* L, const SentinelAnswer& answer) {
             lua_setfield(L, -2, "port");
             lua_rawseti(L, -2, ++i);
         }
-        return 1;
+        lua_pushinteger(L, from);
+        return 3;
     }
-    case SentinelAnswer::Kind::UnknownMaster:
-        lua_pushboolean(L, 0);
+    case SentinelChoice::Kind::UnknownMaster:
+        lua_pushliteral(L, "unknown");
         return 1;
-    case SentinelAnswer::Kind::Error:
+    case SentinelChoice::Kind::NoAnswer:
         break;
     }
-    lua_pushnil(L);
-    lua_pushlstring(L, answer.error.data(), answer.error.size());
+    lua_pushliteral(L, "error");
+    lua_pushlstring(L, choice.error.data(), choice.error.size());
     return 2;
 }
 
-SentinelQuery* check_query(lua_State* L) {
-    return static_cast<SentinelQuery*>(luaL_checkudata(L, 1, kSentinelQueryType));
+SentinelRound* check_round(lua_State* L) {
+    return static_cast<SentinelRound*>(luaL_checkudata(L, 1, kSentinelRoundType));
 }
 
-// core.sentinel_query(ask, master_name, username, password, authenticate)
-int query_new(lua_State* L) {
+// 1-based index argument -> the round's index.
+std::size_t index_of(lua_State* L, SentinelRound& round, int idx) {
+    const lua_Integer i = luaL_checkinteger(L, idx);
+    if (i < 1 || static_cast<std::size_t>(i) > round.size()) throw ArgumentError("invalid sentinel index");
+    return static_cast<std::size_t>(i - 1);
+}
+
+// core.sentinel_round(ask, master_name, now_ms)
+int round_new(lua_State* L) {
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         const SentinelQuery::Ask ask = ask_of(L, 1);
-        push_object<SentinelQuery>(L, kSentinelQueryType, ask, to_string(L, 2), opt_string(L, 3),
-                                   opt_string(L, 4), lua_toboolean(L, 5) != 0);
+        push_object<SentinelRound>(L, kSentinelRoundType, ask, to_string(L, 2), luaL_checknumber(L, 3));
         return 1;
     });
 }
 
-int query_request(lua_State* L) {
-    const std::string_view bytes = check_query(L)->request();
-    lua_pushlstring(L, bytes.data(), bytes.size());
+// round:add(retry) -> index
+int round_add(lua_State* L) {
+    SentinelRound* round = check_round(L);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        lua_pushinteger(L, static_cast<lua_Integer>(round->add(lua_toboolean(L, 2) != 0)) + 1);
+        return 1;
+    });
+}
+
+// round:prepare(i, username, password, authenticate) -> request bytes
+int round_prepare(lua_State* L) {
+    SentinelRound* round = check_round(L);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        const std::string_view bytes =
+            round->prepare(index_of(L, *round, 2), opt_string(L, 3), opt_string(L, 4), lua_toboolean(L, 5) != 0);
+        lua_pushlstring(L, bytes.data(), bytes.size());
+        return 1;
+    });
+}
+
+// round:feed(i, data) -> done | nil, err (fed after its answer)
+int round_feed(lua_State* L) {
+    SentinelRound* round = check_round(L);
+    std::size_t len = 0;
+    const char* data = luaL_checklstring(L, 3, &len);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        lua_pushboolean(L, round->feed(index_of(L, *round, 2), data, len));
+        return 1;
+    });
+}
+
+// round:failed(i) -> nil (answered, or not done) | err
+int round_failed(lua_State* L) {
+    SentinelRound* round = check_round(L);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        const std::size_t i = index_of(L, *round, 2);
+        if (!round->failed(i)) return 0;
+        const std::string& error = round->error(i);
+        lua_pushlstring(L, error.data(), error.size());
+        return 1;
+    });
+}
+
+// round:fail(i, err)
+int round_fail(lua_State* L) {
+    SentinelRound* round = check_round(L);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        round->fail(index_of(L, *round, 2), to_string(L, 3));
+        return 0;
+    });
+}
+
+// round:retry_budget(now_ms) -> ms | nil (no bound)
+int round_retry_budget(lua_State* L) {
+    SentinelRound* round = check_round(L);
+    const std::optional<double> budget = round->retry_budget_ms(luaL_checknumber(L, 2));
+    if (!budget) return 0;
+    lua_pushnumber(L, *budget);
     return 1;
 }
 
-// q:feed(data) -> true once every reply is in | false | nil, "protocol error: ..."
-int query_feed(lua_State* L) {
-    SentinelQuery* query = check_query(L);
-    std::size_t len = 0;
-    const char* data = luaL_checklstring(L, 2, &len);
-    return lua_barrier(L, OnError::ReturnNilErr, [&] {
-        lua_pushboolean(L, query->feed(data, len));
-        return 1;
-    });
+int round_choose(lua_State* L) {
+    SentinelRound* round = check_round(L);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] { return push_choice(L, round->choose()); });
 }
 
-int query_answer(lua_State* L) {
-    SentinelQuery* query = check_query(L);
-    if (!query->finished()) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "sentinel query not finished");
-        return 2;
-    }
-    return lua_barrier(L, OnError::ReturnNilErr, [&] { return push_answer(L, query->answer()); });
+// round:promoted(i) on a "promoted" round -> host, port, true (the replica the
+// failover promotes) | host, port, false (the master the leader names now) |
+// nil (sentinel i failed)
+int round_promoted(lua_State* L) {
+    SentinelRound* round = check_round(L);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        const std::size_t i = index_of(L, *round, 2);
+        if (!round->done(i) || round->failed(i)) return 0;
+        const SentinelAnswer& answer = round->answer(i);
+        if (answer.kind != SentinelAnswer::Kind::Promoted && answer.kind != SentinelAnswer::Kind::Master) return 0;
+        push_address(L, answer.address);
+        lua_pushboolean(L, answer.kind == SentinelAnswer::Kind::Promoted);
+        return 3;
+    });
 }
 
 double number_field(lua_State* L, int idx, const char* name) {
     lua_getfield(L, idx, name);
     const double value = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return value;
+}
+
+bool boolean_field(lua_State* L, int idx, const char* name) {
+    lua_getfield(L, idx, name);
+    const bool value = lua_toboolean(L, -1) != 0;
     lua_pop(L, 1);
     return value;
 }
@@ -110,29 +204,49 @@ std::optional<std::string> string_field(lua_State* L, int idx, const char* name)
     return value;
 }
 
-// core.ask_sentinel(target, ask, master_name) over the native transport;
-// target = { host, port, pool, username, password, force_auth, connect_timeout,
-// send_timeout, read_timeout, keepalive_timeout, pool_size }.
+// core.ask_sentinels(targets, ask, master_name) over the native transport:
+// push_choice's results, never "failover" ("master" then has a 5th result, true
+// when the address is the replica a failover in progress promotes). Sets
+// targets[i].failure to why sentinel i did not answer, or nil.
+// target = { host, port, pool, username, password, force_auth, retry,
+// connect_timeout, send_timeout, read_timeout, keepalive_timeout, pool_size }.
 int ask_native(lua_State* L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
-        SentinelTarget target;
-        target.host = string_field(L, 1, "host").value_or("127.0.0.1");
-        target.port = static_cast<int>(number_field(L, 1, "port"));
-        target.pool_name = string_field(L, 1, "pool").value_or("");
-        target.username = string_field(L, 1, "username");
-        target.password = string_field(L, 1, "password");
-        lua_getfield(L, 1, "force_auth");
-        target.force_auth = lua_toboolean(L, -1) != 0;
-        lua_pop(L, 1);
-        target.connect_timeout = number_field(L, 1, "connect_timeout");
-        target.send_timeout = number_field(L, 1, "send_timeout");
-        target.read_timeout = number_field(L, 1, "read_timeout");
-        target.keepalive_timeout = number_field(L, 1, "keepalive_timeout");
-        target.pool_size = static_cast<int>(number_field(L, 1, "pool_size"));
-        if (target.pool_size < 1) target.pool_size = 1;
+        std::vector<SentinelTarget> targets(lua_objlen(L, 1));
+        for (std::size_t i = 0; i < targets.size(); ++i) {
+            lua_rawgeti(L, 1, static_cast<int>(i) + 1);
+            luaL_checktype(L, -1, LUA_TTABLE);
+            const int t = lua_gettop(L);
+            SentinelTarget& target = targets[i];
+            target.host = string_field(L, t, "host").value_or("127.0.0.1");
+            target.port = static_cast<int>(number_field(L, t, "port"));
+            target.pool_name = string_field(L, t, "pool").value_or("");
+            target.username = string_field(L, t, "username");
+            target.password = string_field(L, t, "password");
+            target.force_auth = boolean_field(L, t, "force_auth");
+            target.retry = boolean_field(L, t, "retry");
+            target.connect_timeout = number_field(L, t, "connect_timeout");
+            target.send_timeout = number_field(L, t, "send_timeout");
+            target.read_timeout = number_field(L, t, "read_timeout");
+            target.keepalive_timeout = number_field(L, t, "keepalive_timeout");
+            target.pool_size = std::max(1, static_cast<int>(number_field(L, t, "pool_size")));
+            lua_pop(L, 1);
+        }
         const SentinelQuery::Ask ask = ask_of(L, 2);
-        return push_answer(L, ask_sentinel(target, ask, to_string(L, 3)));
+        const SentinelLookup lookup = ask_sentinels(targets, ask, to_string(L, 3));
+        for (std::size_t i = 0; i < targets.size(); ++i) {
+            lua_rawgeti(L, 1, static_cast<int>(i) + 1);
+            const std::string& failure = lookup.failures[i];
+            if (failure.empty()) lua_pushnil(L);
+            else lua_pushlstring(L, failure.data(), failure.size());
+            lua_setfield(L, -2, "failure");
+            lua_pop(L, 1);
+        }
+        const int n = push_choice(L, lookup.choice);
+        if (lookup.choice.kind != SentinelChoice::Kind::Master) return n;
+        lua_pushboolean(L, lookup.promoted);
+        return n + 1;
     });
 }
 
@@ -146,30 +260,50 @@ int pool_name(lua_State* L) {
     });
 }
 
-const luaL_Reg kQueryMethods[] = {
-    {"request", query_request},
-    {"feed", query_feed},
-    {"answer", query_answer},
+// core.sentinel_generation() -> a number never handed out before in this
+// process (whatever the Lua state: worker thread VMs share the native pools).
+int generation(lua_State* L) {
+    static std::atomic<long long> next{0};
+    lua_pushnumber(L, static_cast<lua_Number>(++next));
+    return 1;
+}
+
+// core.retire_pool(name): closes the native data pool's connections (see
+// session_client.hpp).
+int retire(lua_State* L) {
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        retire_pool(to_string(L, 1));
+        return 0;
+    });
+}
+
+const luaL_Reg kRoundMethods[] = {
+    {"add", round_add},
+    {"prepare", round_prepare},
+    {"feed", round_feed},
+    {"failed", round_failed},
+    {"fail", round_fail},
+    {"retry_budget", round_retry_budget},
+    {"choose", round_choose},
+    {"promoted", round_promoted},
     {nullptr, nullptr},
 };
 
 }  // namespace
 
 void register_sentinel(lua_State* L) {
-    luaL_newmetatable(L, kSentinelQueryType);
-    lua_newtable(L);
-    luaL_register(L, nullptr, kQueryMethods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, gc_object<SentinelQuery>);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    register_type<SentinelRound>(L, kSentinelRoundType, kRoundMethods);
 
-    lua_pushcfunction(L, query_new);
-    lua_setfield(L, -2, "sentinel_query");
+    lua_pushcfunction(L, round_new);
+    lua_setfield(L, -2, "sentinel_round");
     lua_pushcfunction(L, ask_native);
-    lua_setfield(L, -2, "ask_sentinel");
+    lua_setfield(L, -2, "ask_sentinels");
     lua_pushcfunction(L, pool_name);
     lua_setfield(L, -2, "sentinel_pool_name");
+    lua_pushcfunction(L, generation);
+    lua_setfield(L, -2, "sentinel_generation");
+    lua_pushcfunction(L, retire);
+    lua_setfield(L, -2, "retire_pool");
 }
 
 }  // namespace rsh

@@ -92,6 +92,18 @@ public:
         std::lock_guard<std::mutex> lock(mutex_);
         size_ = size;
     }
+    // Closes the idle connections, and from now on each one handed back.
+    void retire() {
+        std::deque<std::unique_ptr<T>> closing;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            forget_if_forked();
+            retired_ = true;
+            open_ -= idle_.size();
+            closing.swap(idle_);
+            changed_.notify_all();
+        }
+    }
 
 private:
     std::unique_ptr<T> take_idle() {
@@ -118,7 +130,7 @@ private:
                 changed_.notify_one();
                 return;
             }
-            if (reusable) {
+            if (reusable && !retired_) {
                 conn->idle_since = Clock::now();
                 idle_.push_front(std::move(conn));
                 if (idle_.size() > size_) {  // least recently used goes
@@ -151,6 +163,7 @@ private:
     std::size_t open_ = 0;                 // idle + leased
     std::size_t waiting_ = 0;
     std::size_t size_ = 30;
+    bool retired_ = false;
     pid_t pid_ = current_pid();
 };
 
@@ -164,6 +177,17 @@ public:
         if (!pool) pool = std::make_unique<Pool<T>>();
         pool->set_size(size);
         return *pool;
+    }
+
+    // Pool::retire on the pool of that name, when there is one.
+    void retire(const std::string& name) {
+        Pool<T>* pool = nullptr;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            auto it = pools_.find(name);
+            if (it != pools_.end()) pool = it->second.get();
+        }
+        if (pool) pool->retire();  // pools live as long as the registry
     }
 
 private:

@@ -1,5 +1,6 @@
 #include "sentinel.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "errors.hpp"
@@ -43,15 +44,17 @@ bool has_flag(const std::string& flags, std::string_view flag) {
 
 }  // namespace
 
-SentinelQuery::SentinelQuery(Ask ask, std::string master_name, std::optional<std::string> username,
-                             std::optional<std::string> password, bool authenticate)
+SentinelQuery::SentinelQuery(Ask ask, std::string_view master_name, const std::optional<std::string>& username,
+                             const std::optional<std::string>& password, bool authenticate)
     : ask_(ask) {
     if (authenticate && password) {
         if (username) commands_.add({"AUTH", *username, *password});
         else commands_.add({"AUTH", *password});
         authenticates_ = true;
     }
-    commands_.add({"SENTINEL", ask == Ask::Master ? "get-master-addr-by-name" : "replicas", master_name});
+    // one write, so the sentinel answers both from the same state of its failover
+    commands_.add({"SENTINEL", "MASTER", master_name});
+    if (ask != Ask::Master) commands_.add({"SENTINEL", "REPLICAS", master_name});
 }
 
 bool SentinelQuery::feed(const char* data, std::size_t len) {
@@ -68,38 +71,69 @@ bool SentinelQuery::feed(const char* data, std::size_t len) {
 }
 
 void SentinelQuery::conclude() {
-    if (authenticates_ && replies_.front()->is_error()) {
+    std::size_t next = 0;
+    if (authenticates_ && replies_[next++]->is_error()) {
         answer_ = failure(replies_.front()->str);
         return;
     }
-    const Reply& reply = *replies_.back();
-    answer_ = ask_ == Ask::Master ? parse_master_address(reply) : parse_replicas(reply);
+    SentinelAnswer master = parse_master(*replies_[next++]);
+    if (ask_ == Ask::Master || master.kind != SentinelAnswer::Kind::Master) {
+        answer_ = std::move(master);
+        return;
+    }
+    if (ask_ == Ask::Promoted) {
+        // switched already, or no replica picked yet: the master it names
+        if (!master.failover_in_progress) {
+            answer_ = std::move(master);
+            return;
+        }
+        SentinelAnswer promoted = parse_promoted(*replies_[next]);
+        if (promoted.kind == SentinelAnswer::Kind::NoPromotedReplica) promoted = std::move(master);
+        answer_ = std::move(promoted);
+        return;
+    }
+    SentinelAnswer replicas = parse_replicas(*replies_[next]);
+    if (replicas.kind == SentinelAnswer::Kind::Replicas) {
+        replicas.config_epoch = master.config_epoch;
+        replicas.failover_in_progress = master.failover_in_progress;
+    }
+    answer_ = std::move(replicas);
 }
 
-SentinelAnswer parse_master_address(const Reply& reply) {
-    if (reply.is_error()) return failure(reply.str);
+SentinelAnswer parse_master(const Reply& reply) {
     SentinelAnswer answer;
-    if (reply.type == Reply::Type::Nil) {
+    // Redis answers an unknown name with this error (older sentinels: nil)
+    if (reply.type == Reply::Type::Nil ||
+        (reply.is_error() && reply.str.find("No such master") != std::string::npos)) {
         answer.kind = SentinelAnswer::Kind::UnknownMaster;
         return answer;
     }
-    if (reply.type != Reply::Type::Array || reply.elements.size() != 2 ||
-        reply.elements[0]->type != Reply::Type::String || reply.elements[0]->str.empty() ||
-        !valid_port(reply.elements[1]->str, answer.address.port)) {
-        return failure("unexpected reply to SENTINEL get-master-addr-by-name");
+    if (reply.is_error()) return failure(reply.str);
+    const char* unexpected = "unexpected reply to SENTINEL MASTER";
+    if (reply.type != Reply::Type::Array || reply.elements.size() % 2 != 0) return failure(unexpected);
+    const std::string* ip = field(reply, "ip");
+    const std::string* port = field(reply, "port");
+    const std::string* epoch = field(reply, "config-epoch");
+    const std::string* flags = field(reply, "flags");
+    if (!ip || ip->empty() || !port || !valid_port(*port, answer.address.port)) return failure(unexpected);
+    if (epoch) {
+        char* end = nullptr;
+        answer.config_epoch = std::strtoll(epoch->c_str(), &end, 10);
+        if (epoch->empty() || *end != '\0' || answer.config_epoch < 0) return failure(unexpected);
     }
-    answer.kind = SentinelAnswer::Kind::Address;
-    answer.address.host = reply.elements[0]->str;
+    answer.kind = SentinelAnswer::Kind::Master;
+    answer.address.host = *ip;
+    answer.failover_in_progress = flags && has_flag(*flags, "failover_in_progress");
     return answer;
 }
 
 SentinelAnswer parse_replicas(const Reply& reply) {
     if (reply.is_error()) return failure(reply.str);
-    if (reply.type != Reply::Type::Array) return failure("unexpected reply to SENTINEL replicas");
+    if (reply.type != Reply::Type::Array) return failure("unexpected reply to SENTINEL REPLICAS");
     SentinelAnswer answer;
     answer.kind = SentinelAnswer::Kind::Replicas;
     for (const auto& entry : reply.elements) {
-        if (entry->type != Reply::Type::Array) return failure("unexpected reply to SENTINEL replicas");
+        if (entry->type != Reply::Type::Array) return failure("unexpected reply to SENTINEL REPLICAS");
         const std::string* ip = field(*entry, "ip");
         const std::string* port = field(*entry, "port");
         const std::string* flags = field(*entry, "flags");
@@ -115,6 +149,157 @@ SentinelAnswer parse_replicas(const Reply& reply) {
         answer.replicas.push_back(std::move(address));
     }
     return answer;
+}
+
+SentinelAnswer parse_promoted(const Reply& reply) {
+    if (reply.is_error()) return failure(reply.str);
+    if (reply.type != Reply::Type::Array) return failure("unexpected reply to SENTINEL REPLICAS");
+    SentinelAnswer answer;
+    answer.kind = SentinelAnswer::Kind::NoPromotedReplica;
+    for (const auto& entry : reply.elements) {
+        if (entry->type != Reply::Type::Array) return failure("unexpected reply to SENTINEL REPLICAS");
+        const std::string* flags = field(*entry, "flags");
+        if (!flags || !has_flag(*flags, "promoted")) continue;
+        const std::string* ip = field(*entry, "ip");
+        const std::string* port = field(*entry, "port");
+        if (!ip || ip->empty() || !port || !valid_port(*port, answer.address.port)) {
+            return failure("unexpected reply to SENTINEL REPLICAS");
+        }
+        answer.kind = SentinelAnswer::Kind::Promoted;
+        answer.address.host = *ip;
+        return answer;
+    }
+    return answer;
+}
+
+SentinelChoice choose_answer(const std::vector<const SentinelAnswer*>& answers) {
+    using Kind = SentinelAnswer::Kind;
+    SentinelChoice choice;
+    const SentinelAnswer* best = nullptr;
+    bool unknown = false;
+    for (std::size_t i = 0; i < answers.size(); ++i) {
+        const SentinelAnswer* a = answers[i];
+        if (!a) continue;
+        if (a->kind == Kind::UnknownMaster) unknown = true;
+        if (a->kind != Kind::Master && a->kind != Kind::Replicas) continue;
+        if (!best || a->config_epoch > best->config_epoch) {
+            best = a;
+            choice.from = i;
+        }
+    }
+    if (!best) {
+        choice.kind = unknown ? SentinelChoice::Kind::UnknownMaster : SentinelChoice::Kind::NoAnswer;
+        return choice;
+    }
+    if (best->kind == Kind::Replicas) {
+        choice.kind = SentinelChoice::Kind::Replicas;
+        choice.replicas = best->replicas;
+        return choice;
+    }
+    // at the highest epoch: the sentinels running a failover (after an o_down
+    // several try until one is elected), unless another already switched
+    for (std::size_t i = 0; i < answers.size(); ++i) {
+        const SentinelAnswer* a = answers[i];
+        if (a && a->kind == Kind::Master && a->config_epoch == best->config_epoch && a->failover_in_progress) {
+            choice.leaders.push_back(i);
+        }
+    }
+    if (!choice.leaders.empty()) {
+        const SentinelAddress& named = answers[choice.leaders.front()]->address;
+        for (std::size_t i = 0; i < answers.size(); ++i) {
+            const SentinelAnswer* a = answers[i];
+            if (a && a->kind == Kind::Master && a->config_epoch == best->config_epoch && !a->failover_in_progress &&
+                a->address != named) {
+                choice.kind = SentinelChoice::Kind::Master;
+                choice.from = i;
+                choice.address = a->address;
+                choice.leaders.clear();
+                return choice;
+            }
+        }
+        choice.kind = SentinelChoice::Kind::AskPromoted;
+        choice.from = choice.leaders.front();
+        choice.address = named;
+        return choice;
+    }
+    choice.kind = SentinelChoice::Kind::Master;
+    choice.address = best->address;
+    return choice;
+}
+
+SentinelRound::SentinelRound(SentinelQuery::Ask ask, std::string master_name, double start_ms)
+    : ask_(ask), master_name_(std::move(master_name)), start_ms_(start_ms) {
+    entries_.reserve(4);
+}
+
+std::size_t SentinelRound::add(bool retry) {
+    entries_.emplace_back();
+    entries_.back().retry = retry;
+    return entries_.size() - 1;
+}
+
+std::string_view SentinelRound::prepare(std::size_t i, const std::optional<std::string>& username,
+                                        const std::optional<std::string>& password, bool authenticate) {
+    Entry& entry = entries_.at(i);
+    entry.query.emplace(ask_, master_name_, username, password, authenticate);
+    entry.state = State::Pending;
+    entry.error.clear();
+    return entry.query->request();
+}
+
+bool SentinelRound::feed(std::size_t i, const char* data, std::size_t len) {
+    Entry& entry = entries_.at(i);
+    if (entry.state != State::Pending || !entry.query) {
+        throw ProtocolError("protocol error: unexpected data from the sentinel");
+    }
+    try {
+        if (!entry.query->feed(data, len)) return false;
+    } catch (const ProtocolError& e) {
+        entry.state = State::Failed;
+        entry.error = e.what();
+        return true;
+    }
+    if (entry.query->answer().kind == SentinelAnswer::Kind::Error) {
+        entry.state = State::Failed;
+        entry.error = entry.query->answer().error;
+        return true;
+    }
+    entry.state = State::Answered;
+    return true;
+}
+
+void SentinelRound::fail(std::size_t i, std::string error) {
+    Entry& entry = entries_.at(i);
+    entry.state = State::Failed;
+    entry.error = std::move(error);
+}
+
+std::optional<double> SentinelRound::retry_budget_ms(double now_ms) const {
+    for (const Entry& entry : entries_) {
+        if (!entry.retry && entry.state == State::Answered) {
+            const double spent = now_ms - start_ms_;
+            return std::max(kRetryFloorMs, 2 * spent) - spent;
+        }
+    }
+    return std::nullopt;
+}
+
+SentinelChoice SentinelRound::choose() const {
+    std::vector<const SentinelAnswer*> answers(entries_.size(), nullptr);
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+        if (entries_[i].state == State::Answered) answers[i] = &entries_[i].query->answer();
+    }
+    SentinelChoice choice = choose_answer(answers);
+    if (choice.kind == SentinelChoice::Kind::NoAnswer) {
+        for (std::size_t i = entries_.size(); i-- > 0;) {
+            if (entries_[i].state == State::Failed) {
+                choice.error = entries_[i].error;
+                break;
+            }
+        }
+        if (choice.error.empty()) choice.error = "no sentinel answered";
+    }
+    return choice;
 }
 
 }  // namespace rsh

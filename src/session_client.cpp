@@ -136,4 +136,6 @@ Result execute(const Config& config, const std::string& pool_name, Operation& op
     }
 }
 
+void retire_pool(const std::string& pool_name) { pools().retire(pool_name); }
+
 }  // namespace rsh

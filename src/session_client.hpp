@@ -13,4 +13,9 @@ namespace rsh {
 // Never throws for I/O or Redis failures: they come back as Result::Kind::Error.
 Result execute(const Config& config, const std::string& pool_name, Operation& op);
 
+// Closes the idle connections of the pool named pool_name, and each one handed
+// back to it later: their server no longer is what they were opened for (a
+// demoted master). The pool is never used again.
+void retire_pool(const std::string& pool_name);
+
 }  // namespace rsh

@@ -7,6 +7,7 @@ local nginx = require "nginx"
 local group = require "sentinel_group"
 local upstream = require "upstream"
 local socket = require "socket"
+local raw = require "raw_redis"
 
 if not group.available then
     describe("sentinel in nginx", function()
@@ -162,4 +163,141 @@ describe("sentinel in nginx", function()
     end
     interop("upstream's sentinel storage writes, this module reads and deletes", "upstream", "hiredis")
     interop("this module writes, upstream's sentinel storage reads and deletes", "hiredis", "upstream")
+
+    -- Counts the connections the server on `port` accepts from now on; close() when done.
+    local function connection_counter(port)
+        local r = group.raw_server(port)
+        local function received()
+            return tonumber(assert(r:info("stats")).total_connections_received)
+        end
+        local base = received()
+        return function() return received() - base end, function() r:close() end
+    end
+
+    local function set_answer(fake_port, named, epoch, promoted)
+        local c = assert(raw.connect(fake_port))
+        assert.equal("OK", c:call("SENTINEL", "SET-ANSWER", named, epoch, promoted))
+        c:close()
+    end
+
+    local SET_GET = [[
+        local s = H.storage(ARGS.cfg, ARGS.label)
+        return { { s:set(ARGS.name, ARGS.key, ARGS.value, 60, ngx.time()) }, { s:get(ARGS.name, ARGS.key) } }
+    ]]
+
+    it("follows the sentinel with the highest config-epoch over cosockets, whatever the order", function()
+        local master = group.wait_stable(30, true)
+        local replica = group.replica_port()
+        local behind, stop_behind = h.fake_server("sentinel:" .. replica .. ":41")
+        local ahead, stop_ahead = h.fake_server("sentinel:" .. master .. ":42")
+        local orders = {
+            { { host = "127.0.0.1", port = behind }, { host = "127.0.0.1", port = ahead } },
+            { { host = "127.0.0.1", port = ahead }, { host = "127.0.0.1", port = behind } },
+        }
+        local name = h.unique("ngx-epoch")
+        local replica_connections, done = connection_counter(replica)
+        for i, list in ipairs(orders) do
+            local res = srv:run("content", SET_GET, { cfg = group.config({ sentinels = list }), name = name,
+                                                      key = "k" .. i, value = "v" .. i })
+            assert.is_true(res.ok, tostring(res[1]))
+            assert.same({ { true }, { "v" .. i } }, res[1])
+        end
+        stop_behind()
+        stop_ahead()
+        assert.equal(0, replica_connections())
+        done()
+        local r = group.raw_server(master)
+        assert.equal("v2", r:call("GET", name .. ":k2"))
+        r:close()
+    end)
+
+    it("during a failover, cosocket writes go to the promoted replica once it is master, fail before", function()
+        local master = group.wait_stable(30, true)
+        local replica = group.replica_port()
+        local leader, stop_leader = h.fake_server("sentinel:" .. replica .. ":50")
+        set_answer(leader, replica, 50, master)
+        local follower, stop_follower = h.fake_server("sentinel:" .. replica .. ":50")
+        local list = { { host = "127.0.0.1", port = follower }, { host = "127.0.0.1", port = leader } }
+        local name = h.unique("ngx-promoted")
+        local replica_connections, done = connection_counter(replica)
+        local res = srv:run("content", SET_GET, { cfg = group.config({ sentinels = list }), name = name,
+                                                  key = "k", value = "v" })
+        assert.is_true(res.ok, tostring(res[1]))
+        assert.same({ { true }, { "v" } }, res[1])
+        assert.equal(0, replica_connections(), "the master both still name was left alone")
+        done()
+        set_answer(leader, master, 51, replica)
+        set_answer(follower, master, 51)
+        res = srv:run("content", SET_GET, { cfg = group.config({ sentinels = list }), name = name,
+                                            key = "k2", value = "v" })
+        assert.is_true(res.ok, tostring(res[1]))
+        assert.same({ nil, "failover in progress: the promoted replica is not master yet" }, res[1][1])
+        local r = group.raw_server(master)
+        assert.equal("v", r:call("GET", name .. ":k"))
+        assert.equal(0, r:call("EXISTS", name .. ":k2"))
+        r:close()
+        stop_leader()
+        stop_follower()
+    end)
+
+    it("never reuses cosockets pooled for an address the sentinels stopped naming", function()
+        local master = group.wait_stable(30, true)
+        local replica = group.replica_port()
+        local fake, stop = h.fake_server("sentinel:" .. master .. ":1")
+        local label = h.unique("ngx-demoted")
+        local args = { cfg = group.config({ sentinels = { { host = "127.0.0.1", port = fake } } }),
+                       label = label, name = label, key = "k", value = "v1" }
+        local function call()
+            local res = srv:run("content", SET_GET, args)
+            assert.is_true(res.ok, tostring(res[1]))
+            return res[1]
+        end
+        assert.same({ { true }, { "v1" } }, call())
+        local master_connections, done = connection_counter(master)
+        args.value = "v2"
+        assert.same({ { true }, { "v2" } }, call())
+        assert.equal(0, master_connections(), "the pooled connection serves the same master")
+        set_answer(fake, replica, 2)
+        assert.same({ { nil, "role mismatch: expected master, got slave" },
+                      { nil, "role mismatch: expected master, got slave" } }, call())
+        set_answer(fake, master, 3)
+        args.value = "v3"
+        assert.same({ { true }, { "v3" } }, call())
+        stop()
+        -- one new connection (its handshake with ROLE), the pooled one left alone
+        assert.equal(1, master_connections())
+        done()
+    end)
+
+    it("retries a hung sentinel within a few milliseconds past the others' answers (cosockets)", function()
+        group.wait_stable(30)
+        local hung = assert(socket.bind("127.0.0.1", 0, 64))
+        local _, hung_port = hung:getsockname()
+        hung:settimeout(0)
+        local list = group.sentinels()
+        table.insert(list, 2, { host = "127.0.0.1", port = hung_port })
+        local args = { cfg = group.config({ sentinels = list, read_timeout = 600 }), label = h.unique("ngx-retry") }
+        local TIMED_GET = [[
+            local s = H.storage(ARGS.cfg, ARGS.label)
+            local started = ngx.now()
+            local out = { s:get("n", "missing") }
+            ngx.update_time()
+            return { out = out, seconds = ngx.now() - started }
+        ]]
+        local res = srv:run("content", TIMED_GET, args)
+        assert.is_true(res.ok, tostring(res[1]))
+        assert.same({}, res[1].out)
+        assert.is_true(res[1].seconds >= 0.59, "the first call waited for it")
+        local accepted, slowest = 0, 0
+        assert.is_true(h.wait_until(function()
+            res = srv:run("content", TIMED_GET, args)
+            assert.is_true(res.ok, tostring(res[1]))
+            assert.same({}, res[1].out)
+            slowest = math.max(slowest, res[1].seconds)
+            while hung:accept() do accepted = accepted + 1 end
+            return accepted == 2
+        end, 5000), "never retried")
+        hung:close()
+        assert.is_true(slowest < 0.3, "a call took " .. slowest .. " s")
+    end)
 end)

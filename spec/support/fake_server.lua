@@ -14,8 +14,15 @@
 --                 name as the value; a connection is closed after its 5th GET
 --                 (mid-pipeline) or after 300 ms without a command, so that the
 --                 next one is served
---   sentinel:PORT a sentinel whose every SENTINEL command answers 127.0.0.1:PORT
---                 (a stale or lying sentinel)
+--   sentinel:PORT[:EPOCH]
+--                 a sentinel naming 127.0.0.1:PORT as the master, at config-epoch
+--                 EPOCH (default 0): SENTINEL MASTER answers as Redis 7.0 does,
+--                 SENTINEL REPLICAS with none, get-master-addr-by-name with the
+--                 address (a stale or lying sentinel). Serves its connections
+--                 concurrently; `SENTINEL SET-ANSWER PORT EPOCH [PROMOTED]` (the
+--                 specs' own command) changes what it names from then on; with
+--                 PROMOTED, it leads a failover in progress (flags
+--                 failover_in_progress) promoting the replica 127.0.0.1:PROMOTED
 --   huge_bulk     a bulk header announcing 999999999999 bytes, then streams data
 --   huge_array    an array header announcing 999999999 elements, then streams ":1"
 --   deep          arrays nested 8 levels deep, then streams more nesting
@@ -63,6 +70,93 @@ local function stream(conn, header, chunk)
     io.stdout:flush()
 end
 
+-- SENTINEL MASTER's answer: the fields clients read, as Redis 7.0 names them.
+local function bulk(s)
+    s = tostring(s)
+    return "$" .. #s .. "\r\n" .. s .. "\r\n"
+end
+
+local function flat(fields)
+    local out = { "*" .. #fields .. "\r\n" }
+    for _, f in ipairs(fields) do out[#out + 1] = bulk(f) end
+    return table.concat(out)
+end
+
+local named, epoch, promoted
+
+local function sentinel_master()
+    return flat({ "name", "mymaster", "ip", "127.0.0.1", "port", named,
+                  "flags", promoted and "master,failover_in_progress" or "master",
+                  "config-epoch", epoch, "num-slaves", promoted and 1 or 0, "quorum", 2 })
+end
+
+local function sentinel_replicas()
+    if not promoted then
+        return "*0\r\n"
+    end
+    return "*1\r\n" .. flat({ "name", "127.0.0.1:" .. promoted, "ip", "127.0.0.1", "port", promoted,
+                               "flags", "slave,promoted", "master-link-status", "err" })
+end
+
+-- The reply to the client's next command, or false once it is gone.
+local function answer_sentinel(sock)
+    local cmd, _, io_err = raw.read_reply(function(p) return sock:receive(p) end)
+    if io_err or type(cmd) ~= "table" then
+        return false
+    end
+    local name = tostring(cmd[1]):upper()
+    local sub = tostring(cmd[2] or ""):upper()
+    if name == "AUTH" then
+        return "+OK\r\n"
+    elseif name == "SENTINEL" and sub == "SET-ANSWER" then
+        named, epoch = tostring(cmd[3]), tostring(cmd[4])
+        promoted = cmd[5] and tostring(cmd[5]) or nil
+        return "+OK\r\n"
+    elseif name == "SENTINEL" and sub == "MASTER" then
+        return sentinel_master()
+    elseif name == "SENTINEL" and (sub == "REPLICAS" or sub == "SLAVES") then
+        return sentinel_replicas()
+    elseif name == "SENTINEL" then
+        return "*2\r\n" .. bulk("127.0.0.1") .. bulk(named)
+    end
+    return "-ERR unknown command\r\n"
+end
+
+local function serve_sentinel()
+    local clients = {}
+    server:settimeout(0)
+    while true do
+        local readable = socket.select({ server, unpack(clients) }, nil, 1)
+        for _, sock in ipairs(readable or {}) do
+            if sock == server then
+                local conn = server:accept()
+                if conn then
+                    conn:settimeout(1)
+                    clients[#clients + 1] = conn
+                end
+            else
+                -- every command already buffered (AUTH comes in the same write)
+                repeat
+                    local reply = answer_sentinel(sock)
+                    if not reply or not sock:send(reply) then
+                        sock:close()
+                        for i, c in ipairs(clients) do
+                            if c == sock then table.remove(clients, i) break end
+                        end
+                        break
+                    end
+                until not sock:dirty()
+            end
+        end
+    end
+end
+
+if mode:match("^sentinel:") then
+    named, epoch = mode:match("^sentinel:(%d+):?(%d*)")
+    if epoch == "" then epoch = "0" end
+    serve_sentinel()
+end
+
 while true do
     local conn = server:accept()
     if conn then
@@ -87,9 +181,6 @@ while true do
                     until rerr and (partial == nil or partial == "")
                     break
                 end
-            elseif mode:match("^sentinel:") and name == "SENTINEL" then
-                local named = mode:match("^sentinel:(%d+)")
-                conn:send("*2\r\n$9\r\n127.0.0.1\r\n$" .. #named .. "\r\n" .. named .. "\r\n")
             elseif name == "HELLO" then
                 conn:send("-ERR unknown command 'HELLO'\r\n")
             elseif name == "AUTH" or name == "SELECT" then

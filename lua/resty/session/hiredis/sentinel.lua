@@ -7,20 +7,48 @@
 -- configuration has `sentinels` (and no `nodes`); the module can be named as
 -- lua-resty-session's storage directly too (`storage = "resty.session.hiredis.sentinel"`).
 --
--- Each call, per the Redis Sentinel client guidelines:
+-- Each call:
 --
--- 1. asks a sentinel for the current master (`SENTINEL get-master-addr-by-name`),
---    or for the healthy replicas (`SENTINEL replicas`) with `role = "slave"`. The
---    sentinels are tried in order; the first that answers moves to the front of
---    the list (per worker), so a hung or dead sentinel costs its timeout once, not
---    on every call. The sentinel connection is pooled and authenticated once (with
---    the sentinel's credentials only);
--- 2. runs the storage call on that address through the single-node path (pooled
+-- 1. asks every sentinel at once: the request goes to each of them first, then
+--    the answers are read, so the lookup costs the slowest answer, not their sum
+--    (cosockets: one socket per sentinel, no light threads; native: the same,
+--    with blocking reads after all the sends). The query is `SENTINEL MASTER`
+--    (`SENTINEL MASTER` and `SENTINEL REPLICAS` in one write with `role = "slave"`),
+--    on a pooled connection authenticated once with the sentinel's credentials only;
+-- 2. follows the answer with the highest `config-epoch`: a sentinel that has not
+--    heard of a failover yet (they learn of it up to seconds apart) names the old
+--    master at an older epoch and is ignored. Ties go to the first in the list;
+-- 3. during a failover (an answer at that epoch flagged `failover_in_progress`:
+--    its leader, the only sentinel that knows which replica it promotes, until the
+--    others hear of it), asks the leader, in one write, for `SENTINEL MASTER` and
+--    `SENTINEL REPLICAS` and routes to the replica flagged `promoted`. Writes that
+--    go to the old master once the replica stopped replicating from it are
+--    acknowledged and then discarded when the old master resyncs; the promoted
+--    replica keeps them. Until it has taken over (its `ROLE` still says slave, for
+--    the tens of milliseconds before the leader's `REPLICAOF NO ONE`), the call
+--    fails with `failover in progress: the promoted replica is not master yet`
+--    rather than risk a lost write. Before a replica is picked, the old master
+--    still replicates to it and is used;
+-- 4. runs the storage call on that address through the single-node path (pooled
 --    connections, cosockets or native sockets by phase, auto-pipelining). A new
 --    data connection sends `AUTH`/`SELECT` (the master's credentials only) and
 --    `ROLE` in the same round trip; a server in another role than asked (a stale
 --    sentinel answer) is refused with `role mismatch: expected master, got slave`,
---    and the call asks the sentinels once more.
+--    the sentinel that named it loses ties from then on, and the call asks the
+--    sentinels once more.
+--
+-- The master's data connections belong to the address followed when they were
+-- opened (per worker, a pool name per address generation): once the sentinels
+-- name another address, the old one's pool is never used again (native pools are
+-- closed at once, idle cosockets time out), so a demoted master never gets a write
+-- on a pooled connection, and any new connection there runs the `ROLE` check.
+--
+-- A sentinel that fails (unreachable, timed out, an error reply) is not asked for
+-- 2 seconds, doubling while it keeps failing, up to 60. It is then asked again
+-- after the others, and waited for (connect included) only as long again as the
+-- others took to answer (the round lasting 5 ms at least): a dead or hung sentinel
+-- costs its timeout once, not on every call or retry. When no other sentinel
+-- answers, every sentinel is asked with its full timeouts.
 --
 -- The master address is looked up on every call by default: after a failover the
 -- old master keeps accepting writes for seconds (until the sentinels reconfigure
@@ -31,13 +59,19 @@
 --
 -- **Differences from `resty.session.redis.sentinel` (4.1.5 on lua-resty-redis-connector):**
 --
--- * Two round trips per call on pooled connections (sentinel query, command);
---   upstream: about five for a `set` (sentinel query, `AUTH` and `SELECT` on every
---   call, the command, `DISCARD`).
--- * `ROLE` is checked on each new data connection (upstream trusts the sentinel's
---   answer, and writes to a demoted master until its connections are killed).
--- * A sentinel that answered moves to the front: upstream tries the list in the
---   configured order every call, so a hung first sentinel adds its timeout to each.
+-- * Every sentinel is asked and the newest configuration (`config-epoch`) is
+--   followed, with a failover's promoted replica as soon as it is master; upstream
+--   takes the first sentinel's `get-master-addr-by-name`, and its writes to the
+--   old master between the promotion and the switch are acknowledged and lost.
+-- * Two round trips per call on pooled connections (the sentinels' round, the
+--   command); upstream: about five for a `set` (sentinel query, `AUTH` and `SELECT`
+--   on every call, the command, `DISCARD`).
+-- * `ROLE` is checked on each new data connection, and a demoted master's pooled
+--   connections are dropped (upstream trusts the sentinel's answer, and writes to
+--   a demoted master until its connections are killed).
+-- * A failed sentinel is skipped for a while and its retries are bounded: upstream
+--   tries the list in the configured order every call, so a hung first sentinel
+--   adds its timeout to each.
 -- * Sentinel and data connections live in separate pools whose names include the
 --   role, the endpoint and the identity, also under a custom `pool` (upstream's
 --   `pool` is shared by sentinel and master connections).
@@ -113,6 +147,9 @@ local tonumber = tonumber
 local tostring = tostring
 local setmetatable = setmetatable
 local random = math.random
+local min = math.min
+local max = math.max
+local ceil = math.ceil
 local remove = table.remove
 local insert = table.insert
 local find = string.find
@@ -206,13 +243,71 @@ local function data_config(self, host, port)
 end
 
 -- ---------------------------------------------------------------------------
--- Asking a sentinel
+-- Asking the sentinels
 
-local function ask_over_cosocket(target, ask, master)
-  if not (ngx and ngx.socket) then
-    return nil, "cosocket transport unavailable: not running inside nginx"
+-- A sentinel that failed (unreachable, timed out, an error reply) is not asked
+-- for RETRY_AFTER seconds, doubling while it keeps failing, up to RETRY_AFTER_MAX.
+local RETRY_AFTER, RETRY_AFTER_MAX = 2, 60
+
+-- Fills `asked` (reused) with the sentinels a call asks: every healthy one and,
+-- marked `retry`, the failed ones whose time came. When none is healthy, all of
+-- them, each with its own timeouts (they are the only hope).
+local function plan(order, asked, t)
+  for i = #asked, 1, -1 do
+    asked[i] = nil
   end
-  -- ngx.socket.tcp raises where cosockets are disabled (a forced transport)
+  local healthy = false
+  for i = 1, #order do
+    if not order[i].retry_at then
+      healthy = true
+      break
+    end
+  end
+  for i = 1, #order do
+    local entry = order[i]
+    local retry_at = entry.retry_at
+    if not healthy or not retry_at then
+      entry.retry = false
+      asked[#asked + 1] = entry
+    elseif retry_at <= t then
+      entry.retry = true
+      asked[#asked + 1] = entry
+    end
+  end
+end
+
+local function mark(entry, failure, t)
+  if failure then
+    local failures = (entry.failures or 0) + 1
+    entry.failures = failures
+    entry.retry_at = t + min(RETRY_AFTER_MAX, RETRY_AFTER * 2 ^ (failures - 1))
+  elseif entry.failures then
+    entry.failures, entry.retry_at = nil, nil
+  end
+end
+
+-- The cosocket round's clock.
+local function milliseconds()
+  ngx.update_time()
+  return ngx.now() * 1000
+end
+
+-- A configured timeout (0: nginx's default) bounded by what is left of a budget.
+local function bounded(configured, left)
+  if not left then
+    return configured
+  end
+  left = max(1, ceil(left))
+  if configured == 0 or configured > left then
+    return left
+  end
+  return configured
+end
+
+-- Connects to sentinel i of the round (a pooled connection, else a new one) and
+-- sends its request. Returns sock, or nil, err, reused (a pooled connection the
+-- sentinel had closed: worth one more try).
+local function send_query(round, i, target, left)
   local created, sock, err = pcall(ngx.socket.tcp)
   if not created then
     return nil, "cosocket transport unavailable: " .. tostring(sock)
@@ -220,89 +315,223 @@ local function ask_over_cosocket(target, ask, master)
   if not sock then
     return nil, err
   end
-  sock:settimeouts(target.connect_timeout, target.send_timeout, target.read_timeout)
+  sock:settimeouts(bounded(target.connect_timeout, left), bounded(target.send_timeout, left),
+                   bounded(target.read_timeout, left))
   local ok
   ok, err = sock:connect(target.host, target.port, target.connect_options)
   if not ok then
     return nil, err
   end
-  local fresh = sock:getreusedtimes() == 0
-  local query = core.sentinel_query(ask, master, target.username, target.password,
-                                    fresh or target.force_auth)
+  local reused = sock:getreusedtimes() > 0
+  local request = round:prepare(i, target.username, target.password, not reused or target.force_auth)
   local sent
-  sent, err = sock:send(query:request())
+  sent, err = sock:send(request)
   if not sent then
     sock:close()
-    return nil, err
+    return nil, err, reused
   end
-  repeat
-    local data, rerr = sock:receiveany(RECEIVE_SIZE)
+  return sock
+end
+
+-- Errors that mean "the sentinel closed this pooled connection".
+local CLOSED_ERRORS = { ["closed"] = true, ["broken pipe"] = true, ["connection reset by peer"] = true }
+
+-- Reads sentinel i's answer into the round; pools the connection after a clean
+-- one. A pooled connection found closed before any byte is replaced once.
+local function read_answer(round, i, target, sock, left)
+  local received, replaced = false, false
+  while true do
+    local data, err = sock:receiveany(RECEIVE_SIZE)
     if not data then
       sock:close()
-      return nil, rerr
-    end
-    local done, ferr = query:feed(data)
-    if done == nil then
-      sock:close()
-      return nil, ferr
-    end
-  until done
-  local a, b = query:answer()
-  if a == nil and fresh then
-    sock:close()  -- a refused AUTH leaves it unauthenticated: never pool it
-  elseif not sock:setkeepalive(target.keepalive_timeout, target.pool_size) then
-    sock:close()
-  end
-  return a, b
-end
-
-local function ask_sentinel(target, ask, master, over_cosocket)
-  if over_cosocket then
-    return ask_over_cosocket(target, ask, master)
-  end
-  return core.ask_sentinel(target, ask, master)
-end
-
--- The sentinels in order until one answers; that one moves to the front.
--- Returns host, port | replicas | nil, err.
-local function ask_sentinels(self, ask, over_cosocket)
-  local order = self.order
-  local unknown, last_err = false, nil
-  for i = 1, #order do
-    local target = order[i]
-    local a, b = ask_sentinel(target, ask, self.master, over_cosocket)
-    if a == false then
-      unknown = true  -- this sentinel does not monitor the name; another may
-    elseif a ~= nil then
-      if i > 1 then
-        insert(order, 1, remove(order, i))
+      if received or replaced or not CLOSED_ERRORS[err] then
+        round:fail(i, err)
+        return
       end
-      self.answered = target
-      return a, b
-    elseif find(b, "^cosocket transport unavailable") then
-      return nil, b  -- no sentinel can be reached this way
+      local serr
+      sock, serr = send_query(round, i, target, left)
+      if not sock then
+        round:fail(i, serr)
+        return
+      end
+      replaced = true
     else
-      last_err = b
+      received = true
+      local done, ferr = round:feed(i, data)
+      if done == nil then
+        sock:close()
+        round:fail(i, ferr)
+        return
+      end
+      if done then
+        if round:failed(i) then
+          sock:close()  -- a refused AUTH, an error reply: never pooled
+        elseif not sock:setkeepalive(target.keepalive_timeout, target.pool_size) then
+          sock:close()
+        end
+        return
+      end
     end
   end
-  if unknown then
+end
+
+-- One target's whole exchange (a retry: all of it within the budget left).
+local function exchange(round, i, target, left)
+  local deadline = left and milliseconds() + left
+  local sock, err, reused = send_query(round, i, target, left)
+  if sock then
+    if deadline then
+      left = deadline - milliseconds()
+      sock:settimeout(bounded(target.read_timeout, left))
+    end
+    return read_answer(round, i, target, sock, left)
+  end
+  if reused then
+    -- a pooled connection the sentinel had closed: once more on a new one
+    sock, err = send_query(round, i, target, left)
+    if sock then
+      return read_answer(round, i, target, sock, left)
+    end
+  end
+  round:fail(i, err)
+end
+
+local function is_unavailable(err)
+  return find(err, "^cosocket transport unavailable") ~= nil
+end
+
+-- The round over cosockets: every healthy sentinel's request sent, then their
+-- answers read; the retries after them within the round's budget. Returns the
+-- round, or nil, err when cosockets are unavailable.
+local function cosocket_round(ask, master, asked)
+  if not (ngx and ngx.socket) then
+    return nil, "cosocket transport unavailable: not running inside nginx"
+  end
+  local round = core.sentinel_round(ask, master, milliseconds())
+  local socks = {}
+  local retries = false
+  for i = 1, #asked do
+    round:add(asked[i].retry)
+  end
+  for i = 1, #asked do
+    local target = asked[i]
+    if target.retry then
+      retries = true
+    else
+      local sock, err, reused = send_query(round, i, target)
+      if sock then
+        socks[i] = sock
+      elseif is_unavailable(err) then
+        return nil, err
+      elseif not reused then
+        round:fail(i, err)
+      end
+    end
+  end
+  for i = 1, #asked do
+    local target = asked[i]
+    if not target.retry then
+      local sock = socks[i]
+      if sock then
+        read_answer(round, i, target, sock)
+      elseif not round:failed(i) then
+        exchange(round, i, target)  -- its pooled connection was closed
+      end
+    end
+  end
+  if retries then
+    local started = milliseconds()
+    local budget = round:retry_budget(started)
+    for i = 1, #asked do
+      local target = asked[i]
+      if target.retry then
+        local left = budget and budget - (milliseconds() - started)
+        if left and left <= 0 then
+          round:fail(i, "timeout")
+        else
+          exchange(round, i, target, left)
+        end
+      end
+    end
+  end
+  return round
+end
+
+-- The lookup over cosockets, with the same results as core.ask_sentinels.
+local function ask_over_cosocket(ask, master, asked)
+  local round, err = cosocket_round(ask, master, asked)
+  if not round then
+    return "unavailable", err
+  end
+  for i = 1, #asked do
+    asked[i].failure = round:failed(i)
+  end
+  local kind, a, b, from = round:choose()
+  if kind ~= "failover" then
+    return kind, a, b, from
+  end
+  -- a failover in progress: its leader tells which replica it promotes (after
+  -- an o_down, the others trying until one is elected tell none)
+  local leaders = from
+  for n = 1, #leaders do
+    local leader = leaders[n]
+    local follow_up = core.sentinel_round("promoted", master, milliseconds())
+    follow_up:add(false)
+    exchange(follow_up, 1, asked[leader])
+    local host, port, promoted = follow_up:promoted(1)
+    if host and (promoted or host ~= a or port ~= b) then
+      return "master", host, port, leader, promoted
+    end
+  end
+  return "master", a, b, leaders[1], false
+end
+
+-- Asks the sentinels; follows the answer with the newest configuration.
+-- Returns host, port, promoted | replicas | nil, err.
+local function ask_sentinels(self, ask, over_cosocket)
+  local asked = self.asked
+  local t = now()
+  plan(self.order, asked, t)
+  local kind, a, b, from, promoted
+  if over_cosocket then
+    kind, a, b, from, promoted = ask_over_cosocket(ask, self.master, asked)
+    if kind == "unavailable" then
+      return nil, a
+    end
+  else
+    kind, a, b, from, promoted = core.ask_sentinels(asked, ask, self.master)
+    if kind == nil then
+      return nil, a
+    end
+  end
+  for i = 1, #asked do
+    local entry = asked[i]
+    mark(entry, entry.failure, t)
+  end
+  if kind == "master" then
+    self.answered = asked[from]
+    return a, b, promoted
+  elseif kind == "replicas" then
+    self.answered = asked[from]
+    return a
+  elseif kind == "unknown" then
     return nil, "invalid master name"
   end
-  return nil, "no hosts available: " .. tostring(last_err)
+  return nil, "no hosts available: " .. tostring(a)
 end
 
 -- ---------------------------------------------------------------------------
 -- The call
 
--- The server to use: host, port, or nil, err.
+-- The server to use: host, port, promoted, or nil, err.
 local function resolve(self, over_cosocket)
   local cached = self.cached
   if cached and now() < cached.expires then
     return cached.host, cached.port
   end
-  local host, port
+  local host, port, promoted
   if self.role == "master" then
-    host, port = ask_sentinels(self, "master", over_cosocket)
+    host, port, promoted = ask_sentinels(self, "master", over_cosocket)
     if not host then
       return nil, port
     end
@@ -317,28 +546,49 @@ local function resolve(self, over_cosocket)
     local pick = replicas[random(#replicas)]
     host, port = pick.host, pick.port
   end
-  if self.cache_ttl > 0 then
+  if self.cache_ttl > 0 and not promoted then
     self.cached = { host = host, port = port, expires = now() + self.cache_ttl }
   end
-  return host, port
+  return host, port, promoted
 end
 
--- The single-node instance (and its cosocket view) serving host:port.
+-- A single-node instance (and its cosocket view) serving host:port. A pool
+-- generation makes its pool names new: connections pooled before never serve it.
+local function new_server(self, host, port, generation)
+  local inst = core.new(data_config(self, host, port))
+  if self.pool or generation then
+    -- a custom pool is namespaced by role, endpoint and identity (the derived name)
+    inst.pool = self.role .. "|" .. (self.pool and self.pool .. "|" or "")
+                .. (generation and "gen=" .. generation .. "|" or "") .. inst:pool_name()
+  end
+  return { host = host, port = port, inst = inst, view = cosocket.view(inst, inst:fields()) }
+end
+
+-- The server for this call. The master's connections belong to the address the
+-- sentinels named when they were opened: once they name another one, the old
+-- address's pool is retired (native connections closed; cosocket ones are never
+-- asked for again and idle out), so a demoted master never gets a pooled write,
+-- and a new connection there runs the ROLE check.
 local function server(self, host, port)
-  local address = host .. ":" .. port
-  local entry = self.servers[address]
-  if entry then
+  if self.role ~= "master" then
+    local address = host .. ":" .. port
+    local entry = self.servers[address]
+    if not entry then
+      entry = new_server(self, host, port)
+      self.servers[address] = entry
+    end
     return entry
   end
-  local conf = data_config(self, host, port)
-  local inst = core.new(conf)
-  -- a custom pool is namespaced by role, endpoint and identity (the derived name)
-  if self.pool then
-    inst.pool = self.role .. "|" .. self.pool .. "|" .. inst:pool_name()
+  local current = self.current
+  if current and current.port == port and current.host == host then
+    return current
   end
-  entry = { inst = inst, view = cosocket.view(inst, inst:fields()) }
-  self.servers[address] = entry
-  return entry
+  if current then
+    core.retire_pool(current.inst:pool_name())
+  end
+  current = new_server(self, host, port, core.sentinel_generation())
+  self.current = current
+  return current
 end
 
 -- Errors after which the address may be stale.
@@ -364,9 +614,14 @@ end
 local NATIVE = { [SET] = "set", [GET] = "get", [DELETE] = "delete", [READ_METADATA] = "read_metadata" }
 
 local function call(self, method, ...)
+  -- bad arguments are refused before any sentinel is asked
+  local valid, invalid_err = self.checker:check_call(method, ...)
+  if not valid then
+    return nil, invalid_err
+  end
   local over_cosocket = serves(self.transport_view)
   for attempt = 1, 2 do
-    local host, port = resolve(self, over_cosocket)
+    local host, port, promoted = resolve(self, over_cosocket)
     if not host then
       return nil, port
     end
@@ -388,8 +643,14 @@ local function call(self, method, ...)
     if stale then
       self.cached = nil
     end
+    if wrong_role and promoted then
+      -- the failover's leader picked it, it has not taken over yet: writing to the
+      -- old master now could be acknowledged and then lost
+      return nil, "failover in progress: the promoted replica is not master yet"
+    end
     if wrong_role then
-      -- the sentinel that named this server is behind the others: ask it last
+      -- the sentinel that named this server is behind the others: its answers
+      -- lose ties from now on
       local order, answered = self.order, self.answered
       for i = 1, #order do
         if order[i] == answered then
@@ -512,11 +773,14 @@ local function build(conf)
     role = role,
     pool = pool,
     cache_ttl = cache_ttl,
-    order = order,     -- per worker: the sentinel that answered last goes first
-    servers = {},      -- "host:port" -> single-node instance and view
+    order = order,     -- per worker: ties go to the first; one that named a wrong role goes last
+    asked = {},        -- the entries of order a call asks (reused)
+    servers = {},      -- role "slave": "host:port" -> single-node instance and view
+    current = nil,     -- role "master": the server followed, its pools of this generation
     cached = nil,      -- { host, port, expires } with sentinel_cache_ttl
-    answered = nil,    -- the entry of order that gave the last answer
+    answered = nil,    -- the entry of order whose answer was followed last
     transport_view = { transport = fields.transport },
+    checker = inst,    -- validates a call's arguments as the data instances load them
   } }, metatable)
 end
 
