@@ -7,6 +7,8 @@
 #   make valgrind  the native specs under valgrind
 #   make leak-lua51  PUC Lua 5.1 under valgrind: erroring and out-of-memory calls leak nothing
 #   make hiredis1  unit tests and native specs against hiredis 1.x (Debian 13's, private prefix)
+#   make stress  the failover, sentinel and cluster specs STRESS_RUNS times (10), fresh servers
+#                each run; passed runs per spec file at the end (not part of make test)
 #   make bench   upstream resty.session.redis vs this module in nginx under wrk (bench/run.sh)
 #   make lint    luacheck (when installed)
 #   make docs    the API page of resty.session.hiredis (LDoc) into docs/
@@ -29,7 +31,7 @@ DEB_PACKAGES := build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libh
 	libbenchmark-dev valgrind wrk clang lua-socket curl lua-cjson lua-ldoc lua-discount lua5.1 \
 	liblua5.1-0-dev
 
-.PHONY: deps build test unit spec hiredis1 leak-lua51 demo asan valgrind bench bench-deps bench-profile \
+.PHONY: deps build test unit spec stress hiredis1 leak-lua51 demo asan valgrind bench bench-deps bench-profile \
 	bench-profile-deps bench-readme bench-micro fuzz rock-check lint docs clean
 
 deps:
@@ -66,6 +68,18 @@ unit:
 
 spec:
 	$(WITH_SERVERS) $(WITH_SENTINELS) $(LUAJIT) $(BUSTED) $(BUSTED_ARGS)
+
+# The spec files that failovers and topology changes can make flaky, STRESS_RUNS
+# times, each file of each run under fresh servers (spec/support/stress.sh); the
+# count of passed runs per file at the end, failed runs' output in build/stress/.
+STRESS_RUNS ?= 10
+# (a+b: both in one busted under the same servers, in make spec's order)
+STRESS_SPECS ?= spec/cluster/failover_spec.lua spec/sentinel/failover_spec.lua spec/sentinel_spec.lua \
+	spec/nginx/sentinel_spec.lua spec/cluster/native_spec.lua spec/cluster/nginx_spec.lua \
+	spec/cluster/reshard_spec.lua spec/cluster/tls_spec.lua spec/cluster/nginx_tls_spec.lua \
+	spec/nginx/sentinel_spec.lua+spec/sentinel/failover_spec.lua+spec/sentinel_spec.lua
+stress: deps build
+	LUAJIT=$(LUAJIT) BUSTED=$(BUSTED) STRESS_LOG_DIR=$(BUILD_DIR)/stress spec/support/stress.sh $(STRESS_RUNS) $(STRESS_SPECS)
 
 # hiredis 1.x: Debian 13's libhiredis-dev, fetched with apt's own tools into a private
 # apt state and unpacked into build-hiredis1/deps/root (.ci/fetch-hiredis-deb.sh: nothing

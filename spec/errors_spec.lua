@@ -80,15 +80,24 @@ describe("errors", function()
             assert.equal(1, #first)
             -- another process blocks the server for a second
             os.execute(string.format("redis-cli -h %s -p %d DEBUG SLEEP 1 >/dev/null 2>&1 &", h.host, h.port))
-            h.sleep(200)
+            -- blocked: a PING on a new connection gets no answer within 50 ms
+            assert.is_true(h.wait_until(function()
+                local probe = h.raw(nil, { timeout = 0.05 })
+                local pong = probe:call("PING")
+                probe:close()
+                return pong == nil
+            end, 2000))
             local t0 = h.now()
             local value, err = store:get(name, "k")
             local elapsed = h.now() - t0
             assert.is_nil(value)
             assert.equal("timeout", err)
             assert.is_true(elapsed < 0.9, "took " .. elapsed .. " s")
-            h.sleep(1000)
-            -- DEBUG SLEEP is over: the late GET reply must not reach the next call
+            -- once DEBUG SLEEP is over (a PING answers), the late GET reply must not
+            -- reach the next call
+            local pinger = h.raw()
+            assert.equal("PONG", pinger:call("PING"))
+            pinger:close()
             assert.equal(true, store:set(name, "k2", "other", 60, os.time()))
             assert.equal("other", store:get(name, "k2"))
             assert.equal("v", store:get(name, "k"))

@@ -1,8 +1,8 @@
 -- resty.session.hiredis.sentinel over the native transport, against the sentinel
 -- group of spec/support/with-sentinels.sh (1 master, 1 replica, 3 sentinels):
 -- routing, layout, invalid master name, credentials kept apart, ROLE refusal,
--- a hung first sentinel, replicas, and failovers under a call loop (their gaps
--- are printed).
+-- a hung first sentinel, replicas, sentinel_cache_ttl. Failovers under writers:
+-- spec/sentinel/failover_spec.lua.
 local h = require "helpers"
 local group = require "sentinel_group"
 local socket = require "socket"
@@ -380,88 +380,5 @@ describe("sentinel (native)", function()
             -- benched, but the only one: asked each time, its own error each time
             assert.same({ nil, "no hosts available: connection refused" }, { alone:get("n", "missing") })
         end
-    end)
-
-    describe("failover under a call loop", function()
-        local report = {}
-
-        lazy_teardown(function()
-            for _, line in ipairs(report) do
-                print("\n[sentinel failover, native] " .. line)
-            end
-        end)
-
-        local function loop_call(s, name)
-            return function()
-                return s:set(name, "k", "v", 60, os.time()) == true
-            end
-        end
-
-        it("SENTINEL FAILOVER: writes reach the new master", function()
-            local old = group.wait_stable(30, true)
-            local s = sentinel.new(group.config({ connect_timeout = 500, read_timeout = 500 }))
-            local name = h.unique("forced")
-            assert.is_true(s:set(name, "k", "v", 60, os.time()))
-            -- an instance that caches the address (and has a pooled connection to it)
-            local cached = sentinel.new(group.config({ sentinel_cache_ttl = 3600 }))
-            assert.is_true(cached:set(name, "c", "v", 60, os.time()))
-            local sc = group.raw_sentinel(2)
-            assert.equal("OK", sc:call("SENTINEL", "FAILOVER", "mymaster"))
-            sc:close()
-            -- until the sentinels name the new master, writes may still go to the old one
-            local errors, n, last = 0, 0, nil
-            local failed, seconds = group.measure(function()
-                n = n + 1
-                local ok = s:set(name, "k", "f" .. n, 60, os.time()) == true
-                if ok then last = "f" .. n else errors = errors + 1 end
-                return ok and group.master_port() ~= old
-            end, 0.02, 30)
-            assert.is_number(seconds)
-            local new = group.master_port()
-            assert.not_equal(old, new)
-            -- the loop's last write is on the new master
-            local r = group.raw_server(new)
-            assert.equal(last, r:call("GET", name .. ":k"))
-            -- the cached address stays in use while the old master takes writes (the
-            -- trade-off of sentinel_cache_ttl); once it refuses them (demoted: READONLY,
-            -- closed connections, ROLE) the address is dropped and the sentinels asked again
-            local round, cached_failed = 0, 0
-            local _, cached_seconds = group.measure(function()
-                round = round + 1
-                local value = "w" .. round
-                if cached:set(name, "c", value, 60, os.time()) ~= true then
-                    cached_failed = cached_failed + 1
-                    return false
-                end
-                return r:call("GET", name .. ":c") == value
-            end, 0.05, 30)
-            assert.is_number(cached_seconds, "the cached instance never reached the new master")
-            r:close()
-            report[#report + 1] = string.format(
-                "sentinel_cache_ttl: writes reached the new master %.2f s after the others did, %d calls failed",
-                cached_seconds, cached_failed)
-            report[#report + 1] = string.format(
-                "forced: %d calls failed (%d loop rounds before the sentinels named the new master), "
-                .. "writes on the new master after %.2f s", errors, failed, seconds)
-        end)
-
-        it("a killed master: writes resume on the promoted replica", function()
-            local old = group.wait_stable(30, true)
-            local s = sentinel.new(group.config({ connect_timeout = 300, read_timeout = 300 }))
-            local name = h.unique("killed")
-            assert.is_true(s:set(name, "k", "v", 60, os.time()))
-            local r = group.raw_server(old)
-            r:send("SHUTDOWN", "NOSAVE")
-            r:close()
-            local failed, seconds = group.measure(loop_call(s, name), 0.05, 60)
-            assert.is_number(seconds, "no write succeeded within 60 s")
-            local new = group.master_port()
-            assert.not_equal(old, new)
-            report[#report + 1] = string.format("killed: %d calls failed, writes again after %.2f s",
-                                                failed, seconds)
-            -- the old master comes back as a replica of the new one
-            group.restart(old)
-            group.wait_stable(30, true)
-        end)
     end)
 end)

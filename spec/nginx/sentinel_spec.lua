@@ -1,6 +1,7 @@
 -- resty.session.hiredis.sentinel inside a real nginx: cosockets in request
 -- phases, the native transport in log; a hung first sentinel; and interop both
 -- ways with upstream's resty.session.redis.sentinel (lua-resty-redis-connector).
+-- Failovers under writers: spec/sentinel/failover_spec.lua.
 local h = require "helpers"
 local nginx = require "nginx"
 local group = require "sentinel_group"
@@ -298,66 +299,5 @@ describe("sentinel in nginx", function()
         end, 5000), "never retried")
         hung:close()
         assert.is_true(slowest < 0.3, "a call took " .. slowest .. " s")
-    end)
-
-    describe("failover under a call loop (cosockets)", function()
-        local report = {}
-
-        lazy_teardown(function()
-            for _, line in ipairs(report) do
-                print("\n[sentinel failover, cosocket] " .. line)
-            end
-        end)
-
-        -- One set per request through the worker's long-lived storage instance.
-        local function writer(name, timeout)
-            local cfg = group.config({ connect_timeout = timeout, read_timeout = timeout, send_timeout = timeout })
-            return function()
-                local res = srv:run("content", [[
-                    return { H.storage(ARGS.cfg, ARGS.label):set(ARGS.name, "k", "v", 60, ngx.time()) }
-                ]], { cfg = cfg, label = name, name = name })
-                return res.ok and res[1][1] == true
-            end
-        end
-
-        it("SENTINEL FAILOVER: writes reach the new master", function()
-            local old = group.wait_stable(30, true)
-            local name = h.unique("ngx-forced")
-            local write = writer(name, 500)
-            assert.is_true(write())
-            local sc = group.raw_sentinel(3)
-            assert.equal("OK", sc:call("SENTINEL", "FAILOVER", "mymaster"))
-            sc:close()
-            local errors = 0
-            local rounds, seconds = group.measure(function()
-                local ok = write()
-                if not ok then errors = errors + 1 end
-                return ok and group.master_port() ~= old
-            end, 0.02, 30)
-            assert.is_number(seconds)
-            local r = group.raw_server(group.master_port())
-            assert.equal("v", r:call("GET", name .. ":k"))
-            r:close()
-            report[#report + 1] = string.format(
-                "forced: %d calls failed (%d loop rounds before the sentinels named the new master), "
-                .. "writes on the new master after %.2f s", errors, rounds, seconds)
-        end)
-
-        it("a killed master: writes resume on the promoted replica", function()
-            local old = group.wait_stable(30, true)
-            local name = h.unique("ngx-killed")
-            local write = writer(name, 300)
-            assert.is_true(write())
-            local r = group.raw_server(old)
-            r:send("SHUTDOWN", "NOSAVE")
-            r:close()
-            local failed, seconds = group.measure(write, 0.05, 60)
-            assert.is_number(seconds, "no write succeeded within 60 s")
-            assert.not_equal(old, group.master_port())
-            report[#report + 1] = string.format("killed: %d calls failed, writes again after %.2f s",
-                                                failed, seconds)
-            group.restart(old)
-            group.wait_stable(30, true)
-        end)
     end)
 end)

@@ -83,30 +83,66 @@ function _M.key_call(key, ...)
     return _M.call(_M.owner(slot), ...)
 end
 
--- Waits until every node in ports (default: all) says cluster_state:ok and
--- agrees on the owner of every slot; true, or false after timeout_ms.
-function _M.wait_stable(timeout_ms, ports)
-    local deadline = _M.now() + (timeout_ms or 10000) / 1000
-    ports = ports or _M.ports
-    repeat
-        local ok = true
-        local reference
-        for _, port in ipairs(ports) do
-            local info = _M.call(port, "CLUSTER", "INFO")
-            if not info or not info:find("cluster_state:ok", 1, true) then ok = false break end
-            local slots = _M.call(port, "CLUSTER", "SLOTS")
-            if type(slots) ~= "table" then ok = false break end
-            local sig = {}
-            for _, range in ipairs(slots) do sig[#sig + 1] = range[1] .. "-" .. range[2] .. "@" .. range[3][2] end
-            table.sort(sig)
-            sig = table.concat(sig, ",")
-            if reference and sig ~= reference then ok = false break end
-            reference = sig
+-- True when the master on port has a replica whose link is up and synced.
+local function has_linked_replica(port)
+    local role = _M.call(port, "ROLE")
+    if type(role) ~= "table" or role[1] ~= "master" then return false end
+    for _, replica in ipairs(role[3] or {}) do
+        local info = _M.call(tonumber(replica[2]), "INFO", "replication")
+        if info and info:find("master_link_status:up", 1, true)
+           and info:find("master_sync_in_progress:0", 1, true)
+           and info:find("master_port:" .. port .. "\r", 1, true) then
+            return true
         end
-        if ok then return true end
+    end
+    return false
+end
+
+-- One look at the cluster: every node in ports (default: all) says
+-- cluster_state:ok and names the same owner for every slot; with
+-- want_replicas, every master also has a linked, synced replica.
+function _M.is_stable(ports, want_replicas)
+    ports = ports or _M.ports
+    local reference, masters
+    for _, port in ipairs(ports) do
+        local info = _M.call(port, "CLUSTER", "INFO")
+        if not info or not info:find("cluster_state:ok", 1, true) then return false end
+        local slots = _M.call(port, "CLUSTER", "SLOTS")
+        if type(slots) ~= "table" then return false end
+        local sig, seen = {}, {}
+        for _, range in ipairs(slots) do
+            sig[#sig + 1] = range[1] .. "-" .. range[2] .. "@" .. range[3][2]
+            seen[range[3][2]] = true
+        end
+        table.sort(sig)
+        sig = table.concat(sig, ",")
+        if reference and sig ~= reference then return false end
+        reference, masters = sig, seen
+    end
+    if want_replicas then
+        for port in pairs(masters or {}) do
+            if not has_linked_replica(port) then return false end
+        end
+    end
+    return true
+end
+
+-- Polls is_stable; true, or false after timeout_ms (default 10 s).
+function _M.wait_stable(timeout_ms, ports, want_replicas)
+    local deadline = _M.now() + (timeout_ms or 10000) / 1000
+    repeat
+        if _M.is_stable(ports, want_replicas) then return true end
         _M.sleep(50)
     until _M.now() > deadline
     return false
+end
+
+-- The pid of the node on port (its pid file).
+function _M.pid_of(port)
+    local f = assert(io.open(string.format("%s/%d.pid", _M.dir, port)))
+    local pid = assert(f:read("*n"))
+    f:close()
+    return pid
 end
 
 -- Moves slot from master `from` to master `to` the way redis-cli --cluster

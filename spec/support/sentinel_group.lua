@@ -77,36 +77,103 @@ function _M.name_of(port)
     return port == data_ports[1] and "master" or "replica"
 end
 
--- Waits until every sentinel names the same master, that master answers ROLE
--- master, and (with want_replica) a replica is linked; returns its port.
+-- The fields of a SENTINEL REPLICAS / SENTINEL MASTERS entry as a table.
+local function fields(entry)
+    local out = {}
+    for i = 1, #entry - 1, 2 do out[entry[i]] = entry[i + 1] end
+    return out
+end
+
+local BAD_FLAGS = { s_down = true, o_down = true, disconnected = true }
+
+-- True when sentinel i lists the server on port as a healthy replica (flags
+-- without s_down, o_down or disconnected, master-link-status ok): what the
+-- module's role = "slave" lookup needs.
+local function sentinel_lists_replica(i, port)
+    local ok, s = pcall(_M.raw_sentinel, i)
+    if not ok then return false end
+    local list = s:call("SENTINEL", "REPLICAS", "mymaster")
+    s:close()
+    if type(list) ~= "table" then return false end
+    for _, entry in ipairs(list) do
+        local f = fields(entry)
+        if tonumber(f.port) == port then
+            for flag in (f.flags or ""):gmatch("[^,]+") do
+                if BAD_FLAGS[flag] then return false end
+            end
+            return f["master-link-status"] == "ok"
+        end
+    end
+    return false
+end
+
+-- The master every sentinel names, or nil when they disagree or one is down.
+function _M.agreed_master()
+    local seen
+    for i = 1, #_M.sentinel_ports do
+        local ok, s = pcall(_M.raw_sentinel, i)
+        if not ok then return nil end
+        local addr = s:call("SENTINEL", "get-master-addr-by-name", "mymaster")
+        s:close()
+        local port = type(addr) == "table" and tonumber(addr[2])
+        if not port or (seen and seen ~= port) then return nil end
+        seen = port
+    end
+    return seen
+end
+
+-- One look at the group: the master's port when every sentinel names it and it
+-- answers ROLE master; with want_replica, also the other data server is its
+-- replica with master_link_status:up and synced, and (unless want_replica is
+-- "linked") every sentinel lists it as healthy, which is what a failover or a
+-- role = "slave" lookup needs (a sentinel refreshes a replica's state from its
+-- INFO, every 10 s outside a failover).
+function _M.stable_master(want_replica)
+    local master = _M.agreed_master()
+    if not master then return nil end
+    local ok, r = pcall(_M.raw_server, master)
+    if not ok then return nil end
+    local role = r:call("ROLE")
+    r:close()
+    if type(role) ~= "table" or role[1] ~= "master" then return nil end
+    if want_replica then
+        local replica = data_ports[1] == master and data_ports[2] or data_ports[1]
+        local rok, rr = pcall(_M.raw_server, replica)
+        if not rok then return nil end
+        local info = rr:info("replication") or {}
+        rr:close()
+        if info.role ~= "slave" or tonumber(info.master_port) ~= master
+            or info.master_link_status ~= "up" or info.master_sync_in_progress ~= "0" then
+            return nil
+        end
+        if want_replica ~= "linked" then
+            for i = 1, #_M.sentinel_ports do
+                if not sentinel_lists_replica(i, replica) then return nil end
+            end
+        end
+    end
+    return master
+end
+
+-- Polls stable_master until it holds; returns the master's port, raises after
+-- timeout_s (default 30).
 function _M.wait_stable(timeout_s, want_replica)
     local deadline = socket.gettime() + (timeout_s or 30)
     repeat
-        local seen, agree = nil, true
-        for i = 1, #_M.sentinel_ports do
-            local ok, s = pcall(_M.raw_sentinel, i)
-            if not ok then agree = false break end
-            local addr = s:call("SENTINEL", "get-master-addr-by-name", "mymaster")
-            s:close()
-            local port = type(addr) == "table" and tonumber(addr[2])
-            if not port or (seen and seen ~= port) then agree = false break end
-            seen = port
-        end
-        if agree and seen then
-            local ok, r = pcall(_M.raw_server, seen)
-            if ok then
-                local role = r:call("ROLE")
-                local info = want_replica and r:call("INFO", "replication") or ""
-                r:close()
-                if type(role) == "table" and role[1] == "master"
-                    and (not want_replica or info:match("slave0:.-state=online")) then
-                    return seen
-                end
-            end
-        end
-        socket.sleep(0.1)
+        local master = _M.stable_master(want_replica)
+        if master then return master end
+        socket.sleep(0.05)
     until socket.gettime() > deadline
-    error("sentinel group not stable after " .. tostring(timeout_s) .. " s")
+    error("sentinel group not stable after " .. tostring(timeout_s or 30) .. " s"
+          .. (want_replica and " (with a replica, " .. tostring(want_replica) .. ")" or ""))
+end
+
+-- The pid of the data server on port (its pid file in the group's directory).
+function _M.pid_of(port)
+    local f = assert(io.open(_M.dir .. "/" .. _M.name_of(port) .. ".pid"))
+    local pid = assert(f:read("*n"))
+    f:close()
+    return pid
 end
 
 -- Starts a stopped server again from its config (daemonized, pid file in the
@@ -122,27 +189,6 @@ function _M.restart(port)
         socket.sleep(0.05)
     until socket.gettime() > deadline
     error("server on port " .. port .. " did not restart")
-end
-
--- Runs call() every `every` seconds until it succeeds twice in a row, from now;
--- returns calls failed, seconds from start until the first success that stuck.
-function _M.measure(call, every, limit_s)
-    local start = socket.gettime()
-    local failed, first_ok = 0, nil
-    while socket.gettime() - start < (limit_s or 30) do
-        local ok = call()
-        if ok then
-            if first_ok then
-                return failed, first_ok - start
-            end
-            first_ok = socket.gettime()
-        else
-            first_ok = nil
-            failed = failed + 1
-        end
-        socket.sleep(every or 0.05)
-    end
-    return failed, nil
 end
 
 return _M
