@@ -6,7 +6,7 @@
 local h = require "helpers"
 local group = require "sentinel_group"
 local socket = require "socket"
-local raw = require "raw_redis"
+local cases = require "sentinel_cases"
 
 local hiredis = require "resty.session.hiredis"
 local sentinel = require "resty.session.hiredis.sentinel"
@@ -230,79 +230,22 @@ describe("sentinel (native)", function()
         assert.matches("^no hosts available: ", err)
     end)
 
-    -- Counts the connections the server on `port` accepts from now on (over a
-    -- connection of its own, opened once); close() when done.
-    local function connection_counter(port)
-        local r = group.raw_server(port)
-        local function received()
-            return tonumber(assert(r:info("stats")).total_connections_received)
+    -- one storage on cfg, as the cases of spec/support/sentinel_cases.lua use it
+    local function open(cfg)
+        local s = sentinel.new(cfg)
+        return function(name, key, value)
+            return { { s:set(name, key, value, 60, os.time()) }, { s:get(name, key) } }
         end
-        local base = received()
-        return function() return received() - base end, function() r:close() end
-    end
-
-    local function set_answer(fake_port, named, epoch, promoted)
-        local c = assert(raw.connect(fake_port))
-        assert.equal("OK", c:call("SENTINEL", "SET-ANSWER", named, epoch, promoted))
-        c:close()
     end
 
     it("follows the sentinel with the highest config-epoch, whatever the order", function()
-        local master = group.wait_stable(30, true)
-        local replica = group.replica_port()
-        -- a sentinel still naming the old master (now a replica) at an older epoch
-        local behind, stop_behind = h.fake_server("sentinel:" .. replica .. ":41")
-        local ahead, stop_ahead = h.fake_server("sentinel:" .. master .. ":42")
-        local orders = {
-            { { host = "127.0.0.1", port = behind }, { host = "127.0.0.1", port = ahead } },
-            { { host = "127.0.0.1", port = ahead }, { host = "127.0.0.1", port = behind } },
-        }
-        local name = h.unique("epoch")
-        local replica_connections, done = connection_counter(replica)
-        for i, list in ipairs(orders) do
-            local s = sentinel.new(group.config({ sentinels = list }))
-            assert.same({ true }, { s:set(name, "k" .. i, "v", 60, os.time()) })
-            assert.equal("v", s:get(name, "k" .. i))
-        end
-        stop_behind()
-        stop_ahead()
-        -- the older answer was never followed: no connection reached the replica
-        assert.equal(0, replica_connections())
-        done()
-        local r = group.raw_server(master)
-        assert.equal("v", r:call("GET", name .. ":k1"))
-        assert.equal("v", r:call("GET", name .. ":k2"))
-        r:close()
+        cases.highest_epoch(open, "")
     end)
 
     it("during a failover, writes go to the promoted replica once it is master, fail before", function()
-        local master = group.wait_stable(30, true)
-        local replica = group.replica_port()
-        -- the leader of a failover from `replica` (as if it were the master) to `master`
-        local leader, stop_leader = h.fake_server("sentinel:" .. replica .. ":50")
-        set_answer(leader, replica, 50, master)
-        -- a sentinel that has not heard of it, at the same epoch
-        local follower, stop_follower = h.fake_server("sentinel:" .. replica .. ":50")
-        local list = { { host = "127.0.0.1", port = follower }, { host = "127.0.0.1", port = leader } }
-        local s = sentinel.new(group.config({ sentinels = list }))
-        local name = h.unique("promoted")
-        local replica_connections, done = connection_counter(replica)
-        assert.same({ true }, { s:set(name, "k", "v", 60, os.time()) })
-        assert.equal(0, replica_connections(), "the master both still name was left alone")
-        done()
-        local r = group.raw_server(master)
-        assert.equal("v", r:call("GET", name .. ":k"))
-        -- the promoted replica has not taken over yet: an error, nothing written
-        set_answer(leader, master, 51, replica)
-        set_answer(follower, master, 51)
-        local other = sentinel.new(group.config({ sentinels = list }))
-        assert.same({ nil, "failover in progress: the promoted replica is not master yet" },
-                    { other:set(name, "k2", "v", 60, os.time()) })
-        assert.equal(0, r:call("EXISTS", name .. ":k2"))
-        r:close()
-        stop_leader()
-        stop_follower()
+        cases.promoted_replica(open, "")
     end)
+
 
     it("asks the sentinels in parallel: one slow to answer does not add up", function()
         group.wait_stable(30)
@@ -317,27 +260,7 @@ describe("sentinel (native)", function()
     end)
 
     it("never reuses connections pooled for an address the sentinels stopped naming", function()
-        local master = group.wait_stable(30, true)
-        local replica = group.replica_port()
-        local fake, stop = h.fake_server("sentinel:" .. master .. ":1")
-        local s = sentinel.new(group.config({ sentinels = { { host = "127.0.0.1", port = fake } } }))
-        local name = h.unique("demoted")
-        assert.is_true(s:set(name, "k", "v1", 60, os.time()))
-        local master_connections, done = connection_counter(master)
-        assert.is_true(s:set(name, "k", "v2", 60, os.time()))
-        assert.equal(0, master_connections(), "the pooled connection serves the same master")
-        -- the sentinel names another server (here a replica: ROLE refuses it)
-        set_answer(fake, replica, 2)
-        assert.same({ nil, "role mismatch: expected master, got slave" }, { s:get(name, "k") })
-        -- and the first one again: its pooled connection is not reused, a new one checks ROLE
-        set_answer(fake, master, 3)
-        assert.is_true(s:set(name, "k", "v3", 60, os.time()))
-        stop()
-        assert.equal(1, master_connections())
-        done()
-        local r = group.raw_server(master)
-        assert.equal("v3", r:call("GET", name .. ":k"))
-        r:close()
+        cases.demoted_pool(open, "")
     end)
 
     it("a hung sentinel costs its timeout once; its retries are bounded by the others' answers", function()

@@ -18,9 +18,7 @@ local function cert(file)
     return certs .. "/" .. file
 end
 
-local function shell_quote(s)
-    return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
+local shell_quote = require("files").shell_quote
 
 -- Output of a shell command (stdout and stderr).
 local function run(cmd)

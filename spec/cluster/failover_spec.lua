@@ -23,40 +23,17 @@ local up, up_missing = fk.upstream("cluster")
 local TIMEOUTS = { connect_timeout = 200, read_timeout = 500, send_timeout = 500, max_connection_timeout = 1000 }
 local wait_ok, wait_missing = fk.wait_supported(kit.config(TIMEOUTS))
 
-local function sh(cmd)
-    local r = os.execute(cmd)
-    return r == 0 or r == true
-end
-
-local function merged(...)
-    local out = {}
-    for _, t in ipairs({ ... }) do
-        for k, v in pairs(t) do out[k] = v end
-    end
-    return out
-end
+local sh, merged = fk.sh, fk.merged
 
 -- The writers of one scenario, their session names hash-tagged onto tag's slot.
 local function writers(tag)
-    local base = kit.config(merged(TIMEOUTS, { prefix = "fo" }))
-    local list = {
-        { label = "native", transport = "native", cfg = base },
-        { label = "cosocket", transport = "cosocket", cfg = base },
-    }
-    if up then
-        list[#list + 1] = { label = "upstream", transport = "upstream", module = up.module, fresh = true,
-                            cfg = merged(TIMEOUTS, { name = "fo-upstream", prefix = "fo", nodes = kit.nodes(),
-                                                     password = kit.password,
-                                                     lock_zone = "redis_cluster_slot_locks" }) }
-    end
-    if wait_ok then
-        -- the same pools as the default writers (whose calls must not wait behind a WAIT)
-        local durable = merged(base, { wait_replicas = 1, wait_timeout = 1000, read_timeout = 1500 })
-        list[#list + 1] = { label = "native+wait1", transport = "native", cfg = durable, durable = true }
-        list[#list + 1] = { label = "cosocket+wait1", transport = "cosocket", cfg = durable, durable = true }
-    end
-    for _, w in ipairs(list) do w.name = "{" .. tag .. "}" .. w.label end
-    return list
+    return fk.writers(kit.config(merged(TIMEOUTS, { prefix = "fo" })), {
+        upstream = up, upstream_fresh = true, wait = wait_ok,
+        upstream_cfg = up and merged(TIMEOUTS, { name = "fo-upstream", prefix = "fo", nodes = kit.nodes(),
+                                                 password = kit.password,
+                                                 lock_zone = "redis_cluster_slot_locks" }),
+        name = function(label) return "{" .. tag .. "}" .. label end,
+    })
 end
 
 describe("cluster failover: write loss", function()

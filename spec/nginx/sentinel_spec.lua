@@ -7,7 +7,7 @@ local nginx = require "nginx"
 local group = require "sentinel_group"
 local upstream = require "upstream"
 local socket = require "socket"
-local raw = require "raw_redis"
+local cases = require "sentinel_cases"
 
 if not group.available then
     describe("sentinel in nginx", function()
@@ -164,109 +164,32 @@ describe("sentinel in nginx", function()
     interop("upstream's sentinel storage writes, this module reads and deletes", "upstream", "hiredis")
     interop("this module writes, upstream's sentinel storage reads and deletes", "hiredis", "upstream")
 
-    -- Counts the connections the server on `port` accepts from now on; close() when done.
-    local function connection_counter(port)
-        local r = group.raw_server(port)
-        local function received()
-            return tonumber(assert(r:info("stats")).total_connections_received)
-        end
-        local base = received()
-        return function() return received() - base end, function() r:close() end
-    end
-
-    local function set_answer(fake_port, named, epoch, promoted)
-        local c = assert(raw.connect(fake_port))
-        assert.equal("OK", c:call("SENTINEL", "SET-ANSWER", named, epoch, promoted))
-        c:close()
-    end
-
     local SET_GET = [[
         local s = H.storage(ARGS.cfg, ARGS.label)
         return { { s:set(ARGS.name, ARGS.key, ARGS.value, 60, ngx.time()) }, { s:get(ARGS.name, ARGS.key) } }
     ]]
 
-    it("follows the sentinel with the highest config-epoch over cosockets, whatever the order", function()
-        local master = group.wait_stable(30, true)
-        local replica = group.replica_port()
-        local behind, stop_behind = h.fake_server("sentinel:" .. replica .. ":41")
-        local ahead, stop_ahead = h.fake_server("sentinel:" .. master .. ":42")
-        local orders = {
-            { { host = "127.0.0.1", port = behind }, { host = "127.0.0.1", port = ahead } },
-            { { host = "127.0.0.1", port = ahead }, { host = "127.0.0.1", port = behind } },
-        }
-        local name = h.unique("ngx-epoch")
-        local replica_connections, done = connection_counter(replica)
-        for i, list in ipairs(orders) do
-            local res = srv:run("content", SET_GET, { cfg = group.config({ sentinels = list }), name = name,
-                                                      key = "k" .. i, value = "v" .. i })
-            assert.is_true(res.ok, tostring(res[1]))
-            assert.same({ { true }, { "v" .. i } }, res[1])
-        end
-        stop_behind()
-        stop_ahead()
-        assert.equal(0, replica_connections())
-        done()
-        local r = group.raw_server(master)
-        assert.equal("v2", r:call("GET", name .. ":k2"))
-        r:close()
-    end)
-
-    it("during a failover, cosocket writes go to the promoted replica once it is master, fail before", function()
-        local master = group.wait_stable(30, true)
-        local replica = group.replica_port()
-        local leader, stop_leader = h.fake_server("sentinel:" .. replica .. ":50")
-        set_answer(leader, replica, 50, master)
-        local follower, stop_follower = h.fake_server("sentinel:" .. replica .. ":50")
-        local list = { { host = "127.0.0.1", port = follower }, { host = "127.0.0.1", port = leader } }
-        local name = h.unique("ngx-promoted")
-        local replica_connections, done = connection_counter(replica)
-        local res = srv:run("content", SET_GET, { cfg = group.config({ sentinels = list }), name = name,
-                                                  key = "k", value = "v" })
-        assert.is_true(res.ok, tostring(res[1]))
-        assert.same({ { true }, { "v" } }, res[1])
-        assert.equal(0, replica_connections(), "the master both still name was left alone")
-        done()
-        set_answer(leader, master, 51, replica)
-        set_answer(follower, master, 51)
-        res = srv:run("content", SET_GET, { cfg = group.config({ sentinels = list }), name = name,
-                                            key = "k2", value = "v" })
-        assert.is_true(res.ok, tostring(res[1]))
-        assert.same({ nil, "failover in progress: the promoted replica is not master yet" }, res[1][1])
-        local r = group.raw_server(master)
-        assert.equal("v", r:call("GET", name .. ":k"))
-        assert.equal(0, r:call("EXISTS", name .. ":k2"))
-        r:close()
-        stop_leader()
-        stop_follower()
-    end)
-
-    it("never reuses cosockets pooled for an address the sentinels stopped naming", function()
-        local master = group.wait_stable(30, true)
-        local replica = group.replica_port()
-        local fake, stop = h.fake_server("sentinel:" .. master .. ":1")
-        local label = h.unique("ngx-demoted")
-        local args = { cfg = group.config({ sentinels = { { host = "127.0.0.1", port = fake } } }),
-                       label = label, name = label, key = "k", value = "v1" }
-        local function call()
-            local res = srv:run("content", SET_GET, args)
+    -- one storage on cfg (kept by the worker under a label of its own), as the
+    -- cases of spec/support/sentinel_cases.lua use it
+    local function open(cfg)
+        local label = h.unique("ngx-storage")
+        return function(name, key, value)
+            local res = srv:run("content", SET_GET, { cfg = cfg, label = label, name = name, key = key, value = value })
             assert.is_true(res.ok, tostring(res[1]))
             return res[1]
         end
-        assert.same({ { true }, { "v1" } }, call())
-        local master_connections, done = connection_counter(master)
-        args.value = "v2"
-        assert.same({ { true }, { "v2" } }, call())
-        assert.equal(0, master_connections(), "the pooled connection serves the same master")
-        set_answer(fake, replica, 2)
-        assert.same({ { nil, "role mismatch: expected master, got slave" },
-                      { nil, "role mismatch: expected master, got slave" } }, call())
-        set_answer(fake, master, 3)
-        args.value = "v3"
-        assert.same({ { true }, { "v3" } }, call())
-        stop()
-        -- one new connection (its handshake with ROLE), the pooled one left alone
-        assert.equal(1, master_connections())
-        done()
+    end
+
+    it("follows the sentinel with the highest config-epoch over cosockets, whatever the order", function()
+        cases.highest_epoch(open, "ngx-")
+    end)
+
+    it("during a failover, cosocket writes go to the promoted replica once it is master, fail before", function()
+        cases.promoted_replica(open, "ngx-")
+    end)
+
+    it("never reuses cosockets pooled for an address the sentinels stopped naming", function()
+        cases.demoted_pool(open, "ngx-")
     end)
 
     it("retries a hung sentinel within a few milliseconds past the others' answers (cosockets)", function()

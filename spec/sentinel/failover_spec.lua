@@ -27,39 +27,17 @@ local up, up_missing = fk.upstream("sentinel")
 local TIMEOUTS = { connect_timeout = 300, read_timeout = 500, send_timeout = 500 }
 local wait_ok, wait_missing = fk.wait_supported(group.config(TIMEOUTS))
 
-local function sh(cmd)
-    local r = os.execute(cmd)
-    return r == 0 or r == true
-end
-
-local function merged(...)
-    local out = {}
-    for _, t in ipairs({ ... }) do
-        for k, v in pairs(t) do out[k] = v end
-    end
-    return out
-end
+local sh, merged = fk.sh, fk.merged
 
 local function writers(run)
     local base = group.config(merged(TIMEOUTS, { prefix = "fo" }))
-    local list = {
-        { label = "native", transport = "native", cfg = base },
-        { label = "cosocket", transport = "cosocket", cfg = base },
+    return fk.writers(base, {
         -- sentinel_cache_ttl's trade-off: the cached address is kept until the old
         -- master refuses a write (its losses are reported like the others')
-        { label = "native+cache", transport = "native", cfg = merged(base, { sentinel_cache_ttl = 3600 }) },
-    }
-    if up then
-        list[#list + 1] = { label = "upstream", transport = "upstream", module = up.module, cfg = base }
-    end
-    if wait_ok then
-        -- the same pools as the default writers (whose calls must not wait behind a WAIT)
-        local durable = merged(base, { wait_replicas = 1, wait_timeout = 1000, read_timeout = 1500 })
-        list[#list + 1] = { label = "native+wait1", transport = "native", cfg = durable, durable = true }
-        list[#list + 1] = { label = "cosocket+wait1", transport = "cosocket", cfg = durable, durable = true }
-    end
-    for _, w in ipairs(list) do w.name = run .. "-" .. w.label end
-    return list
+        extra = { { label = "native+cache", transport = "native", cfg = merged(base, { sentinel_cache_ttl = 3600 }) } },
+        upstream = up, wait = wait_ok,
+        name = function(label) return run .. "-" .. label end,
+    })
 end
 
 describe("sentinel failover: write loss", function()

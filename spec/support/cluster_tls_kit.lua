@@ -37,9 +37,7 @@ function _M.config(extra)
     return c
 end
 
-local function shell_quote(s)
-    return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
+local shell_quote = require("files").shell_quote
 
 -- redis-cli over TLS (verified against the test CA) to node port; its output
 -- without the trailing newline.

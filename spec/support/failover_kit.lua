@@ -22,6 +22,7 @@
 -- FAILOVER_REPORT (default build/failover-report.txt).
 local socket = require "socket"
 local nginx = require "nginx"
+local files = require "files"
 local raw = require "raw_redis"
 
 local _M = {}
@@ -36,32 +37,43 @@ local function now() return socket.gettime() end
 _M.now = now
 local function sleep(s) socket.sleep(s) end
 
-local function shell_quote(s)
-    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+local shell_quote, read_file, write_file = files.shell_quote, files.read_file, files.write_file
+local function temp_dir() return files.temp_dir("rsh-failover") end
+
+_M.sh = files.sh
+
+-- The fields of every table given, later ones winning.
+function _M.merged(...)
+    local out = {}
+    for _, t in ipairs({ ... }) do
+        for k, v in pairs(t) do out[k] = v end
+    end
+    return out
 end
 
-local function read_file(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local data = f:read("*a")
-    f:close()
-    return data
-end
-
-local function write_file(path, data)
-    local f = assert(io.open(path, "wb"))
-    f:write(data)
-    f:close()
-end
-
-local function temp_dir()
-    local base = os.getenv("TMPDIR")
-    if not base or base == "" then base = "/tmp" end
-    local p = assert(io.popen("mktemp -d " .. shell_quote(base .. "/rsh-failover.XXXXXX")))
-    local dir = p:read("*l")
-    p:close()
-    assert(dir and dir ~= "", "mktemp failed")
-    return dir
+-- The writers of one scenario: native and cosocket on `base`, then opts.extra
+-- (more writers), upstream's (opts.upstream: its module, its configuration
+-- opts.upstream_cfg or base, a new instance per call when opts.upstream_fresh),
+-- and, with opts.wait, native and cosocket with wait_replicas = 1 on the same
+-- pools as the default writers (whose calls must not wait behind a WAIT). Each
+-- writer's session name is opts.name(label).
+function _M.writers(base, opts)
+    local list = {
+        { label = "native", transport = "native", cfg = base },
+        { label = "cosocket", transport = "cosocket", cfg = base },
+    }
+    for _, w in ipairs(opts.extra or {}) do list[#list + 1] = w end
+    if opts.upstream then
+        list[#list + 1] = { label = "upstream", transport = "upstream", module = opts.upstream.module,
+                            cfg = opts.upstream_cfg or base, fresh = opts.upstream_fresh }
+    end
+    if opts.wait then
+        local durable = _M.merged(base, { wait_replicas = 1, wait_timeout = 1000, read_timeout = 1500 })
+        list[#list + 1] = { label = "native+wait1", transport = "native", cfg = durable, durable = true }
+        list[#list + 1] = { label = "cosocket+wait1", transport = "cosocket", cfg = durable, durable = true }
+    end
+    for _, w in ipairs(list) do w.name = opts.name(w.label) end
+    return list
 end
 
 -- Polls fn() every `every` seconds until it returns a truthy value (returned) or

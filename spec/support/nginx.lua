@@ -24,42 +24,9 @@ local ltn12 = require "ltn12"
 
 local _M = {}
 
-local function shell_quote(s)
-    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
--- Runs a shell command; returns its output (stdout and stderr) and whether it exited 0.
-local function run(cmd)
-    local p = assert(io.popen("{ " .. cmd .. "\n} 2>&1; echo \"__rc=$?\""))
-    local out = p:read("*a")
-    p:close()
-    local code = tonumber(out:match("__rc=(%d+)%s*$"))
-    out = out:gsub("__rc=%d+%s*$", "")
-    return out, code == 0
-end
-
-local function read_file(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local data = f:read("*a")
-    f:close()
-    return data
-end
-
-local function write_file(path, data)
-    local f = assert(io.open(path, "wb"))
-    f:write(data)
-    f:close()
-end
-
--- A new directory under $TMPDIR (or /tmp).
-local function make_temp_dir(what)
-    local base = os.getenv("TMPDIR")
-    if not base or base == "" then base = "/tmp" end
-    local dir = run("mktemp -d " .. shell_quote(base .. "/" .. what .. ".XXXXXX")):gsub("%s+$", "")
-    assert(dir ~= "", "mktemp failed")
-    return dir
-end
+local files = require "files"
+local shell_quote, run, read_file, write_file = files.shell_quote, files.run, files.read_file, files.write_file
+local make_temp_dir = files.temp_dir
 
 local function sleep(ms)
     socket.sleep(ms / 1000)

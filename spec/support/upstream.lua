@@ -50,13 +50,7 @@ local function default_lua_path()
     return to_lua_path(table.concat(parts, ";"))
 end
 
-local function read_file(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local data = f:read("*a")
-    f:close()
-    return data
-end
+local read_file = require("files").read_file
 
 -- The file `module` loads from on `path`, or nil.
 local function find(module, path)

@@ -1,0 +1,121 @@
+-- Sentinel routing cases that both transports run (spec/sentinel_spec.lua natively,
+-- spec/nginx/sentinel_spec.lua over cosockets), against the group of
+-- with-sentinels.sh and fake sentinels (spec/support/fake_server.lua) whose answers
+-- a case sets. Each case takes open(cfg): a storage on cfg, kept across the calls
+-- of that one storage, as a function set_get(name, key, value) returning
+-- { { set's results }, { get's results } } (the same `name` reads and writes
+-- one session).
+local h = require "helpers"
+local group = require "sentinel_group"
+local raw = require "raw_redis"
+local assert = require "luassert"
+
+local _M = {}
+
+-- Counts the connections the server on `port` accepts from now on (over a
+-- connection of its own, opened once); close() when done.
+function _M.connection_counter(port)
+    local r = group.raw_server(port)
+    local function received()
+        return tonumber(assert(r:info("stats")).total_connections_received)
+    end
+    local base = received()
+    return function() return received() - base end, function() r:close() end
+end
+
+-- What the fake sentinel on fake_port answers from now on: `named` as master at
+-- `epoch`, `promoted` as the replica its failover promotes (optional).
+function _M.set_answer(fake_port, named, epoch, promoted)
+    local c = assert(raw.connect(fake_port))
+    assert.equal("OK", c:call("SENTINEL", "SET-ANSWER", named, epoch, promoted))
+    c:close()
+end
+local set_answer = _M.set_answer
+
+local function fake(port)
+    return { host = "127.0.0.1", port = port }
+end
+
+-- The answer with the highest config-epoch is followed whatever the order of
+-- the sentinels; the older one (the replica) never gets a connection.
+function _M.highest_epoch(open, tag)
+    local master = group.wait_stable(30, true)
+    local replica = group.replica_port()
+    -- a sentinel still naming the old master (now a replica) at an older epoch
+    local behind, stop_behind = h.fake_server("sentinel:" .. replica .. ":41")
+    local ahead, stop_ahead = h.fake_server("sentinel:" .. master .. ":42")
+    local orders = { { fake(behind), fake(ahead) }, { fake(ahead), fake(behind) } }
+    local name = h.unique(tag .. "epoch")
+    local replica_connections, done = _M.connection_counter(replica)
+    for i, list in ipairs(orders) do
+        local set_get = open(group.config({ sentinels = list }))
+        assert.same({ { true }, { "v" .. i } }, set_get(name, "k" .. i, "v" .. i))
+    end
+    stop_behind()
+    stop_ahead()
+    assert.equal(0, replica_connections())
+    done()
+    local r = group.raw_server(master)
+    assert.equal("v1", r:call("GET", name .. ":k1"))
+    assert.equal("v2", r:call("GET", name .. ":k2"))
+    r:close()
+end
+
+-- During a failover the old master is used until a replica is picked; once the
+-- leader names a promoted replica that is not master yet, writes fail and
+-- nothing is written.
+function _M.promoted_replica(open, tag)
+    local master = group.wait_stable(30, true)
+    local replica = group.replica_port()
+    -- the leader of a failover from `replica` (as if it were the master) to `master`
+    local leader, stop_leader = h.fake_server("sentinel:" .. replica .. ":50")
+    set_answer(leader, replica, 50, master)
+    -- a sentinel that has not heard of it, at the same epoch
+    local follower, stop_follower = h.fake_server("sentinel:" .. replica .. ":50")
+    local list = { fake(follower), fake(leader) }
+    local name = h.unique(tag .. "promoted")
+    local replica_connections, done = _M.connection_counter(replica)
+    assert.same({ { true }, { "v" } }, open(group.config({ sentinels = list }))(name, "k", "v"))
+    assert.equal(0, replica_connections(), "the master both still name was left alone")
+    done()
+    -- the promoted replica has not taken over yet: an error, nothing written
+    set_answer(leader, master, 51, replica)
+    set_answer(follower, master, 51)
+    local res = open(group.config({ sentinels = list }))(name, "k2", "v")
+    assert.same({ nil, "failover in progress: the promoted replica is not master yet" }, res[1])
+    local r = group.raw_server(master)
+    assert.equal("v", r:call("GET", name .. ":k"))
+    assert.equal(0, r:call("EXISTS", name .. ":k2"))
+    r:close()
+    stop_leader()
+    stop_follower()
+end
+
+-- Connections pooled for an address the sentinels stopped naming are never
+-- used again: a new connection (whose handshake checks ROLE) serves it.
+function _M.demoted_pool(open, tag)
+    local master = group.wait_stable(30, true)
+    local replica = group.replica_port()
+    local fake_port, stop = h.fake_server("sentinel:" .. master .. ":1")
+    local set_get = open(group.config({ sentinels = { fake(fake_port) } }))
+    local name = h.unique(tag .. "demoted")
+    assert.same({ { true }, { "v1" } }, set_get(name, "k", "v1"))
+    local master_connections, done = _M.connection_counter(master)
+    assert.same({ { true }, { "v2" } }, set_get(name, "k", "v2"))
+    assert.equal(0, master_connections(), "the pooled connection serves the same master")
+    -- the sentinel names another server (here a replica: ROLE refuses it)
+    set_answer(fake_port, replica, 2)
+    assert.same({ { nil, "role mismatch: expected master, got slave" },
+                  { nil, "role mismatch: expected master, got slave" } }, set_get(name, "k", "v"))
+    -- and the first one again: its pooled connection is not reused, a new one checks ROLE
+    set_answer(fake_port, master, 3)
+    assert.same({ { true }, { "v3" } }, set_get(name, "k", "v3"))
+    stop()
+    assert.equal(1, master_connections())
+    done()
+    local r = group.raw_server(master)
+    assert.equal("v3", r:call("GET", name .. ":k"))
+    r:close()
+end
+
+return _M
