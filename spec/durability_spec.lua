@@ -10,7 +10,8 @@ local socket = require "socket"
 
 local hiredis = require "resty.session.hiredis"
 
-local SHORTFALL = "^write not durable: (%d+) of (%d+) replicas %(wait_replicas%) acknowledged it within (%d+) ms %(wait_timeout%)$"
+local SHORTFALL = "^write not durable: (%d+) of (%d+) replicas %(wait_replicas%) acknowledged it"
+    .. " within (%d+) ms %(wait_timeout%)$"
 
 local function meta()
     return h.meta({ "aud" }, { "sub" })

@@ -171,7 +171,8 @@ describe("reply limits", function()
                                         max_reply_size = 1024 })
             assert.same({ nil, REFUSED_1025 }, { store:set("n", "k", string.rep("x", 1025), 60, os.time()) })
             assert.same({ nil, REFUSED_1025 },
-                        { store:set("n", "k", string.rep("x", 1025), 60, os.time(), nil, nil, h.meta({ "a" }, { "s" })) })
+                        { store:set("n", "k", string.rep("x", 1025), 60, os.time(), nil, nil,
+                                    h.meta({ "a" }, { "s" })) })
         end)
 
         it("cluster: a value of exactly max_reply_size reads back", function()

@@ -260,7 +260,7 @@ describe("sentinel (native)", function()
     end)
 
     it("never reuses connections pooled for an address the sentinels stopped naming", function()
-        cases.demoted_pool(open, "")
+        cases.demoted_pool(open, "", require("resty.session.hiredis").stats)
     end)
 
     it("a hung sentinel costs its timeout once; its retries are bounded by the others' answers", function()

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "slots.hpp"
+#include "stats.hpp"
 
 namespace rsh {
 namespace {
@@ -77,6 +78,7 @@ void ClusterOperation::start(const Operation& loaded, const KeyNaming& naming,
     backoffs_ = 0;
     backoff_ = false;
     last_retry_error_.clear();
+    retrying_ = false;
     finished_ = false;
     result_ = Result{};
     answer_ = Answer::Ok;
@@ -159,7 +161,7 @@ bool ClusterOperation::plan_round() {
             group.pending_send = false;
             refresh_ = true;
             backoff_ = true;
-            last_retry_error_ = "CLUSTERDOWN no known node serves slot " + std::to_string(group.slot);
+            will_retry("CLUSTERDOWN no known node serves slot " + std::to_string(group.slot));
             continue;
         }
         auto batch = std::find_if(batches_.begin(), batches_.end(), [&](const NodeBatch& b) { return b.node == *node; });
@@ -199,7 +201,8 @@ ClusterOperation::Verdict ClusterOperation::redirect(Group& group, const std::st
             fail("protocol error: unexpected redirection: " + error);
             return Verdict::Failed;
         }
-        last_retry_error_ = error;
+        will_retry(error);
+        stats::bump(moved ? stats::Counter::ClusterMoved : stats::Counter::ClusterAsk);
         if (moved) {
             group.ask.reset();
             topology_->patch(group.slot, *target);
@@ -212,7 +215,7 @@ ClusterOperation::Verdict ClusterOperation::redirect(Group& group, const std::st
         return Verdict::Retry;
     }
     if (starts_with(error, "TRYAGAIN") || starts_with(error, "CLUSTERDOWN") || starts_with(error, "LOADING")) {
-        last_retry_error_ = error;
+        will_retry(error);
         group.ask.reset();
         backoff_ = true;
         if (starts_with(error, "CLUSTERDOWN")) refresh_ = true;
@@ -329,7 +332,7 @@ void ClusterOperation::node_failed(std::size_t batch, const std::string& error, 
         }
         group.ask.reset();
     }
-    last_retry_error_ = error;
+    will_retry(error);
     refresh_ = true;
     backoff_ = true;
 }
@@ -352,6 +355,7 @@ RoundOutcome ClusterOperation::end_round() {
     }
     outcome.finished = finished_;
     if (!finished_) {
+        if (retrying_) stats::bump(stats::Counter::ClusterRetries);
         outcome.refresh = refresh_;
         if (backoff_) {
             // 10, 20, 40 ... 320 ms: the driver stops at the call's retry budget.
@@ -361,7 +365,13 @@ RoundOutcome ClusterOperation::end_round() {
     }
     refresh_ = false;
     backoff_ = false;
+    retrying_ = false;
     return outcome;
+}
+
+void ClusterOperation::will_retry(const std::string& error) {
+    last_retry_error_ = error;
+    retrying_ = true;
 }
 
 void ClusterOperation::fail(std::string err) {

@@ -109,6 +109,9 @@ private:
     std::vector<std::vector<Group>> phases_;
     std::size_t phase_ = 0;
     std::vector<NodeBatch> batches_;
+    // Records why this round asks for another one.
+    void will_retry(const std::string& error);
+
     std::vector<std::size_t> to_split_;
     std::optional<Group> merged_tail_;   // the remove phase folded into a one-slot call  // groups that got ASK with several keys
     std::shared_ptr<ClusterTopology> topology_;
@@ -120,6 +123,7 @@ private:
     int backoffs_ = 0;
     bool backoff_ = false;
     std::string last_retry_error_;
+    bool retrying_ = false;  // this round asked for another (counted once per round)
     bool finished_ = false;
     Result result_;
     std::string key_, meta_key_;

@@ -7,6 +7,7 @@
 #include "lua_instance.hpp"
 #include "lua_operation.hpp"
 #include "lua_sentinel.hpp"
+#include "lua_stats.hpp"
 #include "lua_util.hpp"
 #include "session_client.hpp"
 
@@ -123,6 +124,7 @@ extern "C" __attribute__((visibility("default"))) int luaopen_resty_session_hire
     rsh::register_driver(L);
     rsh::register_sentinel(L);
     rsh::register_cluster(L);
+    rsh::register_stats(L);
     lua_pushstring(L, rsh::kVersion);
     lua_setfield(L, -2, "_VERSION");
     return 1;

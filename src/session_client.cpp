@@ -7,6 +7,7 @@
 #include "errors.hpp"
 #include "pool.hpp"
 #include "session_state.hpp"
+#include "stats.hpp"
 #include "transport.hpp"
 
 namespace rsh {
@@ -102,6 +103,7 @@ Result execute(const Config& config, const std::string& pool_name, Operation& op
         try {
             lease.emplace(pool.acquire(options, connect_deadline,
                                        [&] { return Connection::open(endpoint, connect_deadline); }));
+            stats::bump(lease->reused() ? stats::Counter::ConnectionsReused : stats::Counter::ConnectionsOpened);
             Connection& conn = **lease;
             const HandshakeArgs args = handshake_args(config, conn.session);
             const HandshakeArgs* prefix = nullptr;
@@ -112,6 +114,7 @@ Result execute(const Config& config, const std::string& pool_name, Operation& op
                     if (!conn.session.greeted) conn.session.server_version = *known;
                     prefix = &args;
                 } else if (auto refused = greet(conn, config, pool_name, args, connect_deadline)) {
+                    stats::bump(stats::Counter::ConnectionsFailed);
                     return *refused;  // the lease closes the connection
                 }
             }
@@ -124,6 +127,7 @@ Result execute(const Config& config, const std::string& pool_name, Operation& op
                 proven().record(pool_name, conn.session.server_version);
             }
         } catch (const IoError& e) {
+            if (!lease) stats::bump(stats::Counter::ConnectionsFailed);
             const bool retry = attempt == 0 && lease && lease->reused() && !op.received_bytes() &&
                                std::string(e.what()) != "timeout";
             if (!retry) return Result::error(e.what());

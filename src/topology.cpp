@@ -3,6 +3,7 @@
 #include <charconv>
 
 #include "errors.hpp"
+#include "stats.hpp"
 
 namespace rsh {
 namespace {
@@ -146,6 +147,7 @@ void ClusterTopology::replace(SlotMap map) {
     std::lock_guard<std::mutex> lock(mutex_);
     map_ = std::move(fresh);
     ++version_;
+    stats::bump(stats::Counter::ClusterRefreshes);
 }
 
 void ClusterTopology::patch(int slot, const NodeAddress& node) {

@@ -119,6 +119,31 @@ describe("cluster in nginx", function()
         assert.matches("^WRONGPASS", out.berr)
     end)
 
+    it("counts a MOVED followed over cosockets in stats(), the call once", function()
+        local core = require "resty.session.hiredis.core"
+        local sd = require "stats_delta"
+        local args = { cfg = kit.config({ prefix = "ngxmoved" }), name = "moved" .. math.random(1e9),
+                       key = "k" .. math.random(1e9) }
+        local slot = core.key_slot("ngxmoved:session:" .. args.key)
+        assert.same({ true }, run("content", [[
+            return { H.storage(ARGS.cfg, ARGS.name):set("session", ARGS.key, "v", 600) }
+        ]], args))
+        local from = kit.owner(slot)
+        kit.move_slot(slot, from, kit.other_master(from))
+        local out, res = run("content", [[
+            local before = H.hiredis.stats()
+            local value = H.storage(ARGS.cfg, ARGS.name):get("session", ARGS.key)
+            return { before = before, after = H.hiredis.stats(), value = value }
+        ]], args)
+        assert.is_true(res.tcp > 0, "served over cosockets")
+        assert.equal("v", out.value)
+        local d = sd.delta(out.before, out.after)
+        assert.equal(1, d["cluster.moved"])
+        assert.equal(1, d["cluster.retries"])
+        assert.equal(1, d["get.calls"])
+        assert.equal(0, d["get.errors"])
+    end)
+
     upstream.it("upstream's resty.session.redis.cluster reads what we write, and we read what it writes", function()
         if cluster_missing then pending("skipped: " .. cluster_missing) return end
         local nodes = kit.nodes()

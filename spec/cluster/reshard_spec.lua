@@ -10,6 +10,8 @@ end
 
 local core = require "resty.session.hiredis.core"
 local cluster = require "resty.session.hiredis.cluster"
+local hiredis = require "resty.session.hiredis"
+local sd = require "stats_delta"
 
 local counter = 0
 local function unique(what)
@@ -34,17 +36,28 @@ describe("cluster resharding", function()
         assert.is_true(kit.wait_stable(10000))
     end)
 
-    it("follows MOVED after a live reshard and patches the slot map", function()
+    it("follows MOVED after a live reshard and patches the slot map (counted in stats)", function()
+        local before = hiredis.stats()
         local s = cluster.new(kit.config({ prefix = "moved" }))
         local inst = cluster._core(s)
         local key = unique("k")
         local slot = core.key_slot("moved:session:" .. key)
         assert.is_true(s:set("session", key, "before", 600))
+        local d = sd.delta(before, hiredis.stats())
+        assert.equal(1, d["cluster.refreshes"], "the first call loads the slot map")
+        assert.equal(0, d["cluster.moved"])
         local from = kit.owner(slot)
         local to = kit.other_master(from)
         assert.equal("127.0.0.1:" .. from, inst:slot_owner(slot))
         kit.move_slot(slot, from, to)
+        before = hiredis.stats()
         assert.equal("before", s:get("session", key))  -- MOVED, followed
+        d = sd.delta(before, hiredis.stats())
+        assert.equal(1, d["cluster.moved"])
+        assert.equal(1, d["cluster.retries"])
+        assert.equal(0, d["cluster.ask"])
+        assert.equal(1, d["get.calls"], "a call is counted once whatever its retries")
+        assert.equal(0, d["get.errors"])
         assert.equal("127.0.0.1:" .. to, inst:slot_owner(slot))
         assert.is_true(s:set("session", key, "after", 600))
         assert.equal("after", kit.call(to, "GET", "moved:session:" .. key))
@@ -63,7 +76,12 @@ describe("cluster resharding", function()
         -- one key already on the target, the others still on the source
         assert(kit.call(from, "MIGRATE", "127.0.0.1", to, "", 0, 5000, "AUTH", kit.password,
                         "KEYS", "ask:session:" .. moved_early))
+        local before = hiredis.stats()
         assert.equal("early", s:get("session", moved_early))            -- ASK to the target
+        local d = sd.delta(before, hiredis.stats())
+        assert.equal(1, d["cluster.ask"])
+        assert.equal(0, d["cluster.moved"])
+        assert.equal(1, d["get.calls"])
         assert.equal("old", s:get("session", old))                      -- the source still serves it
         assert.is_true(s:set("session", fresh, "fresh", 600))           -- a new key: ASK, created on the target
         local r = kit.raw(to)

@@ -7,7 +7,8 @@ local kit = require "cluster_kit"
 local group = require "sentinel_group"
 
 local NOW = 1700000000
-local SHORTFALL = "^write not durable: (%d+) of (%d+) replicas %(wait_replicas%) acknowledged it within (%d+) ms %(wait_timeout%)$"
+local SHORTFALL = "^write not durable: (%d+) of (%d+) replicas %(wait_replicas%) acknowledged it"
+    .. " within (%d+) ms %(wait_timeout%)$"
 
 -- Every write and read of one storage; concurrent writes too (they share a
 -- pipelined connection: each WAIT's reply must reach its own call).

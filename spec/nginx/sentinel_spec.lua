@@ -189,7 +189,11 @@ describe("sentinel in nginx", function()
     end)
 
     it("never reuses cosockets pooled for an address the sentinels stopped naming", function()
-        cases.demoted_pool(open, "ngx-")
+        cases.demoted_pool(open, "ngx-", function()
+            local res = srv:run("content", "return H.hiredis.stats()")
+            assert.is_true(res.ok, tostring(res[1]))
+            return res[1]
+        end)
     end)
 
     it("retries a hung sentinel within a few milliseconds past the others' answers (cosockets)", function()

@@ -22,6 +22,7 @@ end
 local nginx = require "nginx"
 local fk = require "failover_kit"
 local sentinel = require "resty.session.hiredis.sentinel"
+local hiredis = require "resty.session.hiredis"
 
 local up, up_missing = fk.upstream("sentinel")
 local TIMEOUTS = { connect_timeout = 300, read_timeout = 500, send_timeout = 500 }
@@ -42,6 +43,12 @@ end
 
 describe("sentinel failover: write loss", function()
     local srv
+
+    local function worker_stats()
+        local res = srv:run("content", "return H.hiredis.stats()")
+        assert.is_true(res.ok, tostring(res[1]))
+        return res[1]
+    end
 
     lazy_setup(function()
         srv = nginx.start_kit({ workers = 1, lua_path = up and up.lua_path or nil })
@@ -100,7 +107,8 @@ describe("sentinel failover: write loss", function()
                     local cached = sentinel.new(group.config({ sentinel_cache_ttl = 3600 }))
                     local name = "fo-cached-" .. math.random(1e9)
                     assert.is_true(cached:set(name, "c", "v0", 60, os.time()))
-                    return { cached = cached, name = name }
+                    return { cached = cached, name = name, native_stats = hiredis.stats(),
+                             worker_stats = worker_stats() }
                 end,
                 -- the cached address stays in use while the old master takes writes
                 -- (sentinel_cache_ttl's trade-off); once it refuses them (demoted:
@@ -121,6 +129,10 @@ describe("sentinel failover: write loss", function()
                     assert.is_true(reached == true, string.format(
                         "the cached instance never reached the new master (%d calls, %d failed in %.1f s)",
                         round, failed, fk.now() - t0))
+                    -- the failover is in stats(): natively (this process) and in the
+                    -- cosocket writers' worker
+                    assert.is_true(hiredis.stats().sentinel.master_changes > st.native_stats.sentinel.master_changes)
+                    assert.is_true(worker_stats().sentinel.master_changes > st.worker_stats.sentinel.master_changes)
                 end,
             })
     end)

@@ -9,6 +9,7 @@ local h = require "helpers"
 local group = require "sentinel_group"
 local raw = require "raw_redis"
 local assert = require "luassert"
+local sd = require "stats_delta"
 
 local _M = {}
 
@@ -92,8 +93,10 @@ function _M.promoted_replica(open, tag)
 end
 
 -- Connections pooled for an address the sentinels stopped naming are never
--- used again: a new connection (whose handshake checks ROLE) serves it.
-function _M.demoted_pool(open, tag)
+-- used again: a new connection (whose handshake checks ROLE) serves it. stats():
+-- the stats() table of the process that runs the calls; the master's moves and
+-- the refused role are counted there.
+function _M.demoted_pool(open, tag, stats)
     local master = group.wait_stable(30, true)
     local replica = group.replica_port()
     local fake_port, stop = h.fake_server("sentinel:" .. master .. ":1")
@@ -105,11 +108,26 @@ function _M.demoted_pool(open, tag)
     assert.equal(0, master_connections(), "the pooled connection serves the same master")
     -- the sentinel names another server (here a replica: ROLE refuses it)
     set_answer(fake_port, replica, 2)
+    local before = stats()
     assert.same({ { nil, "role mismatch: expected master, got slave" },
                   { nil, "role mismatch: expected master, got slave" } }, set_get(name, "k", "v"))
+    local d = sd.changed(before, stats())
+    -- each call asks again once after the refusal: 2 lookups and 2 refusals per call
+    assert.same({ ["sentinel.lookups"] = 4, ["sentinel.role_mismatches"] = 4, ["sentinel.master_changes"] = 1,
+                  ["set.calls"] = 1, ["set.errors"] = 1, ["set.latency"] = 1,
+                  ["get.calls"] = 1, ["get.errors"] = 1, ["get.latency"] = 1,
+                  ["errors.server"] = 2,
+                  -- each refused server on a new connection, refused in its handshake
+                  ["connections.opened"] = 4, ["connections.failed"] = 4 },
+                d)
     -- and the first one again: its pooled connection is not reused, a new one checks ROLE
     set_answer(fake_port, master, 3)
+    before = stats()
     assert.same({ { true }, { "v3" } }, set_get(name, "k", "v3"))
+    d = sd.delta(before, stats())
+    assert.equal(1, d["sentinel.master_changes"])
+    assert.equal(2, d["sentinel.lookups"])
+    assert.equal(0, d["sentinel.role_mismatches"])
     stop()
     assert.equal(1, master_connections())
     done()

@@ -241,6 +241,7 @@
 
 local core = require "resty.session.hiredis.core"
 local cosocket = require "resty.session.hiredis.cosocket"
+local stats = require "resty.session.hiredis.stats"
 
 local setmetatable = setmetatable
 local rawget = rawget
@@ -272,13 +273,13 @@ local methods = {}
 
 for method, id in pairs({ set = SET, get = GET, delete = DELETE, read_metadata = READ_METADATA }) do
   local native = core.native[method]
-  methods[method] = function(self, ...)
+  methods[method] = stats.counted(method, function(self, ...)
     local view = rawget(self, VIEW)
     if serves(view) then
       return cosocket_call(rawget(self, CORE), view, id, ...)
     end
     return native(rawget(self, CORE), ...)
-  end
+  end)
 end
 
 -- The mirror and the driver's view, from the core's validated configuration.
@@ -367,5 +368,74 @@ function _M.new(configuration)
   refresh(self, inst)
   return self
 end
+
+---
+-- Statistics
+-- @section statistics
+
+---
+-- What the storage modules did in this process (an nginx worker; plain LuaJIT:
+-- the process), both transports and the single-node, cluster and sentinel
+-- modules together, as a fresh plain table (names fixed, for dashboards):
+--
+--     {
+--       ops = {          -- set, get, delete, read_metadata
+--         get = { calls = N, errors = N,
+--                 latency = { bounds = { 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000 },
+--                             counts = { 13 numbers }, sum_ms = x } },
+--         ...
+--       },
+--       errors = { timeout = N, connect = N, closed = N, protocol = N, server = N, config = N },
+--       connections = { opened = N, reused = N, failed = N },
+--       pipeline = { batches = N, calls = N, max_calls = N },
+--       cluster = { moved = N, ask = N, retries = N, refreshes = N },
+--       sentinel = { lookups = N, role_mismatches = N, master_changes = N },
+--     }
+--
+-- * `ops.<method>.calls`: calls of the method, once per call whatever its retries,
+--   refused arguments included; `errors`: those that returned `nil, err`.
+-- * `latency`: every call (errors too), from the method's entry to its return, in
+--   milliseconds from a monotonic clock; `counts[i]` counts calls that took at most
+--   `bounds[i]` ms and more than `bounds[i-1]` (not cumulative); `counts[13]` the
+--   slower ones; `sum_ms` their total.
+-- * `errors`: the error results by class: `config` (`invalid ...`: refused
+--   arguments or configuration, `cosocket transport unavailable`), `protocol`
+--   (`protocol error: ...`), `server` (a Redis error reply such as `WRONGTYPE` or
+--   `READONLY`, `write not durable`, `role mismatch`, `failover in progress`, `no
+--   slaves available`), `timeout`, `closed` (`closed`, `broken pipe`, `connection
+--   reset by peer`), `connect` (the rest: `connection refused`, TLS handshake
+--   failures, `too many waiting connect operations`, `no hosts available`...).
+-- * `connections`: data connections (not the sentinels' own): `opened` new ones
+--   (pool misses), `reused` ones taken from a pool (hits), `failed` the opens that
+--   failed at connect, TLS or the first handshake.
+-- * `pipeline`: auto-pipelined cosocket writes (`batches`), the calls they carried
+--   (`calls`) and the most in one (`max_calls`). A call that ran alone on its own
+--   connection is in none.
+-- * `cluster`: `MOVED` and `ASK` redirections followed, `retries` (rounds run again
+--   after a redirection, `TRYAGAIN`, `CLUSTERDOWN` or a node failure), `refreshes`
+--   (slot maps loaded, the first one included).
+-- * `sentinel`: `lookups` (master or replica lookups asked of the sentinels),
+--   `role_mismatches` (servers refused for answering another role) and
+--   `master_changes` (a storage's master moved to another address).
+--
+-- Counting costs no allocation per call; see `stats_enabled`.
+-- @function stats
+-- @treturn table the counters
+-- @usage local get = require("resty.session.hiredis").stats().ops.get
+-- ngx.say(get.calls, " gets, ", get.errors, " failed")
+_M.stats = stats.snapshot
+
+---
+-- Zeroes every counter of this process.
+-- @function stats_reset
+_M.stats_reset = stats.reset
+
+---
+-- Turns counting on (`true`, the default) or off (`false`) for this process, from
+-- the next call on; with `nil`, only reads the state.
+-- @function stats_enabled
+-- @tparam[opt] boolean on
+-- @treturn boolean whether calls are counted
+_M.stats_enabled = stats.enable
 
 return _M

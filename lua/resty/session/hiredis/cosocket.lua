@@ -15,6 +15,7 @@
 
 local core = require "resty.session.hiredis.core"
 local recycler = require "resty.session.hiredis.recycler"
+local stats = require "resty.session.hiredis.stats"
 
 -- Auto-pipelining needs ngx.semaphore and timers: absent outside nginx.
 local has_pipeline, pipeline = pcall(require, "resty.session.hiredis.pipeline")
@@ -27,6 +28,8 @@ local pcall = pcall
 local tostring = tostring
 local open = io.open
 local new_operation = core.operation
+local counts = stats.counts
+local connections = counts.connections
 
 local _M = {
   _VERSION = core._VERSION,
@@ -299,9 +302,29 @@ local function connect(view)
     ok, err = sock:connect(view.host, view.connect_options)
   end
   if not ok then
+    if counts.on then
+      connections.failed = connections.failed + 1
+    end
     return nil, err
   end
-  return sock, sock:getreusedtimes()
+  local reused = sock:getreusedtimes()
+  if counts.on then
+    if reused > 0 then
+      connections.reused = connections.reused + 1
+    else
+      connections.opened = connections.opened + 1
+    end
+  end
+  return sock, reused
+end
+
+-- A new connection that could not be set up (TLS, handshake) counts as failed.
+local function set_up_failed(sock, err)
+  sock:close()
+  if counts.on then
+    connections.failed = connections.failed + 1
+  end
+  return nil, err
 end
 
 -- TLS and, unless the pool has proven itself, the first handshake of a new
@@ -313,16 +336,14 @@ local function set_up(sock, inst, view, handshake)
   if view.ssl then
     local ok, err = start_tls(sock, view)
     if not ok then
-      sock:close()
-      return nil, err
+      return set_up_failed(sock, err)
     end
   end
   if handshake then
     -- an unauthenticated or half-set-up connection is never pooled
     local version, err = first_handshake(sock, inst)
     if not version then
-      sock:close()
-      return nil, err
+      return set_up_failed(sock, err)
     end
     versions[view.pool] = version
   end

@@ -18,6 +18,7 @@
 
 local core = require "resty.session.hiredis.core"
 local recycler = require "resty.session.hiredis.recycler"
+local stats = require "resty.session.hiredis.stats"
 local semaphore = require "ngx.semaphore"
 
 local new_semaphore = semaphore.new
@@ -26,6 +27,9 @@ local timer_at = ngx.timer.at
 local worker_exiting = ngx.worker.exiting
 
 local _M = {}
+
+local counts = stats.counts
+local counted_batches = counts.pipeline
 
 local RECEIVE_SIZE = 65536
 local NEED_MORE, DONE = 0, 1
@@ -161,6 +165,13 @@ local function run(premature, lane)
         requests[i] = batch[i].request
       end
 
+      if counts.on then
+        counted_batches.batches = counted_batches.batches + 1
+        counted_batches.calls = counted_batches.calls + n
+        if n > counted_batches.max_calls then
+          counted_batches.max_calls = n
+        end
+      end
       local ok, err, received, at
       ok, err = sock:send(requests)
       for i = 1, n do

@@ -137,12 +137,14 @@
 
 local core = require "resty.session.hiredis.core"
 local cosocket = require "resty.session.hiredis.cosocket"
+local stats = require "resty.session.hiredis.stats"
 
 local type = type
 local error = error
 local pcall = pcall
 local rawget = rawget
 local ipairs = ipairs
+local pairs = pairs
 local tonumber = tonumber
 local tostring = tostring
 local setmetatable = setmetatable
@@ -158,6 +160,8 @@ local sub = string.sub
 local serves = cosocket.serves
 local cosocket_call = cosocket.call
 local SET, GET, DELETE, READ_METADATA = cosocket.SET, cosocket.GET, cosocket.DELETE, cosocket.READ_METADATA
+local counts = stats.counts
+local counted_sentinel = counts.sentinel
 
 local ngx = type(_G.ngx) == "table" and _G.ngx or nil
 local now = ngx and ngx.now or os.time
@@ -530,6 +534,9 @@ local function resolve(self, over_cosocket)
     return cached.host, cached.port
   end
   local host, port, promoted
+  if counts.on then
+    counted_sentinel.lookups = counted_sentinel.lookups + 1
+  end
   if self.role == "master" then
     host, port, promoted = ask_sentinels(self, "master", over_cosocket)
     if not host then
@@ -585,6 +592,9 @@ local function server(self, host, port)
   end
   if current then
     core.retire_pool(current.inst:pool_name())
+    if counts.on then
+      counted_sentinel.master_changes = counted_sentinel.master_changes + 1
+    end
   end
   current = new_server(self, host, port, core.sentinel_generation())
   self.current = current
@@ -648,6 +658,9 @@ local function call(self, method, ...)
       -- old master now could be acknowledged and then lost
       return nil, "failover in progress: the promoted replica is not master yet"
     end
+    if wrong_role and counts.on then
+      counted_sentinel.role_mismatches = counted_sentinel.role_mismatches + 1
+    end
     if wrong_role then
       -- the sentinel that named this server is behind the others: its answers
       -- lose ties from now on
@@ -672,20 +685,10 @@ local STATE = {}
 
 local methods = {}
 
-function methods.set(self, ...)
-  return call(self[STATE], SET, ...)
-end
-
-function methods.get(self, ...)
-  return call(self[STATE], GET, ...)
-end
-
-function methods.delete(self, ...)
-  return call(self[STATE], DELETE, ...)
-end
-
-function methods.read_metadata(self, ...)
-  return call(self[STATE], READ_METADATA, ...)
+for name, id in pairs({ set = SET, get = GET, delete = DELETE, read_metadata = READ_METADATA }) do
+  methods[name] = stats.counted(name, function(self, ...)
+    return call(self[STATE], id, ...)
+  end)
 end
 
 local metatable = {

@@ -1,0 +1,39 @@
+-- Differences between two stats() snapshots, for the specs.
+local _M = {}
+
+local function sum(t)
+    local n = 0
+    for _, v in ipairs(t) do n = n + v end
+    return n
+end
+_M.sum = sum
+
+-- Each counter of `after` minus the same one of `before`: ops flattened as
+-- "get.calls", "get.errors", "get.latency" (the histogram's total), and
+-- "group.field" for the rest.
+function _M.delta(before, after)
+    local d = {}
+    for name, op in pairs(after.ops) do
+        local was = before.ops[name]
+        d[name .. ".calls"] = op.calls - was.calls
+        d[name .. ".errors"] = op.errors - was.errors
+        d[name .. ".latency"] = sum(op.latency.counts) - sum(was.latency.counts)
+    end
+    for _, group in ipairs({ "errors", "connections", "pipeline", "cluster", "sentinel" }) do
+        for k, v in pairs(after[group]) do
+            d[group .. "." .. k] = v - before[group][k]
+        end
+    end
+    return d
+end
+
+-- The counters that changed, as { name = delta } (zero deltas left out).
+function _M.changed(before, after)
+    local out = {}
+    for k, v in pairs(_M.delta(before, after)) do
+        if v ~= 0 then out[k] = v end
+    end
+    return out
+end
+
+return _M
