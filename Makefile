@@ -129,7 +129,7 @@ valgrind: deps build
 
 # The side-by-side benchmark (bench/run.sh: knobs BENCH_QUICK=1, BENCH_OPS=, BENCH_CONC=,
 # BENCH_WORKERS=, BENCH_REPS=, BENCH_DURATION=, BENCH_IMPLS=, BENCH_CLUSTER=1|0|only,
-# BENCH_DURABILITY=1|0|only; UPSTREAM_LUA_PATH): upstream resty.session.redis vs this module
+# BENCH_DURABILITY=1|0|only, BENCH_STATS=1|0|only; UPSTREAM_LUA_PATH): upstream resty.session.redis vs this module
 # in nginx under wrk, the Redis Cluster rows, the durability rows (wait_replicas = 1 against
 # none, a throwaway replica attached for them only), plus the limits; results in
 # bench/results/ (a full run also rewrites README.md's benchmark section).
@@ -159,6 +159,8 @@ bench-micro: deps
 		cmake --build build-bench -j$(JOBS)'
 	build-bench/micro_bench
 	$(WITH_SERVERS) --only plain env RSH_BUILD_DIR=build-bench $(LUAJIT) bench/native_bench.lua 20000
+	RSH_BUILD_DIR=build-bench $(LUAJIT) bench/stats_bench.lua
+	RSH_BUILD_DIR=build-bench $(LUAJIT) -joff bench/stats_bench.lua 500000
 
 # libFuzzer (clang, ASan + UBSan) on the reply parser (fuzz_reply) and on the command
 # builder / Operation state machine (fuzz_operation), FUZZ_SECONDS each. Inputs up to

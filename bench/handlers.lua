@@ -217,6 +217,32 @@ function _M.cluster_fill()
   ngx.print(CLUSTER_SESSIONS)
 end
 
+-- The statistics rows: cq / nq are co / na's storages with counting off (a per-process
+-- switch: flipped by the first request of a run, as wrk runs one implementation at a time).
+local STATS_STORAGE = { co = "co", cq = "co", na = "na", nq = "na" }
+local COUNTING = { co = true, na = true, cq = false, nq = false }
+
+---
+-- One storage call of the statistics rows; errors counted under "stats <impl> <op>".
+local stats_enabled = require("resty.session.hiredis").stats_enabled
+function _M.run_stats(impl, op)
+  local counting = COUNTING[impl]
+  if stats_enabled() ~= counting then
+    stats_enabled(counting)
+  end
+  local ok, err = OPS[op](storages[STATS_STORAGE[impl]], impl, next_index())
+  if not ok then
+    return fail("stats " .. impl, op, err)
+  end
+  ngx.print("ok")
+end
+
+-- /bench/stats_on: counting on again (after the statistics rows).
+function _M.stats_on()
+  stats_enabled(true)
+  ngx.print("ok")
+end
+
 ---
 -- The same handler work without the storage call (counter, key string, response).
 function _M.noop()

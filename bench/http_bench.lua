@@ -57,7 +57,10 @@ assert(CLUSTER_MODE == "0" or CLUSTER_MODE == "1" or CLUSTER_MODE == "only", "BE
 local DURABILITY_MODE = env("BENCH_DURABILITY", "1")
 assert(DURABILITY_MODE == "0" or DURABILITY_MODE == "1" or DURABILITY_MODE == "only",
        "BENCH_DURABILITY: 0, 1 or only")
-local ONLY = CLUSTER_MODE == "only" or DURABILITY_MODE == "only"
+-- BENCH_STATS: the statistics rows (counting on against off), 1 (default), 0 or only.
+local STATS_MODE = env("BENCH_STATS", "1")
+assert(STATS_MODE == "0" or STATS_MODE == "1" or STATS_MODE == "only", "BENCH_STATS: 0, 1 or only")
+local ONLY = CLUSTER_MODE == "only" or DURABILITY_MODE == "only" or STATS_MODE == "only"
 local plan = {
   ops = ONLY and {} or list(env("BENCH_OPS", QUICK and "get,set_meta" or ALL_OPS)),
   conc = list(env("BENCH_CONC", QUICK and "1,32" or "1,32,128"), true),
@@ -78,6 +81,11 @@ local DURABILITY_PLAN = { name = "durability", ops = { "set", "set_meta" }, conc
                           bases = { co = "co", cw = "co", na = "na", nw = "na" }, handler = "run_durability",
                           wait = { wait_replicas = 1, wait_timeout = 1000 }, waits = { cw = true, nw = true },
                           stats = true }
+-- The statistics rows: co and na as in the single-node rows (counting on, the default),
+-- cq and nq the same calls with counting off (stats_enabled(false)): what stats() costs.
+local STATS_PLAN = { name = "stats", ops = { "get", "set" }, conc = QUICK and { 32 } or { 32, 128 }, workers = 1,
+                     impls = { "cq", "co", "nq", "na" }, bases = { cq = "cq", co = "cq", nq = "nq", na = "nq" },
+                     handler = "run_stats" }
 local REPS = tonumber(env("BENCH_REPS", QUICK and "1" or "3"))
 local DURATION = tonumber(env("BENCH_DURATION", "1"))     -- s per wrk run (wrk takes whole seconds)
 local WARMUP = tonumber(env("BENCH_WARMUP", QUICK and "0" or "1"))  -- s per (workers, op), impls at once
@@ -145,6 +153,7 @@ if CLUSTER_MODE == "only" and not CLUSTER then
 end
 local DURABILITY = (DURABILITY_MODE == "only" or (DURABILITY_MODE == "1" and not ONLY))
                    and with_one_worker("durability")
+local STATS = (STATS_MODE == "only" or (STATS_MODE == "1" and not ONLY)) and with_one_worker("stats")
 local WITH_UPSTREAM_CLUSTER = false
 if CLUSTER then
   local has = true
@@ -164,6 +173,7 @@ end
 local SIDES = {}
 if CLUSTER then SIDES[#SIDES + 1] = CLUSTER_PLAN end
 if DURABILITY then SIDES[#SIDES + 1] = DURABILITY_PLAN end
+if STATS then SIDES[#SIDES + 1] = STATS_PLAN end
 local CLUSTER_PASSWORD = os.getenv("HIREDIS_TEST_CLUSTER_PASSWORD")
 local CLUSTER_LOCK_ZONE = "redis_cluster_slot_locks"
 local IMPLS = {}
@@ -210,6 +220,7 @@ local function locations()
     "location = /bench/errors { content_by_lua_block { B.report_errors() } }",
     "location = /bench/count { content_by_lua_block { B.count() } }",
     "location = /bench/info { content_by_lua_block { B.info() } }",
+    "location = /bench/stats_on { content_by_lua_block { B.stats_on() } }",
   }
   for _, impl in ipairs(IMPLS) do
     for op in pairs(report.OP_NAMES) do
@@ -508,6 +519,16 @@ local function durability_pass(srv, rep)
   r:stop()
 end
 
+-- The statistics rows' pass: their sessions written; counting is on again afterwards
+-- (the handler turns it off for cq and nq; the other rows count, as by default).
+local function stats_pass(srv, rep)
+  flush()
+  for _, op in ipairs(STATS_PLAN.ops) do populate(op, STATS_PLAN.impls) end
+  local ok, err = pcall(side_pass, srv, STATS_PLAN, rep)
+  http_get(srv, "/bench/stats_on")
+  if not ok then error(err, 0) end
+end
+
 -- Profile mode --------------------------------------------------------------
 
 local function profile(impl, op, conc, seconds, workers)
@@ -613,6 +634,7 @@ for _, workers in ipairs(plan.workers) do
       -- the cluster rows and the durability rows, in the same pass
       if cluster_here then side_pass(srv, CLUSTER_PLAN, rep) end
       if DURABILITY and workers == DURABILITY_PLAN.workers then durability_pass(srv, rep) end
+      if STATS and workers == STATS_PLAN.workers then stats_pass(srv, rep) end
     end
   end)
   local nginx_errors = srv:errors()

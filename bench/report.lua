@@ -352,24 +352,13 @@ local function cluster_table(add, info, crows)
   end
 end
 
--- The durability table (`info.durability` = { settings }): per row every implementation's
--- figures, then the ratios of those with WAIT to their bases (cw/co, nw/na).
-local function durability_table(add, info, drows)
+-- A table of implementations against their bases (`rows.bases`: cw/co, nw/na...): per
+-- row every implementation's figures, then the ratios of each to its base.
+local function ratio_table(add, rows)
   add("")
-  add("Durable writes: cw and nw = co and na as above with `" .. info.durability.settings .. "`, so each "
-      .. "write ends with `WAIT` in the same round trip. For these rows only a replica (a throwaway "
-      .. "`redis-server --replicaof` on loopback, attached before the rows of each repetition and stopped "
-      .. "after them) follows the single Redis, and co and na run with it too: the ratios (cw/co, nw/na) are "
-      .. "what waiting for it costs, and the other tables measure a master without a replica (the "
-      .. "replication work is redis-server's, not the nginx worker's). The same wrk settings and repetitions, "
-      .. "each repetition's durability rows after its other rows; storage CPU = CPU minus the no-op "
-      .. "handler's measured in the same pass at the same connections. Every cw / nw request must have sent "
-      .. "one `WAIT` and co / na none (give or take the requests in flight when a run ends), and a write the "
-      .. "replica did not acknowledge in time is an error (`write not durable`): either invalidates the row.")
-  add("")
-  local impls, pairs_ = drows.impls, {}
+  local impls, pairs_ = rows.impls, {}
   for _, impl in ipairs(impls) do
-    local base = drows.bases[impl]
+    local base = rows.bases[impl]
     if base and base ~= impl then pairs_[#pairs_ + 1] = { impl, base } end
   end
   local names, ratio_names = table.concat(impls, " / "), {}
@@ -379,7 +368,7 @@ local function durability_table(add, info, drows)
       .. ratio_names .. " | p99 " .. names .. " | p99 " .. ratio_names .. " | CPU µs/req " .. names
       .. " | no-op CPU | storage µs/req " .. names .. " | storage CPU " .. ratio_names .. " | valid |")
   add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-  for _, row in ipairs(drows) do
+  for _, row in ipairs(rows) do
     local function figures(name, fmt)
       local out = {}
       for i, impl in ipairs(impls) do
@@ -403,9 +392,35 @@ local function durability_table(add, info, drows)
   end
 end
 
-local SIDE_TABLES = { cluster = cluster_table, durability = durability_table }
+-- The durability table (`info.durability` = { settings }).
+local function durability_table(add, info, drows)
+  add("")
+  add("Durable writes: cw and nw = co and na as above with `" .. info.durability.settings .. "`, so each "
+      .. "write ends with `WAIT` in the same round trip. For these rows only a replica (a throwaway "
+      .. "`redis-server --replicaof` on loopback, attached before the rows of each repetition and stopped "
+      .. "after them) follows the single Redis, and co and na run with it too: the ratios (cw/co, nw/na) are "
+      .. "what waiting for it costs, and the other tables measure a master without a replica (the "
+      .. "replication work is redis-server's, not the nginx worker's). The same wrk settings and repetitions, "
+      .. "each repetition's durability rows after its other rows; storage CPU = CPU minus the no-op "
+      .. "handler's measured in the same pass at the same connections. Every cw / nw request must have sent "
+      .. "one `WAIT` and co / na none (give or take the requests in flight when a run ends), and a write the "
+      .. "replica did not acknowledge in time is an error (`write not durable`): either invalidates the row.")
+  ratio_table(add, drows)
+end
+
+-- The statistics table: what counting (stats()) costs.
+local function stats_table(add, _, srows)
+  add("")
+  add("Statistics: co and na as above, counting on (the default); cq and nq the same calls with counting "
+      .. "off (`stats_enabled(false)`). The ratios co/cq and na/nq are what `stats()` costs per call. The same "
+      .. "wrk settings and repetitions, each repetition's statistics rows after its other rows, interleaved; "
+      .. "storage CPU = CPU minus the no-op handler's measured in the same pass at the same connections.")
+  ratio_table(add, srows)
+end
+
+local SIDE_TABLES = { cluster = cluster_table, durability = durability_table, stats = stats_table }
 -- how the closing count names them
-local SIDE_NAMES = { cluster = "Redis Cluster", durability = "durability" }
+local SIDE_NAMES = { cluster = "Redis Cluster", durability = "durability", stats = "statistics" }
 
 ---
 -- The markdown report: machine, settings, the HTTP table, what pipelining gains, the

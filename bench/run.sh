@@ -22,6 +22,9 @@
 #                                 wait_timeout = 1000) with a replica attached to the single Redis for
 #                                 these rows only (bench/replica.lua): 1 (default) with the other rows,
 #                                 0 none, only: nothing else (both only: the cluster and durability rows)
+#     BENCH_STATS=1|0|only        the statistics rows (get and set at 32 and 128 connections, 32 quick;
+#                                 1 worker): cq and co, nq and na, the same calls with counting off and
+#                                 on (stats_enabled): what stats() costs; 1 (default), 0 none, only
 #     BENCH_README=0|1            rewrite README.md's section (default: only after a full run)
 #   bench/run.sh --profile [IMPL [OP [CONC [SECONDS [WORKERS]]]]]
 #                                 perf record -g on the workers under load, top symbols
@@ -78,10 +81,11 @@ if [[ "${1:-}" == "--profile" ]]; then
 fi
 
 started=$(date +%s)
-CLUSTER_MODE="${BENCH_CLUSTER:-1}" DURABILITY_MODE="${BENCH_DURABILITY:-1}"
+CLUSTER_MODE="${BENCH_CLUSTER:-1}" DURABILITY_MODE="${BENCH_DURABILITY:-1}" STATS_MODE="${BENCH_STATS:-1}"
 servers=plain,cluster
-# no cluster when its rows do not run (BENCH_CLUSTER=0, or only the durability rows)
-[[ "$CLUSTER_MODE" == 0 || ( "$DURABILITY_MODE" == only && "$CLUSTER_MODE" != only ) ]] && servers=plain
+# no cluster when its rows do not run (BENCH_CLUSTER=0, or only the durability or statistics rows)
+[[ "$CLUSTER_MODE" == 0 || ( ( "$DURABILITY_MODE" == only || "$STATS_MODE" == only ) && "$CLUSTER_MODE" != only ) ]] \
+    && servers=plain
 # the cluster is made while the single-node rows run (the benchmark waits for it)
 export WITH_SERVERS_CLUSTER_BACKGROUND=1
 spec/support/with-servers.sh --only "$servers" luajit bench/http_bench.lua &
@@ -89,8 +93,8 @@ CMD_PID=$!
 wait "$CMD_PID"
 CMD_PID=""
 
-if [[ "$CLUSTER_MODE" == only || "$DURABILITY_MODE" == only ]]; then
-    echo "bench: cluster or durability rows only: no chart (it shows the single-node rows)" >&2
+if [[ "$CLUSTER_MODE" == only || "$DURABILITY_MODE" == only || "$STATS_MODE" == only ]]; then
+    echo "bench: cluster, durability or statistics rows only: no chart (it shows the single-node rows)" >&2
 elif command -v gnuplot >/dev/null; then
     gnuplot -e "datafile='$RESULTS/chart.dat'; outfile='$RESULTS/results.png'" bench/chart.gp
     echo "bench: chart in $RESULTS/results.png" >&2
@@ -104,7 +108,7 @@ for knob in BENCH_QUICK BENCH_OPS BENCH_CONC BENCH_WORKERS BENCH_REPS BENCH_DURA
     [[ -n "${!knob:-}" && "$knob" != BENCH_RESULTS ]] && full=0
 done
 [[ "$RESULTS" != bench/results ]] && full=0
-[[ "$CLUSTER_MODE" != 1 || "$DURABILITY_MODE" != 1 ]] && full=0
+[[ "$CLUSTER_MODE" != 1 || "$DURABILITY_MODE" != 1 || "$STATS_MODE" != 1 ]] && full=0
 if [[ "${BENCH_README:-$full}" == 1 ]]; then
     luajit bench/update_readme.lua "$RESULTS"
 fi
