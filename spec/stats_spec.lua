@@ -200,6 +200,27 @@ describe("stats()", function()
         assert.equal(1, hiredis.stats().ops.get.calls)
     end)
 
+    it("allocates nothing per counted call (JIT on and off)", function()
+        local impl = function(_, name) return name end
+        local counted = stats.counted("get", impl)
+        for _, mode in ipairs({ "on", "off" }) do
+            if jit then
+                if mode == "on" then jit.on(counted, true) else jit.off(counted, true) end
+            end
+            for _ = 1, 1000 do counted(nil, "warm") end
+            collectgarbage()
+            collectgarbage("stop")
+            local before = collectgarbage("count")
+            for _ = 1, 20000 do counted(nil, "x") end
+            local grown = (collectgarbage("count") - before) * 1024
+            collectgarbage("restart")
+            -- an allocation per call would be 16 bytes or more: 320000 at least (what
+            -- grows here is the JIT's own trace records)
+            assert.is_true(grown < 20000, string.format("JIT %s: %d bytes for 20000 calls", mode, grown))
+        end
+        if jit then jit.on(stats.counted, true) end
+    end)
+
     it("classifies error messages", function()
         for err, class in pairs({
             ["invalid key: must be a string"] = "config",
