@@ -108,6 +108,38 @@ elseif _M.redis_missing then
     io.stderr:write("upstream: resty.session.redis specs skipped: ", _M.redis_missing, "\n")
 end
 
+-- Another library of ../shared/third_party (its directory there, e.g. "nginx-lua-prometheus"):
+-- from UPSTREAM_LUA_PATH when that is set, else from ../shared/third_party/<dir>/lib, else
+-- from the Lua path busted runs with (where `luarocks install <rock>` puts it). Returns an
+-- absolute Lua path entry that loads all of `modules`, or nil and why not (`rock`: what to
+-- install).
+function _M.library(dir, modules, rock)
+    rock = rock or dir
+    local candidates = {}
+    if _M.origin == "UPSTREAM_LUA_PATH" then
+        candidates[1] = { _M.lua_path, "UPSTREAM_LUA_PATH" }
+    else
+        candidates[1] = { to_lua_path("../shared/third_party/" .. dir .. "/lib"), "../shared/third_party/" .. dir }
+        candidates[2] = { package.path, "the Lua path" }
+    end
+    for _, c in ipairs(candidates) do
+        -- one template of the path that loads every module: nginx gets just that one
+        -- (";;" and relative entries would mean something else to it)
+        for template in c[1]:gmatch("[^;]+") do
+            local all = template:find("?", 1, true) ~= nil
+            for _, module in ipairs(modules) do
+                if all and not find(module, template) then all = false end
+            end
+            if all then return absolute(template) end
+        end
+    end
+    local where = {}
+    for _, c in ipairs(candidates) do where[#where + 1] = c[2] end
+    return nil, string.format("%s not found in %s (`luarocks install %s`, or set UPSTREAM_LUA_PATH to "
+                              .. "the share/lua/5.1 of the LuaRocks tree that has it)",
+                              modules[1], table.concat(where, " nor "), rock)
+end
+
 -- `it` when the upstream libraries are there (needs_redis: upstream's redis storage
 -- too), else a pending test that says why.
 -- (busted's `it` and `pending` live in the calling spec's environment.)
