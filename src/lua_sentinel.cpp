@@ -204,12 +204,25 @@ std::optional<std::string> string_field(lua_State* L, int idx, const char* name)
     return value;
 }
 
+// A sentinel target's TLS settings (its ssl_* and server_name fields).
+TlsSettings tls_fields(lua_State* L, int idx) {
+    TlsSettings tls;
+    tls.verify = boolean_field(L, idx, "ssl_verify");
+    tls.server_name = string_field(L, idx, "server_name").value_or("");
+    tls.trusted_certificate = string_field(L, idx, "ssl_trusted_certificate").value_or("");
+    tls.client_cert = string_field(L, idx, "ssl_client_cert").value_or("");
+    tls.client_priv_key = string_field(L, idx, "ssl_client_priv_key").value_or("");
+    return tls;
+}
+
 // core.ask_sentinels(targets, ask, master_name) over the native transport:
 // push_choice's results, never "failover" ("master" then has a 5th result, true
 // when the address is the replica a failover in progress promotes). Sets
 // targets[i].failure to why sentinel i did not answer, or nil.
 // target = { host, port, pool, username, password, force_auth, retry,
-// connect_timeout, send_timeout, read_timeout, keepalive_timeout, pool_size }.
+// connect_timeout, send_timeout, read_timeout, keepalive_timeout, pool_size, ssl,
+// ssl_verify, server_name, ssl_trusted_certificate, ssl_client_cert,
+// ssl_client_priv_key }.
 int ask_native(lua_State* L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
@@ -225,6 +238,8 @@ int ask_native(lua_State* L) {
             target.username = string_field(L, t, "username");
             target.password = string_field(L, t, "password");
             target.force_auth = boolean_field(L, t, "force_auth");
+            target.ssl = boolean_field(L, t, "ssl");
+            if (target.ssl) target.tls = tls_fields(L, t);
             target.retry = boolean_field(L, t, "retry");
             target.connect_timeout = number_field(L, t, "connect_timeout");
             target.send_timeout = number_field(L, t, "send_timeout");
@@ -250,11 +265,14 @@ int ask_native(lua_State* L) {
     });
 }
 
-// core.sentinel_pool_name(host, port, username, password, custom_pool)
+// core.sentinel_pool_name(host, port, username, password, custom_pool[, tls]):
+// tls = the target's TLS fields (ssl, ssl_verify, server_name, ...), when any.
 int pool_name(lua_State* L) {
+    std::optional<TlsSettings> tls;
+    if (lua_istable(L, 6) && boolean_field(L, 6, "ssl")) tls = tls_fields(L, 6);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         const std::string name = sentinel_pool_name(to_string(L, 1), static_cast<int>(luaL_checknumber(L, 2)),
-                                                    opt_string(L, 3), opt_string(L, 4), opt_string(L, 5));
+                                                    opt_string(L, 3), opt_string(L, 4), opt_string(L, 5), tls);
         lua_pushlstring(L, name.data(), name.size());
         return 1;
     });

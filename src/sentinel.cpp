@@ -310,12 +310,22 @@ namespace rsh {
 
 std::string sentinel_pool_name(const std::string& host, int port, const std::optional<std::string>& username,
                                const std::optional<std::string>& password,
-                               const std::optional<std::string>& custom_pool) {
+                               const std::optional<std::string>& custom_pool,
+                               const std::optional<TlsSettings>& tls) {
     Config identity;
     identity.host = host;
     identity.port = port;
     identity.username = username;
     identity.password = password;
+    if (tls) {
+        auto set = [](const std::string& v) { return v.empty() ? std::nullopt : std::optional<std::string>(v); };
+        identity.ssl = true;
+        identity.ssl_verify = tls->verify;
+        identity.server_name = set(tls->server_name);
+        identity.ssl_trusted_certificate = set(tls->trusted_certificate);
+        identity.ssl_client_cert = set(tls->client_cert);
+        identity.ssl_client_priv_key = set(tls->client_priv_key);
+    }
     std::string name = "sentinel|";
     if (custom_pool) name += *custom_pool + "|";
     return name + identity.pool_name();

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "config.hpp"
 #include "resp.hpp"
 
 namespace rsh {
@@ -175,10 +176,12 @@ private:
 namespace rsh {
 
 // The pool of connections to one sentinel: its endpoint and the sentinel
-// identity (a digest of the password), under the user's `pool` when given.
-// Never equal to a data pool name: sentinel and data connections never mix.
+// identity (a digest of the password, the TLS settings when `tls`), under the
+// user's `pool` when given. Never equal to a data pool name: sentinel and data
+// connections never mix.
 std::string sentinel_pool_name(const std::string& host, int port, const std::optional<std::string>& username,
                                const std::optional<std::string>& password,
-                               const std::optional<std::string>& custom_pool);
+                               const std::optional<std::string>& custom_pool,
+                               const std::optional<TlsSettings>& tls = std::nullopt);
 
 }  // namespace rsh

@@ -40,6 +40,8 @@ void start(const SentinelTarget& target, SentinelRound& round, std::size_t i, Ex
     Endpoint endpoint;
     endpoint.host = target.host;
     endpoint.port = target.port;
+    endpoint.ssl = target.ssl;
+    if (target.ssl) endpoint.tls = target.tls;
     PoolOptions options;
     options.size = static_cast<std::size_t>(target.pool_size);
     Pool<Connection>& pool = sentinel_pools().get(target.pool_name, options.size);

@@ -18,6 +18,8 @@ struct SentinelTarget {
     std::string pool_name;  // sentinel_pool_name(...)
     std::optional<std::string> username, password;
     bool force_auth = false;
+    bool ssl = false;   // TLS to this sentinel, with these settings
+    TlsSettings tls;
     bool retry = false;  // failed lately: asked last, within the round's retry budget
     double connect_timeout = 0, send_timeout = 0, read_timeout = 0, keepalive_timeout = 0;
     int pool_size = 30;

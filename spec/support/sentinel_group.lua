@@ -51,6 +51,42 @@ function _M.config(extra)
     return conf
 end
 
+-- The TLS-only group ("tlsmaster") and the group's sentinels' TLS ports (see
+-- with-sentinels.sh), when with-servers.sh made the test certificates.
+local function port_list(text)
+    local list = {}
+    for p in (text or ""):gmatch("%d+") do
+        list[#list + 1] = { host = "127.0.0.1", port = tonumber(p) }
+    end
+    return list
+end
+_M.tls = {
+    sentinels = port_list(os.getenv("HIREDIS_SENTINEL_TLS_PORTS")),
+    mixed_sentinels = port_list(os.getenv("HIREDIS_SENTINEL_MIXED_TLS_PORTS")),
+    data = port_list(os.getenv("HIREDIS_SENTINEL_TLS_DATA_PORTS")),
+    ca = os.getenv("HIREDIS_SENTINEL_TLS_CA"),
+    certs = os.getenv("HIREDIS_TEST_CERTS"),
+}
+_M.tls.available = #_M.tls.sentinels > 0
+_M.tls.why_absent = "no TLS sentinel group (HIREDIS_SENTINEL_TLS_PORTS unset): run with-sentinels.sh under "
+    .. "with-servers.sh with a TLS server (make test does)"
+
+-- The module's configuration for the TLS-only group: TLS everywhere, verified
+-- with the tests' CA (native transport; nginx has lua_ssl_trusted_certificate).
+function _M.tls.config(extra)
+    local conf = _M.config({
+        master = "tlsmaster",
+        sentinels = _M.tls.sentinels,
+        ssl = true,
+        ssl_verify = true,
+        ssl_trusted_certificate = _M.tls.ca,
+    })
+    for k, v in pairs(extra or {}) do
+        conf[k] = v
+    end
+    return conf
+end
+
 function _M.raw_sentinel(i)
     return assert(raw.connect(_M.sentinel_ports[i or 1], { password = _M.sentinel_password }))
 end

@@ -10,6 +10,16 @@
 # as started), HIREDIS_SENTINEL_DIR (configs, logs; a server a spec restarts writes
 # its pid to <dir>/<name>.pid so that it is stopped here too). Always stops every
 # process it or a spec started and removes the directory. Exits with CMD's status.
+#
+# With the test certificates of with-servers.sh (HIREDIS_TEST_CERTS, when it runs a
+# TLS server), also:
+#   - the sentinels above listen on a TLS port too (a mixed deployment: TLS to the
+#     sentinels, plain data nodes): HIREDIS_SENTINEL_MIXED_TLS_PORTS;
+#   - a TLS-only group, "tlsmaster": master and replica with `port 0` and `tls-port`,
+#     replicating over TLS, three sentinels with `port 0` and `tls-port` reaching them
+#     over TLS (tls-replication): HIREDIS_SENTINEL_TLS_PORTS, HIREDIS_SENTINEL_TLS_DATA_PORTS
+#     ("master,replica"), the same passwords; the servers' certificate is for
+#     127.0.0.1/localhost, signed by HIREDIS_SENTINEL_TLS_CA; no client certificate needed.
 set -euo pipefail
 
 if [[ $# -eq 0 ]]; then
@@ -94,6 +104,18 @@ wait_pong() {
     return 1
 }
 
+CERTS="${HIREDIS_TEST_CERTS:-}"
+with_tls=0
+[[ -n "$CERTS" && -f "$CERTS/server.crt" && -f "$CERTS/ca.crt" ]] && with_tls=1
+
+# TLS settings of a server (or sentinel) of the tests' CA.
+tls_config() {
+    echo "tls-cert-file $CERTS/server.crt"
+    echo "tls-key-file $CERTS/server.key"
+    echo "tls-ca-cert-file $CERTS/ca.crt"
+    echo "tls-auth-clients no"
+}
+
 free_port; MASTER_PORT=$FREE_PORT
 free_port; REPLICA_PORT=$FREE_PORT
 for name in master replica; do
@@ -115,11 +137,18 @@ for name in master replica; do
 done
 
 SENTINEL_PORTS=()
+MIXED_TLS_PORTS=()
 for i in 1 2 3; do
     free_port
     SENTINEL_PORTS+=("$FREE_PORT")
     {
         common_config "sentinel$i" "$FREE_PORT"
+        if [[ $with_tls -eq 1 ]]; then
+            free_port
+            MIXED_TLS_PORTS+=("$FREE_PORT")
+            echo "tls-port $FREE_PORT"
+            tls_config
+        fi
         echo "sentinel monitor mymaster 127.0.0.1 $MASTER_PORT 2"
         echo "sentinel auth-pass mymaster $MASTER_PASSWORD"
         echo "sentinel down-after-milliseconds mymaster 2000"
@@ -147,6 +176,75 @@ for i in $(seq 1 200); do
     sleep 0.1
 done
 [[ $ready -eq 1 ]] || { log "sentinel group not ready"; tail -5 "$DIR"/sentinel1.log >&2; exit 1; }
+
+# The TLS-only group.
+if [[ $with_tls -eq 1 ]]; then
+    TLS_CLI=(--tls --cacert "$CERTS/ca.crt")
+    free_port; TLS_MASTER_PORT=$FREE_PORT
+    free_port; TLS_REPLICA_PORT=$FREE_PORT
+    for name in tlsmaster tlsreplica; do
+        port=$TLS_MASTER_PORT
+        [[ $name == tlsreplica ]] && port=$TLS_REPLICA_PORT
+        {
+            common_config "$name" 0
+            echo "tls-port $port"
+            tls_config
+            echo "tls-replication yes"
+            echo "save \"\""
+            echo "appendonly no"
+            echo "requirepass $MASTER_PASSWORD"
+            echo "masterauth $MASTER_PASSWORD"
+            echo "repl-diskless-sync yes"
+            echo "repl-diskless-sync-delay 0"
+            [[ $name == tlsreplica ]] && echo "replicaof 127.0.0.1 $TLS_MASTER_PORT"
+        } >"$DIR/$name.conf"
+        redis-server "$DIR/$name.conf" >>"$DIR/$name.out" 2>&1
+        wait_pong "${TLS_CLI[@]}" -p "$port" -a "$MASTER_PASSWORD" \
+            || { log "$name did not start"; tail -5 "$DIR/$name.log" >&2; exit 1; }
+    done
+    TLS_SENTINEL_PORTS=()
+    for i in 1 2 3; do
+        free_port
+        TLS_SENTINEL_PORTS+=("$FREE_PORT")
+        {
+            common_config "tlssentinel$i" 0
+            echo "tls-port $FREE_PORT"
+            tls_config
+            echo "tls-replication yes"
+            echo "sentinel monitor tlsmaster 127.0.0.1 $TLS_MASTER_PORT 2"
+            echo "sentinel auth-pass tlsmaster $MASTER_PASSWORD"
+            echo "sentinel down-after-milliseconds tlsmaster 2000"
+            echo "sentinel failover-timeout tlsmaster 6000"
+            echo "requirepass $SENTINEL_PASSWORD"
+        } >"$DIR/tlssentinel$i.conf"
+        redis-server "$DIR/tlssentinel$i.conf" --sentinel >>"$DIR/tlssentinel$i.out" 2>&1
+    done
+    for port in "${TLS_SENTINEL_PORTS[@]}"; do
+        wait_pong "${TLS_CLI[@]}" -p "$port" -a "$SENTINEL_PASSWORD" \
+            || { log "TLS sentinel on $port did not start"; exit 1; }
+    done
+    ready=0
+    for i in $(seq 1 200); do
+        ready=1
+        [[ "$(redis-cli --no-auth-warning "${TLS_CLI[@]}" -p "$TLS_REPLICA_PORT" -a "$MASTER_PASSWORD" \
+              info replication 2>/dev/null | tr -d '\r' | grep '^master_link_status:')" == "master_link_status:up" ]] \
+            || ready=0
+        for port in "${TLS_SENTINEL_PORTS[@]}"; do
+            info=$(redis-cli --no-auth-warning "${TLS_CLI[@]}" -p "$port" -a "$SENTINEL_PASSWORD" info sentinel \
+                   2>/dev/null | tr -d '\r')
+            [[ "$info" == *"slaves=1,sentinels=3"* ]] || ready=0
+        done
+        [[ $ready -eq 1 ]] && break
+        sleep 0.1
+    done
+    [[ $ready -eq 1 ]] || { log "TLS sentinel group not ready"; tail -5 "$DIR"/tlssentinel1.log >&2; exit 1; }
+    export HIREDIS_SENTINEL_TLS_PORTS HIREDIS_SENTINEL_MIXED_TLS_PORTS
+    HIREDIS_SENTINEL_TLS_PORTS=$(IFS=,; echo "${TLS_SENTINEL_PORTS[*]}")
+    HIREDIS_SENTINEL_MIXED_TLS_PORTS=$(IFS=,; echo "${MIXED_TLS_PORTS[*]}")
+    export HIREDIS_SENTINEL_TLS_DATA_PORTS="$TLS_MASTER_PORT,$TLS_REPLICA_PORT"
+    export HIREDIS_SENTINEL_TLS_CA="$CERTS/ca.crt"
+    log "TLS sentinel group ready: master=$TLS_MASTER_PORT replica=$TLS_REPLICA_PORT sentinels=$HIREDIS_SENTINEL_TLS_PORTS"
+fi
 
 export HIREDIS_SENTINEL_PORTS
 HIREDIS_SENTINEL_PORTS=$(IFS=,; echo "${SENTINEL_PORTS[*]}")

@@ -257,7 +257,9 @@ local function first_handshake(sock, inst)
   return version
 end
 
--- TLS on a new connection, within connect_timeout.
+-- TLS on a new connection, within connect_timeout. view: { server_name,
+-- ssl_verify, ssl_client_cert, ssl_client_priv_key } (the sentinel storage's
+-- connections to its sentinels use it too).
 local function start_tls(sock, view)
   local cert_path, key_path = view.ssl_client_cert, view.ssl_client_priv_key
   if cert_path and key_path then
@@ -273,6 +275,7 @@ local function start_tls(sock, view)
   -- false: no session reuse, and a plain `true` on success
   return sock:sslhandshake(false, view.server_name, view.ssl_verify)
 end
+_M.start_tls = start_tls
 
 -- A cosocket connected (or taken from nginx's pool) with the view's timeouts.
 -- Returns sock, reused_times, or nil, err.

@@ -79,8 +79,11 @@
 -- * Methods, results and error handling as `resty.session.hiredis` (`true` from
 --   `set`/`delete`; errors inside a transaction are errors).
 -- * Works in every nginx phase and outside nginx (upstream needs cosockets).
--- * Sentinels are reached without TLS (`ssl`, `ssl_verify`, `server_name` apply to
---   the Redis servers); upstream passes the same connection options to both.
+-- * TLS to the sentinels as upstream: `ssl`, `ssl_verify` and `server_name` (and
+--   `ssl_trusted_certificate`, `ssl_client_cert`, `ssl_client_priv_key`) apply to the
+--   sentinels as to the Redis servers; `sentinel_ssl`, `sentinel_ssl_verify` and
+--   `sentinel_server_name` (added) override them for the sentinels alone (TLS
+--   sentinels in front of plain servers, or the other way round).
 -- * The configuration is checked at `new` (an error naming the field); the instance
 --   is read-only, as upstream's.
 --
@@ -119,9 +122,23 @@
 -- @tfield[opt] number pool_size Idle connections kept per pool (default `30`).
 -- @tfield[opt] number backlog Waiters per pool for a connection when `pool_size` are
 -- open (default `nil`: no limit).
--- @tfield[opt] boolean ssl TLS to the Redis servers (default `false`).
--- @tfield[opt] boolean ssl_verify Verify the servers' certificates (default `nil`: off).
--- @tfield[opt] string server_name SNI and the name verified (default `nil`).
+-- @tfield[opt] boolean ssl TLS to the Redis servers and, unless `sentinel_ssl` says
+-- otherwise, to the sentinels (default `false`).
+-- @tfield[opt] boolean ssl_verify Verify the certificates (servers; sentinels unless
+-- `sentinel_ssl_verify`) (default `nil`: off). Inside nginx the CA comes from
+-- `lua_ssl_trusted_certificate`, and names are checked, not IP addresses.
+-- @tfield[opt] string server_name SNI and the name verified (servers; sentinels unless
+-- `sentinel_server_name`) (default `nil`: the host).
+-- @tfield[opt] string ssl_trusted_certificate *Extension.* As in `resty.session.hiredis`
+-- (native transport), for the servers and the sentinels.
+-- @tfield[opt] string ssl_client_cert *Extension.* As in `resty.session.hiredis`, for the
+-- servers and the sentinels; needs `ssl_client_priv_key`.
+-- @tfield[opt] string ssl_client_priv_key *Extension.* Its private key.
+-- @tfield[opt] boolean sentinel_ssl *Extension.* TLS to the sentinels (default `nil`: as `ssl`).
+-- @tfield[opt] boolean sentinel_ssl_verify *Extension.* Verify the sentinels' certificates
+-- (default `nil`: as `ssl_verify`).
+-- @tfield[opt] string sentinel_server_name *Extension.* SNI and the name verified for the
+-- sentinels (default `nil`: as `server_name`, else each sentinel's host).
 -- @tfield[opt] boolean force_auth `AUTH` on every call (default `nil`).
 -- @tfield[opt] number sentinel_cache_ttl *Extension.* Seconds a master (or replica)
 -- address is reused without asking a sentinel, per worker (default `0`: ask on every
@@ -159,6 +176,7 @@ local sub = string.sub
 
 local serves = cosocket.serves
 local cosocket_call = cosocket.call
+local start_tls = cosocket.start_tls
 local SET, GET, DELETE, READ_METADATA = cosocket.SET, cosocket.GET, cosocket.DELETE, cosocket.READ_METADATA
 local counts = stats.counts
 local counted_sentinel = counts.sentinel
@@ -176,7 +194,8 @@ local _M = {
 local DATA_FIELDS = {
   "prefix", "suffix", "username", "password", "database", "connect_timeout", "send_timeout",
   "read_timeout", "keepalive_timeout", "pool_size", "backlog", "ssl", "ssl_verify", "server_name",
-  "force_auth", "transport", "pipelining", "max_reply_size", "wait_replicas", "wait_timeout",
+  "ssl_trusted_certificate", "ssl_client_cert", "ssl_client_priv_key", "force_auth", "transport",
+  "pipelining", "max_reply_size", "wait_replicas", "wait_timeout",
 }
 
 -- ---------------------------------------------------------------------------
@@ -191,6 +210,14 @@ local function optional_string(conf, field)
   local value = conf[field]
   if value ~= nil and type(value) ~= "string" then
     invalid(field, "must be a string")
+  end
+  return value
+end
+
+local function optional_boolean(conf, field)
+  local value = conf[field]
+  if value ~= nil and type(value) ~= "boolean" then
+    invalid(field, "must be a boolean")
   end
   return value
 end
@@ -327,6 +354,13 @@ local function send_query(round, i, target, left)
     return nil, err
   end
   local reused = sock:getreusedtimes() > 0
+  if target.ssl and not reused then
+    local shaken, terr = start_tls(sock, target.tls_view)
+    if not shaken then
+      sock:close()
+      return nil, terr
+    end
+  end
   local request = round:prepare(i, target.username, target.password, not reused or target.force_auth)
   local sent
   sent, err = sock:send(request)
@@ -730,6 +764,9 @@ local function build(conf)
   if pool == "" then
     invalid("pool", "must not be empty")
   end
+  local sentinel_ssl = optional_boolean(conf, "sentinel_ssl")
+  local sentinel_ssl_verify = optional_boolean(conf, "sentinel_ssl_verify")
+  local sentinel_server_name = optional_string(conf, "sentinel_server_name")
   local entries = read_sentinels(conf)
 
   -- the data fields are validated by the core, as for a single node
@@ -748,16 +785,48 @@ local function build(conf)
   fields.sentinel_cache_ttl = cache_ttl
   fields.pool = pool
 
+  -- TLS to the sentinels: the data nodes' settings (as upstream passes its connection
+  -- options to both), each overridable by its sentinel_ field
+  local tls = {
+    ssl = sentinel_ssl,
+    ssl_verify = sentinel_ssl_verify,
+    server_name = sentinel_server_name,
+  }
+  if tls.ssl == nil then tls.ssl = fields.ssl == true end
+  if tls.ssl_verify == nil then tls.ssl_verify = fields.ssl_verify == true end
+  if tls.server_name == nil then tls.server_name = fields.server_name end
+  if tls.ssl then
+    tls.ssl_trusted_certificate = fields.ssl_trusted_certificate
+    tls.ssl_client_cert = fields.ssl_client_cert
+    tls.ssl_client_priv_key = fields.ssl_client_priv_key
+  end
+  fields.sentinel_ssl = sentinel_ssl
+  fields.sentinel_ssl_verify = sentinel_ssl_verify
+  fields.sentinel_server_name = sentinel_server_name
+
   local order = {}
   for i, entry in ipairs(entries) do
     local username = entry.username or sentinel_username
     local password = entry.password or sentinel_password
-    local sentinel_pool = core.sentinel_pool_name(entry.host, entry.port, username, password, pool)
+    local sentinel_pool = core.sentinel_pool_name(entry.host, entry.port, username, password, pool,
+                                                  tls.ssl and tls or nil)
     order[i] = {
       host = entry.host,
       port = entry.port,
       username = username,
       password = password,
+      ssl = tls.ssl,
+      ssl_verify = tls.ssl_verify,
+      server_name = tls.server_name,  -- native: nil means the host
+      tls_view = tls.ssl and {        -- cosockets (the CA: lua_ssl_trusted_certificate)
+        server_name = tls.server_name or entry.host,
+        ssl_verify = tls.ssl_verify,
+        ssl_client_cert = tls.ssl_client_cert,
+        ssl_client_priv_key = tls.ssl_client_priv_key,
+      } or nil,
+      ssl_trusted_certificate = tls.ssl_trusted_certificate,
+      ssl_client_cert = tls.ssl_client_cert,
+      ssl_client_priv_key = tls.ssl_client_priv_key,
       force_auth = fields.force_auth == true,
       pool = sentinel_pool,
       connect_options = { pool = sentinel_pool, pool_size = fields.pool_size, backlog = fields.backlog },
