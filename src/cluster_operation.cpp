@@ -66,13 +66,25 @@ bool ClusterOperation::split_by_key(std::size_t index) {
 
 void ClusterOperation::start(const Operation& loaded, const KeyNaming& naming,
                              std::shared_ptr<ClusterTopology> topology, ClusterPolicy policy) {
+    loaded_ = &loaded;
+    naming_ = &naming;
+    topology_ = std::move(topology);
+    policy_ = policy;
+    rounds_ = 0;
+    build();
+}
+
+void ClusterOperation::build() {
+    const Operation& loaded = *loaded_;
+    const KeyNaming& naming = *naming_;
+    // Redis < 7.0 (no CLUSTER SHARDS, no EXPIRE NX/GT/LT): the same guarantees by script
+    built_for_redis7_ = topology_->use_shards();
+    rebuild_ = false;
     phases_.clear();
     phase_ = 0;
     batches_.clear();
     to_split_.clear();
     split_ = false;
-    topology_ = std::move(topology);
-    policy_ = policy;
     redirections_ = 0;
     refresh_ = false;
     backoffs_ = 0;
@@ -95,14 +107,22 @@ void ClusterOperation::start(const Operation& loaded, const KeyNaming& naming,
                 add(0, meta_key_, {"ZREMRANGEBYSCORE", meta_key_, "0", score.view()});
                 add(0, meta_key_, {"ZADD", meta_key_, new_score.view(), set->key});
                 // Never shorten the zset's life: a short session must not expire long ones.
-                add(0, meta_key_, {"EXPIRE", meta_key_, ttl.view(), "NX"});
-                add(0, meta_key_, {"EXPIRE", meta_key_, ttl.view(), "GT"});
+                if (built_for_redis7_) {
+                    add(0, meta_key_, {"EXPIRE", meta_key_, ttl.view(), "NX"});
+                    add(0, meta_key_, {"EXPIRE", meta_key_, ttl.view(), "GT"});
+                } else {
+                    add(0, meta_key_, {"EVAL", ttl_script::kExtend, "1", meta_key_, ttl.view()});
+                }
             }
         }
         if (set->old_key) {
             const NumberText stale(static_cast<double>(set->stale_ttl));
             naming.session_key_into(key_, set->name, *set->old_key);
-            add(1, key_, {"EXPIRE", key_, stale.view(), "LT"});
+            if (built_for_redis7_) {
+                add(1, key_, {"EXPIRE", key_, stale.view(), "LT"});
+            } else {
+                add(1, key_, {"EVAL", ttl_script::kShorten, "1", key_, stale.view()});
+            }
             if (set->metadata) {
                 for (const auto& [audience, subject] : set->metadata->entries) {
                     naming.metadata_key_into(meta_key_, set->name, audience, subject);
@@ -148,6 +168,9 @@ void ClusterOperation::start(const Operation& loaded, const KeyNaming& naming,
 }
 
 bool ClusterOperation::plan_round() {
+    // The first call on a cluster is built before its slot map is loaded: when
+    // that load found a cluster older than Redis 7.0, build again before sending.
+    if (rounds_++ == 0 && !finished_ && built_for_redis7_ != topology_->use_shards()) build();
     batches_.clear();
     if (finished_) return false;
     auto map = topology_->map();
@@ -212,6 +235,15 @@ ClusterOperation::Verdict ClusterOperation::redirect(Group& group, const std::st
         } else {
             group.ask = *target;  // this call only: the map keeps the slot's owner
         }
+        return Verdict::Retry;
+    }
+    if (built_for_redis7_ && starts_with(error, "ERR wrong number of arguments for 'expire'")) {
+        // A master older than Redis 7.0 behind a CLUSTER SHARDS that answered (a
+        // cluster being upgraded): nothing ran (the transaction was refused at queue
+        // time); the whole call again, in the script forms from now on.
+        topology_->shards_unsupported();
+        will_retry(error);
+        rebuild_ = true;
         return Verdict::Retry;
     }
     if (starts_with(error, "TRYAGAIN") || starts_with(error, "CLUSTERDOWN") || starts_with(error, "LOADING")) {
@@ -340,6 +372,12 @@ void ClusterOperation::node_failed(std::size_t batch, const std::string& error, 
 RoundOutcome ClusterOperation::end_round() {
     RoundOutcome outcome;
     batches_.clear();
+    if (rebuild_ && !finished_) {
+        rebuild_ = false;
+        stats::bump(stats::Counter::ClusterRetries);
+        build();  // every command is idempotent: groups done already go again
+        return outcome;
+    }
     if (!finished_) {
         std::sort(to_split_.rbegin(), to_split_.rend());  // later indexes first: appends keep earlier ones
         for (std::size_t index : to_split_) split_by_key(index);

@@ -111,11 +111,19 @@ private:
     std::vector<NodeBatch> batches_;
     // Records why this round asks for another one.
     void will_retry(const std::string& error);
+    // The call's groups and phases from the loaded operation, in the command forms
+    // of the cluster's version.
+    void build();
 
     std::vector<std::size_t> to_split_;
     std::optional<Group> merged_tail_;   // the remove phase folded into a one-slot call  // groups that got ASK with several keys
     std::shared_ptr<ClusterTopology> topology_;
     ClusterPolicy policy_;
+    const Operation* loaded_ = nullptr;  // the call's arguments (the driver's, outliving the call)
+    const KeyNaming* naming_ = nullptr;
+    bool built_for_redis7_ = true;
+    bool rebuild_ = false;  // a server refused the Redis 7.0 forms: build again
+    int rounds_ = 0;
     Answer answer_ = Answer::Ok;
     int redirections_ = 0;
     bool split_ = false;

@@ -238,12 +238,12 @@ void Operation::build_main(std::optional<long long> old_ttl) {
                 commands_.add({"ZREMRANGEBYSCORE", meta_key_, "0", score.view()});
                 commands_.add({"ZADD", meta_key_, new_score.view(), set_.key});
                 if (set_.old_key) commands_.add({"ZREM", meta_key_, *set_.old_key});
+                // Never shorten the zset's life: a short session must not expire long ones.
                 if (redis7) {
-                    // Never shorten the zset's life: a short session must not expire long ones.
                     commands_.add({"EXPIRE", meta_key_, ttl.view(), "NX"});
                     commands_.add({"EXPIRE", meta_key_, ttl.view(), "GT"});
                 } else {
-                    commands_.add({"EXPIRE", meta_key_, ttl.view()});
+                    commands_.add({"EVAL", ttl_script::kExtend, "1", meta_key_, ttl.view()});
                 }
             }
         }

@@ -22,6 +22,23 @@ namespace rsh {
 constexpr long kRedis7 = 70000;
 long parse_redis_version(const std::string& text);
 
+// What EXPIRE's NX, GT and LT (Redis 7.0) do, for older servers: EVAL <script> 1
+// <key> <seconds>, inside the same MULTI/EXEC, with the same integer reply (1 set,
+// 0 not). Compared to the millisecond, as EXPIRE compares.
+namespace ttl_script {
+// EXPIRE key ttl NX + EXPIRE key ttl GT: extend the key's life, never shorten it
+// (a key without a TTL gets one; a missing key is left alone).
+inline constexpr std::string_view kExtend =
+    "local t = redis.call('PTTL', KEYS[1]) "
+    "if t == -1 or (t >= 0 and t < tonumber(ARGV[1]) * 1000) then "
+    "return redis.call('EXPIRE', KEYS[1], ARGV[1]) end return 0";
+// EXPIRE key ttl LT: shorten only (a key without a TTL counts as infinite).
+inline constexpr std::string_view kShorten =
+    "local t = redis.call('PTTL', KEYS[1]) "
+    "if t == -1 or t > tonumber(ARGV[1]) * 1000 then "
+    "return redis.call('EXPIRE', KEYS[1], ARGV[1]) end return 0";
+}  // namespace ttl_script
+
 struct Metadata {
     std::vector<std::pair<std::string, std::string>> entries;  // (audience, subject)
 };

@@ -48,6 +48,98 @@ rsh::KeyNaming prefix(const string& p) { return rsh::KeyNaming{p, std::nullopt};
 
 // sessions:session:abc is slot 8350 (b); sessions:session:web:alice slot 11094 (c);
 // sessions:session:old is computed below.
+// A cluster older than Redis 7.0 (no CLUSTER SHARDS): EXPIRE NX/GT/LT by script,
+// also when the first call was built before the slot map load found it out.
+TEST(ClusterOperation, RedisBefore7UsesTtlScripts) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    auto& args = loaded.start_set(naming);
+    args.name = "session";
+    args.key = "abc";
+    args.value = "v";
+    args.ttl = 60;
+    args.current_time = 1000;
+    args.old_key = "old";
+    args.stale_ttl = 10;
+    args.metadata = rsh::Metadata{{{"web", "alice"}}};
+    const string meta = "sessions:session:web:alice";
+    const string extend = cmd({"EVAL", string(rsh::ttl_script::kExtend), "1", meta, "60"});
+    const string shorten = cmd({"EVAL", string(rsh::ttl_script::kShorten), "1", "sessions:session:old", "10"});
+    for (bool known_before_start : {true, false}) {
+        SCOPED_TRACE(known_before_start);
+        ClusterOperation op;
+        auto topology = three_masters();
+        if (known_before_start) topology->shards_unsupported();
+        op.start(loaded, naming, topology, {});
+        if (!known_before_start) topology->shards_unsupported();  // the first refresh, before any send
+        ASSERT_TRUE(op.plan_round());
+        string all;
+        for (auto& b : op.batches()) all += b.commands.bytes();
+        EXPECT_NE(all.find(extend), string::npos);
+        EXPECT_EQ(all.find("NX"), string::npos);
+        for (std::size_t i = 0; i < op.batches().size(); ++i) {
+            auto r = replies(op.batches()[i].node == kC
+                                 ? "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n:0\r\n:1\r\n:1\r\n"
+                                 : "+OK\r\n");
+            op.node_replies(i, r);
+        }
+        ASSERT_FALSE(op.end_round().finished);
+        ASSERT_TRUE(op.plan_round());
+        all.clear();
+        for (auto& b : op.batches()) all += b.commands.bytes();
+        EXPECT_NE(all.find(shorten), string::npos);
+        EXPECT_EQ(all.find(" LT"), string::npos);
+        for (std::size_t i = 0; i < op.batches().size(); ++i) {
+            auto r = replies(":1\r\n");
+            op.node_replies(i, r);
+        }
+        EXPECT_TRUE(op.end_round().finished);
+        EXPECT_EQ(op.result().kind, Result::Kind::Ok);
+    }
+}
+
+// A Redis 6 master in a cluster whose CLUSTER SHARDS answered (an upgrade under
+// way) refuses EXPIRE NX at queue time: the call goes again in the script forms.
+TEST(ClusterOperation, ExpireFlagsRefusedSwitchesToTtlScripts) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    auto& args = loaded.start_set(naming);
+    args.name = "session";
+    args.key = "abc";
+    args.value = "v";
+    args.ttl = 60;
+    args.current_time = 1000;
+    args.metadata = rsh::Metadata{{{"web", "alice"}}};
+    const string meta = "sessions:session:web:alice";
+    ClusterOperation op;
+    auto topology = three_masters();
+    op.start(loaded, naming, topology, {});
+    ASSERT_TRUE(op.plan_round());
+    for (std::size_t i = 0; i < op.batches().size(); ++i) {
+        const string arity = "-ERR wrong number of arguments for 'expire' command\r\n";
+        auto r = replies(op.batches()[i].node == kC
+                             ? "+OK\r\n+QUEUED\r\n+QUEUED\r\n" + arity + arity +
+                                   "-EXECABORT Transaction discarded because of previous errors.\r\n"
+                             : "+OK\r\n");
+        op.node_replies(i, r);
+    }
+    ASSERT_FALSE(op.end_round().finished);
+    EXPECT_FALSE(topology->use_shards());
+    ASSERT_TRUE(op.plan_round());
+    string all;
+    for (auto& b : op.batches()) all += b.commands.bytes();
+    EXPECT_NE(all.find(cmd({"EVAL", string(rsh::ttl_script::kExtend), "1", meta, "60"})), string::npos);
+    EXPECT_EQ(all.find("NX"), string::npos);
+    for (std::size_t i = 0; i < op.batches().size(); ++i) {
+        auto r = replies(op.batches()[i].node == kC
+                             ? "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n:0\r\n:1\r\n:1\r\n"
+                             : "+OK\r\n");
+        op.node_replies(i, r);
+    }
+    EXPECT_TRUE(op.end_round().finished);
+    EXPECT_EQ(op.result().kind, Result::Kind::Ok);
+}
+
 TEST(ClusterOperation, SetSplitsIntoAddPhaseThenRemovePhase) {
     auto naming = prefix("sessions");
     rsh::Operation loaded;
@@ -287,6 +379,28 @@ TEST(ClusterOperation, TryAgainAndClusterDownBackOff) {
     EXPECT_GT(second.backoff_ms, first.backoff_ms);
     EXPECT_TRUE(second.refresh);
     EXPECT_EQ(op.last_retry_error(), "CLUSTERDOWN The cluster is down");
+}
+
+// Valkey words its errors its own way ("Valkey is loading..."): the error code,
+// the first word, is what counts.
+TEST(ClusterOperation, LoadingBacksOffWhateverTheServerSays) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    auto& args = loaded.start_get(naming);
+    args.name = "session";
+    args.key = "abc";
+    for (const string error : {"LOADING Redis is loading the dataset in memory",
+                               "LOADING Valkey is loading the dataset in memory"}) {
+        ClusterOperation op;
+        op.start(loaded, naming, three_masters(), {});
+        ASSERT_TRUE(op.plan_round());
+        auto loading = replies("-" + error + "\r\n");
+        op.node_replies(0, loading);
+        auto outcome = op.end_round();
+        EXPECT_FALSE(outcome.finished) << error;
+        EXPECT_GT(outcome.backoff_ms, 0) << error;
+        EXPECT_EQ(op.last_retry_error(), error);
+    }
 }
 
 TEST(ClusterOperation, NodeFailuresRetryUpToMaxConnectionAttempts) {
