@@ -77,8 +77,13 @@ describe("sentinel over TLS in nginx", function()
         local out = run(wrong_ca, "return { H.hiredis.new(ARGS.cfg):get('session', 'k') }",
                         { cfg = cosocket_config() })
         assert.is_nil(out[1])
-        -- nginx words it as for the data nodes: "19: self-signed certificate in certificate chain"
-        assert.matches("^no hosts available: %d+: self%-signed certificate", out[2])
+        -- nginx words it as for the data nodes: "19: self-signed certificate in certificate
+        -- chain". Now and then (about 1 handshake in 10 here) nginx reports a sentinel's
+        -- handshake complete and the sentinel then closes the connection before answering:
+        -- the call fails all the same, and the round reports "closed" when that sentinel's
+        -- error is the one it names.
+        assert.is_truthy(out[2]:match("^no hosts available: %d+: self%-signed certificate")
+                         or out[2] == "no hosts available: closed", out[2])
     end)
 
     it("verifies the sentinels' name against sentinel_server_name", function()
