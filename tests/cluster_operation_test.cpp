@@ -46,6 +46,21 @@ std::shared_ptr<rsh::ClusterTopology> three_masters() {
 
 rsh::KeyNaming prefix(const string& p) { return rsh::KeyNaming{p, std::nullopt}; }
 
+// set("session", "abc", "v", 60, 1000[, "old", 10]) with metadata { web = alice }.
+void load_set_with_metadata(rsh::Operation& loaded, const rsh::KeyNaming& naming, bool with_old_key) {
+    auto& args = loaded.start_set(naming);
+    args.name = "session";
+    args.key = "abc";
+    args.value = "v";
+    args.ttl = 60;
+    args.current_time = 1000;
+    if (with_old_key) {
+        args.old_key = "old";
+        args.stale_ttl = 10;
+    }
+    args.metadata = rsh::Metadata{{{"web", "alice"}}};
+}
+
 // sessions:session:abc is slot 8350 (b); sessions:session:web:alice slot 11094 (c);
 // sessions:session:old is computed below.
 // A cluster older than Redis 7.0 (no CLUSTER SHARDS): EXPIRE NX/GT/LT by script,
@@ -53,15 +68,7 @@ rsh::KeyNaming prefix(const string& p) { return rsh::KeyNaming{p, std::nullopt};
 TEST(ClusterOperation, RedisBefore7UsesTtlScripts) {
     auto naming = prefix("sessions");
     rsh::Operation loaded;
-    auto& args = loaded.start_set(naming);
-    args.name = "session";
-    args.key = "abc";
-    args.value = "v";
-    args.ttl = 60;
-    args.current_time = 1000;
-    args.old_key = "old";
-    args.stale_ttl = 10;
-    args.metadata = rsh::Metadata{{{"web", "alice"}}};
+    load_set_with_metadata(loaded, naming, true);
     const string meta = "sessions:session:web:alice";
     const string extend = cmd({"EVAL", string(rsh::ttl_script::kExtend), "1", meta, "60"});
     const string shorten = cmd({"EVAL", string(rsh::ttl_script::kShorten), "1", "sessions:session:old", "10"});
@@ -103,13 +110,7 @@ TEST(ClusterOperation, RedisBefore7UsesTtlScripts) {
 TEST(ClusterOperation, ExpireFlagsRefusedSwitchesToTtlScripts) {
     auto naming = prefix("sessions");
     rsh::Operation loaded;
-    auto& args = loaded.start_set(naming);
-    args.name = "session";
-    args.key = "abc";
-    args.value = "v";
-    args.ttl = 60;
-    args.current_time = 1000;
-    args.metadata = rsh::Metadata{{{"web", "alice"}}};
+    load_set_with_metadata(loaded, naming, false);
     const string meta = "sessions:session:web:alice";
     ClusterOperation op;
     auto topology = three_masters();
@@ -143,15 +144,7 @@ TEST(ClusterOperation, ExpireFlagsRefusedSwitchesToTtlScripts) {
 TEST(ClusterOperation, SetSplitsIntoAddPhaseThenRemovePhase) {
     auto naming = prefix("sessions");
     rsh::Operation loaded;
-    auto& args = loaded.start_set(naming);
-    args.name = "session";
-    args.key = "abc";
-    args.value = "v";
-    args.ttl = 60;
-    args.current_time = 1000;
-    args.old_key = "old";
-    args.stale_ttl = 10;
-    args.metadata = rsh::Metadata{{{"web", "alice"}}};
+    load_set_with_metadata(loaded, naming, true);
     ClusterOperation op;
     auto topology = three_masters();
     op.start(loaded, naming, topology, {});
