@@ -1,7 +1,8 @@
 -- Redis < 7 command forms, exercised against a real server: one started with
 -- HELLO renamed away answers it like Redis 5 ("unknown command"), so the server
--- version stays unknown, which selects upstream's sequence (TTL first, plain
--- EXPIRE) instead of EXPIRE ... LT / NX / GT.
+-- version stays unknown, which selects the forms for Redis < 7: upstream's
+-- sequence for old_key (TTL first, plain EXPIRE) instead of EXPIRE ... LT, and a
+-- script instead of EXPIRE ... NX / GT for the metadata set's TTL.
 local helpers = require "helpers"
 local hiredis = require "resty.session.hiredis"
 
@@ -58,16 +59,25 @@ describe("server version unknown (HELLO refused): Redis < 7 command forms", func
     assert.equal(-1, r:call("TTL", name .. ":old"))
   end)
 
-  it("sets the metadata TTL with a plain EXPIRE (a shorter session shortens it)", function()
+  it("extends the metadata TTL by script, never shortens it (a shorter session keeps the longer TTL)", function()
     local now = os.time()
     local meta = { audiences = { "aud" }, subjects = { "sub" } }
-    assert.is_true(storage:set(name, "k1", "v", 3600, now, nil, nil, meta))
-    assert.is_true(storage:set(name, "k2", "v", 100, now, nil, nil, meta))
+    local evals = helpers.command_calls(r, "eval")
+    assert.is_true(storage:set(name, "k1", "v", 100, now, nil, nil, meta))
     local ttl = r:call("TTL", name .. ":aud:sub")
-    assert.is_true(ttl > 0 and ttl <= 100, "metadata ttl " .. tostring(ttl))
+    assert.is_true(ttl > 90 and ttl <= 100, "metadata ttl " .. tostring(ttl))
+    assert.is_true(storage:set(name, "k2", "v", 3600, now, nil, nil, meta))
+    ttl = r:call("TTL", name .. ":aud:sub")
+    assert.is_true(ttl > 3500 and ttl <= 3600, "metadata ttl " .. tostring(ttl))
+    assert.is_true(storage:set(name, "k3", "v", 100, now, nil, nil, meta))
+    ttl = r:call("TTL", name .. ":aud:sub")
+    assert.is_true(ttl > 3500 and ttl <= 3600, "metadata ttl " .. tostring(ttl))
+    assert.equal(evals + 3, helpers.command_calls(r, "eval"))
+    assert.is_true(storage:set(name, "k1", "v", 100, now, nil, nil, meta))
     local members = storage:read_metadata(name, "aud", "sub", now)
-    assert.equal(tostring(now + 3600), members.k1)
-    assert.equal(tostring(now + 100), members.k2)
+    assert.equal(tostring(now + 100), members.k1)
+    assert.equal(tostring(now + 3600), members.k2)
+    assert.equal(tostring(now + 100), members.k3)
   end)
 end)
 
