@@ -212,7 +212,7 @@ for server in "${servers[@]}"; do
 done
 
 echo
-echo "servers: per server (version from INFO server; busted counts; wall seconds with the servers' setup):"
+echo "servers: per server (version from INFO server; busted counts; wall seconds, fetching and the servers' start included):"
 for server in "${servers[@]}"; do
     printf '%-8s %-16s %s (%s s)\n' "$server" "${VERSION[$server]:--}" "${RESULT[$server]}" "${SECONDS_OF[$server]:--}"
     [[ -f "$SERVERS_DIR/$server.log" ]] && failures_of "$SERVERS_DIR/$server.log"
