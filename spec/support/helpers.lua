@@ -62,6 +62,18 @@ function _M.raw_acl()
     return _M.raw(_M.acl_port, { username = _M.acl_user, password = _M.acl_password })
 end
 
+-- The ACL rules that grant a user everything (keys, Pub/Sub channels, commands) on the
+-- server of raw client r: "&*" is Redis 6.2's, which 6.0 refuses (make servers runs 6.0;
+-- every channel is open to every user there). For ACL SETUSER, as its last arguments.
+function _M.acl_everything(r)
+    local info = assert(r:call("INFO", "server"))
+    local major, minor = info:match("redis_version:(%d+)%.(%d+)")
+    if tonumber(major) * 100 + tonumber(minor) < 602 then
+        return "~*", "+@all"
+    end
+    return "~*", "&*", "+@all"
+end
+
 -- Ids (as a sorted array of strings) of the normal connections other than the
 -- raw client's own, optionally filtered (e.g. { db = "1", user = "app" }).
 function _M.other_ids(r, filter)

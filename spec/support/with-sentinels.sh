@@ -30,6 +30,10 @@ for tool in redis-server redis-cli; do
     command -v "$tool" >/dev/null || { echo "with-sentinels: $tool not found (make deps)" >&2; exit 2; }
 done
 
+# SERVER_VERSION and the directives that depend on it
+# shellcheck source=spec/support/server-release.sh
+. "$(dirname "${BASH_SOURCE[0]}")/server-release.sh"
+
 DIR="$(mktemp -d "${TMPDIR:-/tmp}/rsh-sentinel.XXXXXX")"
 MASTER_PASSWORD="master-$RANDOM$RANDOM"
 SENTINEL_PASSWORD="sentinel-$RANDOM$RANDOM"
@@ -129,7 +133,7 @@ for name in master replica; do
         echo "masterauth $MASTER_PASSWORD"
         echo "repl-diskless-sync yes"
         echo "repl-diskless-sync-delay 0"
-        echo "enable-debug-command yes"
+        debug_directive
         [[ $name == replica ]] && echo "replicaof 127.0.0.1 $MASTER_PORT"
     } >"$DIR/$name.conf"
     redis-server "$DIR/$name.conf" >>"$DIR/$name.out" 2>&1

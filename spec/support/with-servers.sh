@@ -52,6 +52,10 @@ for tool in redis-server redis-cli; do
     command -v "$tool" >/dev/null || { echo "with-servers: $tool not found (make deps)" >&2; exit 2; }
 done
 
+# SERVER_VERSION and the directives that depend on it
+# shellcheck source=spec/support/server-release.sh
+. "$(dirname "${BASH_SOURCE[0]}")/server-release.sh"
+
 TMP_ROOT="$(mktemp -d "${TMPDIR:-/tmp}/rsh.XXXXXX")"
 declare -A PIDS=()
 declare -A PORTS=()
@@ -155,6 +159,13 @@ keyUsage = critical,digitalSignature,keyEncipherment
 extendedKeyUsage = serverAuth
 subjectAltName = DNS:localhost,IP:127.0.0.1,IP:::1
 subjectKeyIdentifier = hash
+[node]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth,clientAuth
+subjectAltName = DNS:localhost,IP:127.0.0.1,IP:::1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
 [client]
 basicConstraints = CA:FALSE
 keyUsage = critical,digitalSignature,keyEncipherment
@@ -162,8 +173,9 @@ extendedKeyUsage = clientAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 EOF
-    local name
-    for name in ca server other self client; do
+    local name signed="server other client"
+    [[ $SERVER_VERSION -ge 602 ]] || signed+=" node"
+    for name in ca self $signed; do
         openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$CERTS/$name.key" 2>/dev/null
     done
     openssl req -new -x509 -config "$cnf" -extensions ca -key "$CERTS/ca.key" \
@@ -171,9 +183,9 @@ EOF
     openssl req -new -x509 -config "$cnf" -extensions self -key "$CERTS/self.key" \
         -subj "/CN=localhost" -days 2 -out "$CERTS/self.crt"
     local cn
-    for name in server other client; do
+    for name in $signed; do
         case "$name" in
-            server) cn=localhost ;;
+            server | node) cn=localhost ;;
             other) cn=other.invalid ;;
             client) cn=app-client ;;
         esac
@@ -204,12 +216,12 @@ write_config() {
     local name=$1 port=$2 conf="$TMP_ROOT/$1.conf"
     mkdir -p "$TMP_ROOT/$name.data"
     {
-        echo "bind 127.0.0.1 -::1"
+        bind_directive
         echo "protected-mode no"
         echo "daemonize no"
         echo "save \"\""
         echo "appendonly no"
-        echo "enable-debug-command yes"
+        debug_directive
         echo "dir $TMP_ROOT/$name.data"
         echo "logfile $TMP_ROOT/$name.log"
         echo "loglevel notice"
@@ -227,7 +239,7 @@ write_config() {
                 ;;
             acl)
                 echo "requirepass $ACL_DEFAULT_PASSWORD"
-                echo "user $ACL_USER on >$ACL_PASSWORD ~* &* +@all"
+                echo "user $ACL_USER on >$ACL_PASSWORD ~*$(acl_channels) +@all"
                 ;;
             tls | tls_client | tls_other)
                 local cert=server
@@ -305,6 +317,19 @@ cluster_cli_args() {
         echo "--no-auth-warning -a $CLUSTER_PASSWORD -p $1"
     fi
 }
+# Redis 6.0 has no tls-client-cert-file: a node presents its server certificate on the
+# bus too, there one for both usages (node.crt, made for 6.0 only).
+cluster_tls_certs() {
+    if [[ $SERVER_VERSION -ge 602 ]]; then
+        echo "tls-cert-file $CERTS/server.crt"
+        echo "tls-key-file $CERTS/server.key"
+        echo "tls-client-cert-file $CERTS/client.crt"
+        echo "tls-client-key-file $CERTS/client.key"
+    else
+        echo "tls-cert-file $CERTS/node.crt"
+        echo "tls-key-file $CERTS/node.key"
+    fi
+}
 start_cluster() {
     local name=$1 dir="$TMP_ROOT/$1" i port attempt
     CLUSTER_TLS=$2
@@ -329,7 +354,7 @@ dir $dir/$port.data
 logfile $dir/$port.log
 save ""
 appendonly no
-enable-debug-command yes
+$(debug_directive)
 cluster-enabled yes
 cluster-config-file $dir/$port.data/nodes.conf
 cluster-node-timeout 2000
@@ -338,7 +363,7 @@ repl-diskless-sync yes
 repl-diskless-sync-delay 0
 requirepass $CLUSTER_PASSWORD
 masterauth $CLUSTER_PASSWORD
-user app on >$ACL_PASSWORD ~* &* +@all
+user app on >$ACL_PASSWORD ~*$(acl_channels) +@all
 EOF
             if [[ $CLUSTER_TLS -eq 1 ]]; then
                 cat >>"$dir/$port.conf" <<EOF
@@ -346,10 +371,7 @@ port 0
 tls-port $port
 tls-cluster yes
 tls-replication yes
-tls-cert-file $CERTS/server.crt
-tls-key-file $CERTS/server.key
-tls-client-cert-file $CERTS/client.crt
-tls-client-key-file $CERTS/client.key
+$(cluster_tls_certs)
 tls-ca-cert-file $CERTS/ca.crt
 tls-auth-clients no
 EOF
