@@ -123,7 +123,7 @@ hiredis1: deps
 SERVERS ?= redis6 redis8 valkey8
 SERVERS_FAILOVER ?= $(SERVERS)
 SERVERS_BUILD ?= build-servers
-SERVERS_SPECS = $(NATIVE_SPECS) $(wildcard spec/cluster/*_spec.lua) spec/nginx/sentinel_spec.lua \
+SERVERS_SPECS = $(NATIVE_SPECS) $(filter-out $(NATIVE_SPECS),$(wildcard spec/cluster/*_spec.lua)) spec/nginx/sentinel_spec.lua \
 	spec/nginx/sentinel_tls_spec.lua spec/sentinel/failover_spec.lua
 servers: deps build
 	LUAJIT=$(LUAJIT) BUSTED=$(BUSTED) SERVERS_DIR=$(SERVERS_BUILD) \

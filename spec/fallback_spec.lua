@@ -95,7 +95,7 @@ describe("server version known (Redis >= 7)", function()
     collectgarbage()
   end)
 
-  it("sends set with old_key in one round trip, without TTL", function()
+  helpers.it_since(70000, "EXPIRE's NX, GT and LT", "sends set with old_key in one round trip, without TTL", function()
     local now = os.time()
     assert.is_true(storage:set(name, "old", "v1", 3600, now))
     local ttl_calls = helpers.command_calls(r, "ttl")
@@ -105,7 +105,7 @@ describe("server version known (Redis >= 7)", function()
     assert.is_true(old_ttl > 0 and old_ttl <= 10)
   end)
 
-  it("never shortens the metadata TTL (EXPIRE NX + GT)", function()
+  helpers.it_since(70000, "EXPIRE's NX, GT and LT", "never shortens the metadata TTL (EXPIRE NX + GT)", function()
     local now = os.time()
     local meta = { audiences = { "aud" }, subjects = { "sub" } }
     assert.is_true(storage:set(name, "k1", "v", 3600, now, nil, nil, meta))

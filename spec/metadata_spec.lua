@@ -149,7 +149,8 @@ describe("metadata", function()
             assert.is_true(ttl > 0 and ttl <= 5, "old ttl raised to " .. tostring(ttl))
         end)
 
-        it("gives stale_ttl to an old key without TTL (EXPIRE LT treats it as infinite)", function()
+        h.it_since(70000, "before 7.0 the single node keeps upstream's TTL-then-EXPIRE sequence",
+                   "gives stale_ttl to an old key without TTL (EXPIRE LT treats it as infinite)", function()
             local now = os.time()
             assert.equal("OK", r:call("SET", name .. ":old", "o"))
             assert.equal(true, store:set(name, "new", "n", 600, now, "old", 30))
@@ -183,7 +184,7 @@ describe("metadata", function()
             assert.equal(multi_before + 1, h.command_calls(r, "multi"))
         end)
 
-        it("needs no TTL round trip on Redis >= 7 (EXPIRE ... LT)", function()
+        h.it_since(70000, "EXPIRE ... LT", "needs no TTL round trip on Redis >= 7 (EXPIRE ... LT)", function()
             assert.equal("OK", r:call("SET", name .. ":old", "o", "EX", 1000))
             local ttl_before = h.command_calls(r, "ttl")
             local expire_before = h.command_calls(r, "expire")

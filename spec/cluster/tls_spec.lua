@@ -92,11 +92,12 @@ describe("cluster over TLS (native)", function()
         end)
         assert.is_true(kit.wait_owner(slot, to, 5000))
 
-        local moved_before = kit.moved_errors(from)
+        local moved_before = require("resty.session.hiredis").stats().cluster.moved
         local connections_before = kit.info_number(to, "stats", "total_connections_received")
         assert.is_true(s:set("session", id, "moved-value", 300, os.time()))
-        -- the stale map sent it to `from`, which answered MOVED with its TLS port
-        assert.is_true(kit.moved_errors(from) > moved_before)
+        -- the stale map sent it to `from`, which answered MOVED with its TLS port (counted
+        -- by stats(): INFO errorstats, Redis 6.2, is not on every server make servers runs)
+        assert.is_true(require("resty.session.hiredis").stats().cluster.moved > moved_before)
         assert.is_true(kit.info_number(to, "stats", "total_connections_received") > connections_before)
         assert.equal("moved-value", kit.cli(to, "GET", s.prefix .. ":session:" .. id))
         assert.equal("moved-value", s:get("session", id))

@@ -91,10 +91,6 @@ function _M.info_number(port, section, field)
     return tonumber(_M.cli(port, "INFO", section):match(field .. ":(%d+)")) or 0
 end
 
-function _M.moved_errors(port)
-    return tonumber(_M.cli(port, "INFO", "errorstats"):match("errorstat_MOVED:count=(%d+)")) or 0
-end
-
 -- Moves an empty slot from master `from` to master `to` (IMPORTING/MIGRATING
 -- first so that the target bumps its config epoch, then SETSLOT NODE everywhere).
 function _M.move_empty_slot(slot, from, to)

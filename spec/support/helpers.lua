@@ -74,6 +74,45 @@ function _M.acl_everything(r)
     return "~*", "&*", "+@all"
 end
 
+-- The version of the test servers (make servers runs the specs against several
+-- releases), as major * 10000 + minor * 100 + patch, from the plain server's HELLO (as
+-- the module reads it; Valkey's INFO says redis_version:7.2.4 whatever its release).
+local server_version
+function _M.server_version()
+    if not server_version then
+        local r = _M.raw()
+        local hello = r:call("HELLO", "2")
+        r:close()
+        server_version = 0
+        if type(hello) == "table" then
+            for i = 1, #hello - 1, 2 do
+                if hello[i] == "version" then
+                    local major, minor, patch = tostring(hello[i + 1]):match("^(%d+)%.(%d+)%.?(%d*)")
+                    server_version = tonumber(major) * 10000 + tonumber(minor) * 100 + (tonumber(patch) or 0)
+                end
+            end
+        end
+    end
+    return server_version
+end
+
+-- it(name, fn) on servers of `version` (e.g. 70000) or later; on older ones the test
+-- is pending with the reason (what it checks does not hold there: see README's
+-- table of servers and versions).
+function _M.it_since(version, why, name, fn)
+    local spec_env = getfenv(2)  -- busted's it and pending live in the spec file's environment
+    local have = _M.server_version()
+    if have >= version then
+        return spec_env.it(name, fn)
+    end
+    local function parts(v)
+        return math.floor(v / 10000), math.floor(v / 100) % 100, v % 100
+    end
+    local major, minor = parts(version)
+    local reason = string.format("needs Redis %d.%d (%s; the server is %d.%d.%d)", major, minor, why, parts(have))
+    return spec_env.it(name, function() spec_env.pending("skipped: " .. reason) end)
+end
+
 -- Ids (as a sorted array of strings) of the normal connections other than the
 -- raw client's own, optionally filtered (e.g. { db = "1", user = "app" }).
 function _M.other_ids(r, filter)
