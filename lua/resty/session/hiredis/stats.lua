@@ -144,39 +144,37 @@ local function classify(err)
 end
 _M.classify = classify
 
-local function finish(op, t0, r1, r2)
-  local ms = clock() - t0
-  op.calls = op.calls + 1
-  if r1 == nil and r2 ~= nil then
-    op.errors = op.errors + 1
-    local class = classify(r2)
-    local errors = counts.errors
-    errors[class] = errors[class] + 1
-  end
-  local i = 1
-  while i <= NBOUNDS and ms > BOUNDS[i] do
-    i = i + 1
-  end
-  local buckets = op.counts
-  buckets[i] = buckets[i] + 1
-  op.sum_ms = op.sum_ms + ms
-  if r2 == nil then
-    return r1  -- one value, as the method returns
-  end
-  return r1, r2
-end
-
----
 -- The method `name` (set, get, delete, read_metadata) of a storage module,
--- counted: `impl(self, ...)` is the uncounted method.
+-- counted: `impl(self, ...)` is the uncounted method. The accounting is inline
+-- (no call after the method's own C call), so LuaJIT stitches it into the trace
+-- that follows that C call.
 function _M.counted(name, impl)
   local op = counts.ops[name]
+  local buckets = op.counts
+  local errors = counts.errors
   return function(self, ...)
     if not counts.on then
       return impl(self, ...)
     end
     local t0 = clock()
-    return finish(op, t0, impl(self, ...))
+    local r1, r2 = impl(self, ...)
+    local ms = clock() - t0
+    op.calls = op.calls + 1
+    if r1 == nil and r2 ~= nil then
+      op.errors = op.errors + 1
+      local class = classify(r2)
+      errors[class] = errors[class] + 1
+    end
+    local i = 1
+    while i <= NBOUNDS and ms > BOUNDS[i] do
+      i = i + 1
+    end
+    buckets[i] = buckets[i] + 1
+    op.sum_ms = op.sum_ms + ms
+    if r2 == nil then
+      return r1  -- one value, as the method returns
+    end
+    return r1, r2
   end
 end
 
