@@ -107,22 +107,15 @@ void ClusterOperation::build() {
                 add(0, meta_key_, {"ZREMRANGEBYSCORE", meta_key_, "0", score.view()});
                 add(0, meta_key_, {"ZADD", meta_key_, new_score.view(), set->key});
                 // Never shorten the zset's life: a short session must not expire long ones.
-                if (built_for_redis7_) {
-                    add(0, meta_key_, {"EXPIRE", meta_key_, ttl.view(), "NX"});
-                    add(0, meta_key_, {"EXPIRE", meta_key_, ttl.view(), "GT"});
-                } else {
-                    add(0, meta_key_, {"EVAL", ttl_script::kExtend, "1", meta_key_, ttl.view()});
-                }
+                ttl_script::add_extend([&](std::initializer_list<std::string_view> args) { add(0, meta_key_, args); },
+                                       meta_key_, ttl.view(), built_for_redis7_);
             }
         }
         if (set->old_key) {
             const NumberText stale(static_cast<double>(set->stale_ttl));
             naming.session_key_into(key_, set->name, *set->old_key);
-            if (built_for_redis7_) {
-                add(1, key_, {"EXPIRE", key_, stale.view(), "LT"});
-            } else {
-                add(1, key_, {"EVAL", ttl_script::kShorten, "1", key_, stale.view()});
-            }
+            ttl_script::add_shorten([&](std::initializer_list<std::string_view> args) { add(1, key_, args); },
+                                    key_, stale.view(), built_for_redis7_);
             if (set->metadata) {
                 for (const auto& [audience, subject] : set->metadata->entries) {
                     naming.metadata_key_into(meta_key_, set->name, audience, subject);

@@ -268,9 +268,9 @@ int ask_native(lua_State* L) {
 // core.sentinel_pool_name(host, port, username, password, custom_pool[, tls]):
 // tls = the target's TLS fields (ssl, ssl_verify, server_name, ...), when any.
 int pool_name(lua_State* L) {
-    std::optional<TlsSettings> tls;
-    if (lua_istable(L, 6) && boolean_field(L, 6, "ssl")) tls = tls_fields(L, 6);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        std::optional<TlsSettings> tls;
+        if (lua_istable(L, 6) && boolean_field(L, 6, "ssl")) tls = tls_fields(L, 6);
         const std::string name = sentinel_pool_name(to_string(L, 1), static_cast<int>(luaL_checknumber(L, 2)),
                                                     opt_string(L, 3), opt_string(L, 4), opt_string(L, 5), tls);
         lua_pushlstring(L, name.data(), name.size());

@@ -239,12 +239,8 @@ void Operation::build_main(std::optional<long long> old_ttl) {
                 commands_.add({"ZADD", meta_key_, new_score.view(), set_.key});
                 if (set_.old_key) commands_.add({"ZREM", meta_key_, *set_.old_key});
                 // Never shorten the zset's life: a short session must not expire long ones.
-                if (redis7) {
-                    commands_.add({"EXPIRE", meta_key_, ttl.view(), "NX"});
-                    commands_.add({"EXPIRE", meta_key_, ttl.view(), "GT"});
-                } else {
-                    commands_.add({"EVAL", ttl_script::kExtend, "1", meta_key_, ttl.view()});
-                }
+                ttl_script::add_extend([&](std::initializer_list<std::string_view> args) { commands_.add(args); },
+                                       meta_key_, ttl.view(), redis7);
             }
         }
         commands_.add({"EXEC"});

@@ -37,6 +37,28 @@ inline constexpr std::string_view kShorten =
     "local t = redis.call('PTTL', KEYS[1]) "
     "if t == -1 or t > tonumber(ARGV[1]) * 1000 then "
     "return redis.call('EXPIRE', KEYS[1], ARGV[1]) end return 0";
+
+// The commands that extend key's TTL to `seconds` and never shorten it, in the
+// server's form, through add({ args... }) (a CommandBuffer's or a cluster group's).
+template <class Add>
+void add_extend(Add&& add, std::string_view key, std::string_view seconds, bool redis7) {
+    if (redis7) {
+        add({"EXPIRE", key, seconds, "NX"});
+        add({"EXPIRE", key, seconds, "GT"});
+    } else {
+        add({"EVAL", kExtend, "1", key, seconds});
+    }
+}
+
+// The command that lowers key's TTL to `seconds`, never raises it (EXPIRE ... LT).
+template <class Add>
+void add_shorten(Add&& add, std::string_view key, std::string_view seconds, bool redis7) {
+    if (redis7) {
+        add({"EXPIRE", key, seconds, "LT"});
+    } else {
+        add({"EVAL", kShorten, "1", key, seconds});
+    }
+}
 }  // namespace ttl_script
 
 struct Metadata {
