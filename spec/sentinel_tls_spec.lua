@@ -33,14 +33,7 @@ local function every_method(s, name)
     }
 end
 
-local function assert_every_method(out)
-    assert.same({ true }, out.set)
-    assert.same({ "v" }, out.get)
-    assert.is_table(out.listed[1])
-    assert.is_string(out.listed[1].k)
-    assert.same({ true }, out.deleted)
-    assert.same({ [1] = nil }, out.gone)
-end
+local assert_every_method = require("sentinel_cases").assert_every_method
 
 describe("sentinel over TLS", function()
     it("serves every method through a TLS-only group with ssl = true, verified with a CA", function()

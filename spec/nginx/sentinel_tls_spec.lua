@@ -30,14 +30,7 @@ local EVERY_METHOD = [[
     }
 ]]
 
-local function assert_every_method(out)
-    assert.same({ true }, out.set)
-    assert.same({ "v" }, out.get)
-    assert.is_table(out.listed[1])
-    assert.is_string(out.listed[1].k)
-    assert.same({ true }, out.deleted)
-    assert.same({}, out.gone)
-end
+local assert_every_method = require("sentinel_cases").assert_every_method
 
 -- cosockets verify against lua_ssl_trusted_certificate: no file in the configuration
 local function cosocket_config(extra)

@@ -33,6 +33,18 @@ function _M.set_answer(fake_port, named, epoch, promoted)
 end
 local set_answer = _M.set_answer
 
+-- The results of set (with metadata), get, read_metadata, delete, then get again,
+-- of one session "k" = "v" under audience "aud" and subject "sub", as the TLS
+-- sentinel specs collect them ({ set = { results }, get = ..., listed, deleted, gone }).
+function _M.assert_every_method(out)
+    assert.same({ true }, out.set)
+    assert.same({ "v" }, out.get)
+    assert.is_table(out.listed[1])
+    assert.is_string(out.listed[1].k)
+    assert.same({ true }, out.deleted)
+    assert.same({}, out.gone)
+end
+
 local function fake(port)
     return { host = "127.0.0.1", port = port }
 end

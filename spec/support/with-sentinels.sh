@@ -168,18 +168,27 @@ done
 
 # Ready when the replica is in sync and every sentinel sees the replica and the
 # two other sentinels (a killed master then gets its quorum and a leader).
-ready=0
-for i in $(seq 1 200); do
-    ready=1
-    [[ "$(redis-cli --no-auth-warning -p "$REPLICA_PORT" -a "$MASTER_PASSWORD" info replication 2>/dev/null | tr -d '\r' | grep '^master_link_status:')" == "master_link_status:up" ]] || ready=0
-    for port in "${SENTINEL_PORTS[@]}"; do
-        info=$(redis-cli --no-auth-warning -p "$port" -a "$SENTINEL_PASSWORD" info sentinel 2>/dev/null | tr -d '\r')
-        [[ "$info" == *"slaves=1,sentinels=3"* ]] || ready=0
+#   group_ready NAME LOG REPLICA_PORT "SENTINEL_PORT..." [redis-cli options...]
+group_ready() {
+    local name=$1 logfile=$2 replica=$3 sentinels=$4 i port info ready=0
+    shift 4
+    for i in $(seq 1 200); do
+        ready=1
+        [[ "$(redis-cli --no-auth-warning "$@" -p "$replica" -a "$MASTER_PASSWORD" info replication 2>/dev/null |
+              tr -d '\r' | grep '^master_link_status:')" == "master_link_status:up" ]] || ready=0
+        for port in $sentinels; do
+            info=$(redis-cli --no-auth-warning "$@" -p "$port" -a "$SENTINEL_PASSWORD" info sentinel 2>/dev/null |
+                   tr -d '\r')
+            [[ "$info" == *"slaves=1,sentinels=3"* ]] || ready=0
+        done
+        [[ $ready -eq 1 ]] && return 0
+        sleep 0.1
     done
-    [[ $ready -eq 1 ]] && break
-    sleep 0.1
-done
-[[ $ready -eq 1 ]] || { log "sentinel group not ready"; tail -5 "$DIR"/sentinel1.log >&2; exit 1; }
+    log "$name not ready"
+    tail -5 "$logfile" >&2
+    exit 1
+}
+group_ready "sentinel group" "$DIR/sentinel1.log" "$REPLICA_PORT" "${SENTINEL_PORTS[*]}"
 
 # The TLS-only group.
 if [[ $with_tls -eq 1 ]]; then
@@ -227,21 +236,8 @@ if [[ $with_tls -eq 1 ]]; then
         wait_pong "${TLS_CLI[@]}" -p "$port" -a "$SENTINEL_PASSWORD" \
             || { log "TLS sentinel on $port did not start"; exit 1; }
     done
-    ready=0
-    for i in $(seq 1 200); do
-        ready=1
-        [[ "$(redis-cli --no-auth-warning "${TLS_CLI[@]}" -p "$TLS_REPLICA_PORT" -a "$MASTER_PASSWORD" \
-              info replication 2>/dev/null | tr -d '\r' | grep '^master_link_status:')" == "master_link_status:up" ]] \
-            || ready=0
-        for port in "${TLS_SENTINEL_PORTS[@]}"; do
-            info=$(redis-cli --no-auth-warning "${TLS_CLI[@]}" -p "$port" -a "$SENTINEL_PASSWORD" info sentinel \
-                   2>/dev/null | tr -d '\r')
-            [[ "$info" == *"slaves=1,sentinels=3"* ]] || ready=0
-        done
-        [[ $ready -eq 1 ]] && break
-        sleep 0.1
-    done
-    [[ $ready -eq 1 ]] || { log "TLS sentinel group not ready"; tail -5 "$DIR"/tlssentinel1.log >&2; exit 1; }
+    group_ready "TLS sentinel group" "$DIR/tlssentinel1.log" "$TLS_REPLICA_PORT" "${TLS_SENTINEL_PORTS[*]}" \
+        "${TLS_CLI[@]}"
     export HIREDIS_SENTINEL_TLS_PORTS HIREDIS_SENTINEL_MIXED_TLS_PORTS
     HIREDIS_SENTINEL_TLS_PORTS=$(IFS=,; echo "${TLS_SENTINEL_PORTS[*]}")
     HIREDIS_SENTINEL_MIXED_TLS_PORTS=$(IFS=,; echo "${MIXED_TLS_PORTS[*]}")
