@@ -29,10 +29,7 @@ const NodeTarget& ClusterClient::target(const NodeAddress& node) {
 }
 
 std::string ClusterClient::refresh() {
-    std::vector<NodeAddress> candidates = topology_->map()->nodes();
-    for (const auto& seed : config_.nodes) {
-        if (std::find(candidates.begin(), candidates.end(), seed) == candidates.end()) candidates.push_back(seed);
-    }
+    const std::vector<NodeAddress> candidates = topology_->refresh_candidates(config_.nodes);
     std::string last_error = "no cluster node answered";
     int failures = 0;
     for (const auto& node : candidates) {

@@ -194,10 +194,28 @@ bool ClusterOperation::plan_round() {
         batch->groups.push_back(i);
         group.pending_send = true;
     }
-    if (waits()) {
-        for (NodeBatch& batch : batches_) add_wait(batch.commands, policy_.durability);
+    for (NodeBatch& batch : batches_) {
+        if (topology_->suspected(batch.node)) {
+            batch.probe = true;
+            batch.commands.clear();
+            batch.commands.add({"PING"});
+        } else if (waits()) {
+            add_wait(batch.commands, policy_.durability);
+        }
     }
     return true;
+}
+
+void ClusterOperation::probe_answered(const NodeBatch& batch, const Reply& reply) {
+    auto& groups = phases_[phase_];
+    for (std::size_t index : batch.groups) groups[index].pending_send = false;
+    if (reply.is_error()) {  // LOADING, MASTERDOWN...: not ready yet
+        will_retry(reply.str);
+        refresh_ = true;
+        backoff_ = true;
+        return;
+    }
+    topology_->cleared(batch.node);  // the groups go next round
 }
 
 ClusterOperation::Verdict ClusterOperation::redirect(Group& group, const std::string& error) {
@@ -320,6 +338,7 @@ void ClusterOperation::node_replies(std::size_t batch, std::vector<ReplyPtr>& re
         return fail("protocol error: " + std::to_string(replies.size()) + " replies for " +
                     std::to_string(batches_[batch].commands.count()) + " commands");
     }
+    if (batches_[batch].probe) return probe_answered(batches_[batch], *replies.front());
     auto& groups = phases_[phase_];
     std::size_t at = 0;
     bool wrote = false;
@@ -348,6 +367,7 @@ void ClusterOperation::node_replies(std::size_t batch, std::vector<ReplyPtr>& re
 
 void ClusterOperation::node_failed(std::size_t batch, const std::string& error, bool retryable) {
     if (finished_) return;
+    topology_->suspect(batches_[batch].node);
     auto& groups = phases_[phase_];
     for (std::size_t index : batches_[batch].groups) {
         Group& group = groups[index];

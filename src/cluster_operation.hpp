@@ -15,7 +15,9 @@
 // MOVED patches the shared slot map (and asks for one refresh); ASK resends the
 // group to the target behind ASKING, without touching the map; TRYAGAIN and
 // CLUSTERDOWN back off. Every command sent is idempotent, so a group whose node
-// failed before answering is sent again after a refresh.
+// failed before answering is sent again after a refresh. A node that failed a
+// round trip is suspect (ClusterTopology::suspect): its next batch is a lone PING,
+// and the groups go in the round after its answer.
 // An ASK for a group of several keys (keys sharing a slot: a hash-tagged
 // prefix) splits the group per key: the source still serves the keys it holds
 // and only the missing ones go to the target, so the migration's MIGRATE never
@@ -45,6 +47,7 @@ struct NodeBatch {
     NodeAddress node;
     CommandBuffer commands;           // [ASKING] [MULTI] commands [EXEC], group after group
     std::vector<std::size_t> groups;  // indexes into the operation's groups
+    bool probe = false;               // a lone PING to a suspect node: the groups wait for its answer
 };
 
 struct RoundOutcome {
@@ -105,6 +108,7 @@ private:
     bool split_by_key(std::size_t index);
     bool waits() const { return answer_ == Answer::Ok && policy_.durability.enabled(); }
     void take_value(Reply& reply);
+    void probe_answered(const NodeBatch& batch, const Reply& reply);
 
     std::vector<std::vector<Group>> phases_;
     std::size_t phase_ = 0;

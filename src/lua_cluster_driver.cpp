@@ -1,7 +1,5 @@
 #include "lua_cluster_driver.hpp"
 
-#include <algorithm>
-
 #include "errors.hpp"
 #include "lua_cluster.hpp"
 #include "lua_instance.hpp"
@@ -57,14 +55,12 @@ int cluster_want_refresh(lua_State* L) {
 }
 
 // cinst:refresh_candidates() -> { host1, port1, host2, port2, ... }: the known
-// masters, then the seeds.
+// masters, then the seeds, suspect nodes last.
 int cluster_refresh_candidates(lua_State* L) {
     ClusterInstance* self = check_cluster(L, 1);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
-        std::vector<NodeAddress> nodes = self->client.topology()->map()->nodes();
-        for (const auto& seed : self->client.config().nodes) {
-            if (std::find(nodes.begin(), nodes.end(), seed) == nodes.end()) nodes.push_back(seed);
-        }
+        const std::vector<NodeAddress> nodes =
+            self->client.topology()->refresh_candidates(self->client.config().nodes);
         lua_createtable(L, static_cast<int>(nodes.size() * 2), 0);
         int i = 0;
         for (const auto& node : nodes) {

@@ -1,5 +1,6 @@
 #include "topology.hpp"
 
+#include <algorithm>
 #include <charconv>
 
 #include "errors.hpp"
@@ -185,6 +186,38 @@ bool ClusterTopology::use_shards() {
 void ClusterTopology::shards_unsupported() {
     std::lock_guard<std::mutex> lock(mutex_);
     shards_ = false;
+}
+
+void ClusterTopology::suspect(const NodeAddress& node) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (std::find(suspects_.begin(), suspects_.end(), node) == suspects_.end()) suspects_.push_back(node);
+    any_suspect_.store(true, std::memory_order_release);
+}
+
+bool ClusterTopology::suspected(const NodeAddress& node) {
+    if (!any_suspect_.load(std::memory_order_acquire)) return false;
+    std::lock_guard<std::mutex> lock(mutex_);
+    return std::find(suspects_.begin(), suspects_.end(), node) != suspects_.end();
+}
+
+void ClusterTopology::cleared(const NodeAddress& node) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    suspects_.erase(std::remove(suspects_.begin(), suspects_.end(), node), suspects_.end());
+    any_suspect_.store(!suspects_.empty(), std::memory_order_release);
+}
+
+std::vector<NodeAddress> ClusterTopology::refresh_candidates(const std::vector<NodeAddress>& seeds) {
+    std::vector<NodeAddress> nodes = map()->nodes();
+    for (const auto& seed : seeds) {
+        if (std::find(nodes.begin(), nodes.end(), seed) == nodes.end()) nodes.push_back(seed);
+    }
+    if (any_suspect_.load(std::memory_order_acquire)) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::stable_partition(nodes.begin(), nodes.end(), [&](const NodeAddress& n) {
+            return std::find(suspects_.begin(), suspects_.end(), n) == suspects_.end();
+        });
+    }
+    return nodes;
 }
 
 std::shared_ptr<ClusterTopology> cluster_topology(const std::string& key) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -75,8 +76,22 @@ public:
     bool use_shards();
     void shards_unsupported();
 
+    // Nodes that failed a round trip (a timeout: maybe stalled). A stalled master
+    // answers what waited in its socket when it wakes, before it learns that its
+    // replica took over, so a write sent to it then is acknowledged and lost: the
+    // next call to a suspect node sends a lone PING first, and only its answer
+    // (given after the node has read what the cluster told it meanwhile) clears it.
+    void suspect(const NodeAddress& node);
+    bool suspected(const NodeAddress& node);  // no lock while nothing is suspect
+    void cleared(const NodeAddress& node);
+    // Nodes to ask for the slot map: the known masters, then the seeds, the
+    // suspect ones last (a stalled node would spend the caller's time).
+    std::vector<NodeAddress> refresh_candidates(const std::vector<NodeAddress>& seeds);
+
 private:
     std::mutex mutex_;
+    std::vector<NodeAddress> suspects_;
+    std::atomic<bool> any_suspect_{false};
     std::shared_ptr<const SlotMap> map_ = std::make_shared<SlotMap>();
     std::uint64_t version_ = 0;
     bool refresh_wanted_ = false;

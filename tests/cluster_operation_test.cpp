@@ -449,6 +449,90 @@ TEST(ClusterOperation, TimeoutIsNotRetried) {
     EXPECT_EQ(op.result().text, "timeout");
 }
 
+// A stalled master answers what waited in its socket when it wakes, before it
+// learns of its replica's promotion: after a failed round trip, a node's next
+// batch is a lone PING, and the call's commands go only after its answer.
+TEST(ClusterOperation, ANodeThatTimedOutIsProbedBeforeTheNextCallWritesToIt) {
+    auto naming = prefix("sessions");
+    auto topology = three_masters();
+    rsh::Operation loaded;
+    load_set_with_metadata(loaded, naming, false);
+    const string set_cmd = cmd({"SET", "sessions:session:abc", "v", "EX", "60"});
+
+    ClusterOperation first;
+    first.start(loaded, naming, topology, {});
+    ASSERT_TRUE(first.plan_round());
+    ASSERT_EQ(first.batches()[0].node, kB);
+    first.node_failed(0, "timeout", false);
+    EXPECT_TRUE(first.end_round().finished);
+    EXPECT_TRUE(topology->suspected(kB));
+    EXPECT_FALSE(topology->suspected(kC));
+
+    ClusterOperation second;
+    second.start(loaded, naming, topology, {});
+    ASSERT_TRUE(second.plan_round());
+    ASSERT_EQ(second.batches().size(), 2u);
+    EXPECT_EQ(second.batches()[0].node, kB);
+    EXPECT_TRUE(second.batches()[0].probe);
+    EXPECT_EQ(second.batches()[0].commands.bytes(), cmd({"PING"}));
+    EXPECT_FALSE(second.batches()[1].probe);  // c answered: its groups go now
+    auto pong = replies("+PONG\r\n");
+    second.node_replies(0, pong);
+    auto meta = replies("+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*4\r\n:0\r\n:1\r\n:1\r\n:0\r\n");
+    second.node_replies(1, meta);
+    auto outcome = second.end_round();
+    EXPECT_FALSE(outcome.finished);
+    EXPECT_FALSE(outcome.refresh);
+    EXPECT_EQ(outcome.backoff_ms, 0);
+    EXPECT_FALSE(topology->suspected(kB));
+    ASSERT_TRUE(second.plan_round());
+    ASSERT_EQ(second.batches().size(), 1u);
+    EXPECT_FALSE(second.batches()[0].probe);
+    EXPECT_EQ(second.batches()[0].commands.bytes(), set_cmd);
+    auto ok = replies("+OK\r\n");
+    second.node_replies(0, ok);
+    EXPECT_TRUE(second.end_round().finished);
+    EXPECT_EQ(second.result().kind, Result::Kind::Ok);
+
+    ClusterOperation third;  // b answered: no probe any more
+    third.start(loaded, naming, topology, {});
+    ASSERT_TRUE(third.plan_round());
+    EXPECT_FALSE(third.batches()[0].probe);
+    EXPECT_EQ(third.batches()[0].commands.bytes(), set_cmd);
+}
+
+TEST(ClusterOperation, AProbeThatFailsLeavesTheNodeSuspectAndSendsNothing) {
+    auto naming = prefix("sessions");
+    auto topology = three_masters();
+    topology->suspect(kB);
+    rsh::Operation loaded;
+    auto& args = loaded.start_get(naming);
+    args.name = "session";
+    args.key = "abc";  // b
+    ClusterOperation op;
+    op.start(loaded, naming, topology, {});
+    ASSERT_TRUE(op.plan_round());
+    ASSERT_TRUE(op.batches()[0].probe);
+    op.node_failed(0, "timeout", false);
+    EXPECT_TRUE(op.end_round().finished);
+    EXPECT_EQ(op.result().text, "timeout");
+    EXPECT_TRUE(topology->suspected(kB));
+
+    ClusterOperation loading;  // an error reply: wait and ask again, still suspect
+    loading.start(loaded, naming, topology, {});
+    ASSERT_TRUE(loading.plan_round());
+    ASSERT_TRUE(loading.batches()[0].probe);
+    auto busy = replies("-LOADING Redis is loading the dataset in memory\r\n");
+    loading.node_replies(0, busy);
+    auto outcome = loading.end_round();
+    EXPECT_FALSE(outcome.finished);
+    EXPECT_TRUE(outcome.refresh);
+    EXPECT_GT(outcome.backoff_ms, 0);
+    EXPECT_TRUE(topology->suspected(kB));
+    ASSERT_TRUE(loading.plan_round());
+    EXPECT_TRUE(loading.batches()[0].probe);
+}
+
 TEST(ClusterOperation, ReadMetadataAndMissingValues) {
     auto naming = prefix("sessions");
     rsh::Operation loaded;
@@ -547,6 +631,20 @@ TEST(ClusterOperationDurability, MovedGroupWaitsOnItsNewNode) {
     op.node_replies(0, ok);
     EXPECT_TRUE(op.end_round().finished);
     EXPECT_EQ(op.result().kind, Result::Kind::Ok);
+}
+
+TEST(ClusterOperationDurability, AProbeCarriesNoWait) {
+    auto naming = prefix("sessions");
+    auto topology = three_masters();
+    topology->suspect(kB);
+    rsh::Operation loaded;
+    load_set_with_metadata(loaded, naming, false);
+    ClusterOperation op;
+    op.start(loaded, naming, topology, waiting_for(1));
+    ASSERT_TRUE(op.plan_round());
+    ASSERT_EQ(op.batches().size(), 2u);
+    EXPECT_EQ(op.batches()[0].commands.bytes(), cmd({"PING"}));
+    EXPECT_NE(op.batches()[1].commands.bytes().find(cmd({"WAIT", "1", "100"})), string::npos);
 }
 
 TEST(ClusterOperationDurability, ReadsNeverWait) {

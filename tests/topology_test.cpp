@@ -112,3 +112,20 @@ TEST(Topology, PatchAsksForExactlyOneRefresh) {
 }
 
 }  // namespace
+
+TEST(ClusterTopology, RefreshAsksSuspectNodesLast) {
+    rsh::ClusterTopology topology;
+    const rsh::NodeAddress a{"a", 1}, b{"b", 2}, seed{"s", 3};
+    rsh::SlotMap map;
+    map.assign(0, 8000, a);
+    map.assign(8001, 16383, b);
+    topology.replace(map);
+    EXPECT_EQ(topology.refresh_candidates({seed, a}), (std::vector<rsh::NodeAddress>{a, b, seed}));
+    topology.suspect(a);
+    EXPECT_TRUE(topology.suspected(a));
+    EXPECT_FALSE(topology.suspected(b));
+    EXPECT_EQ(topology.refresh_candidates({seed, a}), (std::vector<rsh::NodeAddress>{b, seed, a}));
+    topology.cleared(a);
+    EXPECT_FALSE(topology.suspected(a));
+    EXPECT_EQ(topology.refresh_candidates({seed}), (std::vector<rsh::NodeAddress>{a, b, seed}));
+}
