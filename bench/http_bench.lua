@@ -500,7 +500,12 @@ local function side_pass(srv, side, rep)
     measure_side(srv, side, "noop", conc, "noop")
     for _, op in ipairs(side.ops) do
       if rep == 1 and i == 1 and WARMUP > 0 then warm_up(srv, op, side) end
-      for _, impl in ipairs(side_impls(side)) do measure_side(srv, side, op, conc, impl) end
+      -- every other repetition in reverse order: no implementation always runs
+      -- after another (a drift within a pass, e.g. Redis growing, favours neither)
+      local impls = side_impls(side)
+      local first, last, step = 1, #impls, 1
+      if rep % 2 == 0 then first, last, step = #impls, 1, -1 end
+      for k = first, last, step do measure_side(srv, side, op, conc, impls[k]) end
     end
   end
 end

@@ -401,7 +401,8 @@ local function durability_table(add, info, drows)
       .. "after them) follows the single Redis, and co and na run with it too: the ratios (cw/co, nw/na) are "
       .. "what waiting for it costs, and the other tables measure a master without a replica (the "
       .. "replication work is redis-server's, not the nginx worker's). The same wrk settings and repetitions, "
-      .. "each repetition's durability rows after its other rows; storage CPU = CPU minus the no-op "
+      .. "each repetition's durability rows after its other rows (co, cw, na, nw; every other repetition in "
+      .. "reverse order); storage CPU = CPU minus the no-op "
       .. "handler's measured in the same pass at the same connections. Every cw / nw request must have sent "
       .. "one `WAIT` and co / na none (give or take the requests in flight when a run ends), and a write the "
       .. "replica did not acknowledge in time is an error (`write not durable`): either invalidates the row.")
@@ -413,7 +414,8 @@ local function stats_table(add, _, srows)
   add("")
   add("Statistics: co and na as above, counting on (the default); cq and nq the same calls with counting "
       .. "off (`stats_enabled(false)`). The ratios co/cq and na/nq are what `stats()` costs per call. The same "
-      .. "wrk settings and repetitions, each repetition's statistics rows after its other rows, interleaved; "
+      .. "wrk settings and repetitions, each repetition's statistics rows after its other rows, interleaved "
+      .. "(cq, co, nq, na; every other repetition in reverse order); "
       .. "storage CPU = CPU minus the no-op handler's measured in the same pass at the same connections.")
   ratio_table(add, srows)
 end

@@ -246,6 +246,10 @@ describe("sentinel (native)", function()
         cases.promoted_replica(open, "")
     end)
 
+    it("sends a server that timed out a lone PING, and writes only after a lookup that follows its answer", function()
+        cases.stalled_server_probe(open, "", hiredis.stats)
+    end)
+
 
     it("asks the sentinels in parallel: one slow to answer does not add up", function()
         group.wait_stable(30)

@@ -4,6 +4,7 @@
 #include "lua_instance.hpp"
 #include "lua_operation.hpp"
 #include "lua_util.hpp"
+#include "session_client.hpp"
 #include "session_state.hpp"
 
 namespace rsh {
@@ -40,6 +41,50 @@ int instance_cosocket_target(lua_State* L) {
     push_view(L, c.host);
     lua_pushinteger(L, c.port);
     return 2;
+}
+
+// A lone PING: a round trip that the server answers only once it has read what
+// waited in its sockets (a sentinel front asks it of a server that timed out
+// before it routes a write there again).
+const CommandBuffer& ping_command() {
+    static const CommandBuffer* ping = [] {
+        auto* buffer = new CommandBuffer();  // lives until exit
+        buffer->add({"PING"});
+        return buffer;
+    }();
+    return *ping;
+}
+
+// inst:load_probe(op) -> request: the PING as a raw round trip of op (cosockets).
+int instance_load_probe(lua_State* L) {
+    check_instance(L, 1);
+    Operation* op = check_operation(L, 2);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        op->start_raw(ping_command());
+        push_view(L, *op->next_request(0));
+        return 1;
+    });
+}
+
+// inst:probe() -> true | nil, err: the PING over the native transport (any
+// answer, an error reply included, is an answer).
+int instance_probe(lua_State* L) {
+    Instance* self = check_instance(L, 1);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        Operation& op = self->native_op;
+        const TrimOnExit trim(op);
+        op.start_raw(ping_command());
+        const Result result = execute(self->config, self->pool_name, op);
+        if (op.finished() && !op.handshake_failed()) {
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+        return protected_push(L, [&](lua_State* state) {
+            lua_pushnil(state);
+            push_view(state, result.text);
+            return 2;
+        });
+    });
 }
 
 // inst:check_call(method_id, ...) -> true | nil, "invalid <arg>: <why>": the
@@ -249,6 +294,8 @@ const luaL_Reg kDriverInstanceMethods[] = {
     {"check_call", instance_check_call},
     {"pool_name", instance_pool_name},
     {"cosocket_target", instance_cosocket_target},
+    {"load_probe", instance_load_probe},
+    {"probe", instance_probe},
     {nullptr, nullptr},
 };
 

@@ -21,6 +21,14 @@ end
 local function meta(a, s) return { audiences = a, subjects = s } end
 
 describe("cluster (native)", function()
+    it("sends a node that timed out a lone PING before the next call's commands", function()
+        local key = unique("stall")
+        local s = cluster.new(kit.config({ prefix = "stall", read_timeout = 200 }))
+        kit.stalled_node_probe(function(value)
+            return { { s:set("session", key, value, 600, os.time()) }, { s:get("session", key) } }
+        end, "stall", key)
+    end)
+
     it("computes every slot as CLUSTER KEYSLOT does, hash tags included", function()
         local r = kit.raw(kit.ports[1])
         local keys = { "", "{", "}", "{}", "a{}b", "a{b}c{d}", "...:a}b{c", "x{{y}}", "{sessions}:session:x",

@@ -119,6 +119,20 @@ describe("cluster in nginx", function()
         assert.matches("^WRONGPASS", out.berr)
     end)
 
+    it("sends a node that timed out a lone PING over cosockets before the next call's commands", function()
+        local args = { cfg = kit.config({ prefix = "ngxstall", read_timeout = 200 }),
+                       name = "stall" .. math.random(1e9), key = "k" .. math.random(1e9) }
+        kit.stalled_node_probe(function(value)
+            args.value = value
+            local out, res = run("content", [[
+                local s = H.storage(ARGS.cfg, ARGS.name)
+                return { { s:set("session", ARGS.key, ARGS.value, 600, ngx.time()) }, { s:get("session", ARGS.key) } }
+            ]], args)
+            assert.is_true(res.tcp > 0, "served over cosockets")
+            return out
+        end, "ngxstall", args.key)
+    end)
+
     it("counts a MOVED followed over cosockets in stats(), the call once", function()
         local core = require "resty.session.hiredis.core"
         local sd = require "stats_delta"

@@ -193,6 +193,14 @@ describe("sentinel in nginx", function()
         cases.promoted_replica(open, "ngx-")
     end)
 
+    it("sends a server that timed out a lone PING over cosockets, then writes after a new lookup", function()
+        cases.stalled_server_probe(open, "ngx-", function()
+            local res = srv:run("content", "return H.hiredis.stats()")
+            assert.is_true(res.ok, tostring(res[1]))
+            return res[1]
+        end)
+    end)
+
     it("never reuses cosockets pooled for an address the sentinels stopped naming", function()
         cases.demoted_pool(open, "ngx-", function()
             local res = srv:run("content", "return H.hiredis.stats()")

@@ -229,4 +229,33 @@ function _M.restart(port)
     return os.execute(string.format("redis-server %s/%d.conf --daemonize yes >/dev/null 2>&1", _M.dir, port))
 end
 
+-- A node that timed out may be a stalled master: when it wakes it answers what
+-- waited in its socket before it learns of its replica's promotion. Its next
+-- batch is a lone PING; while it stays stalled, no command of a call is sent to
+-- it. set_get(value) sets then gets the session key `key` (prefix `prefix`) with
+-- a 200 ms read_timeout, returning { { set's results }, { get's results } }.
+function _M.stalled_node_probe(set_get, prefix, key)
+    local core = require "resty.session.hiredis.core"
+    local assert = require "luassert"
+    local stored = prefix .. ":session:" .. key
+    local owner = _M.owner(core.key_slot(stored))
+    assert.same({ { true }, { "v1" } }, set_get("v1"))
+    local pid = _M.pid_of(owner)
+    local stopped = os.execute("kill -STOP " .. pid)
+    assert.is_true(stopped == 0 or stopped == true, "kill -STOP " .. pid)
+    -- 4 calls of 200 ms while stalled: far below cluster-node-timeout (2000)
+    local ok, err = pcall(function()
+        -- the set's write waits in the socket; the get's PING times out
+        assert.same({ { nil, "timeout" }, { nil, "timeout" } }, set_get("v2"))
+        -- still suspect: neither call sends its command
+        assert.same({ { nil, "timeout" }, { nil, "timeout" } }, set_get("v3"))
+    end)
+    os.execute("kill -CONT " .. pid)
+    if not ok then error(err, 0) end
+    -- v2 was sent before the timeout made the node suspect; v3 never was
+    assert.equal("v2", _M.call(owner, "GET", stored))
+    assert.same({ { true }, { "v4" } }, set_get("v4"))
+    assert.equal("v4", _M.call(owner, "GET", stored))
+end
+
 return _M

@@ -148,4 +148,47 @@ function _M.demoted_pool(open, tag, stats)
     r:close()
 end
 
+-- A server that timed out may be a stalled master: when it wakes it answers what
+-- waited in its socket before the sentinels demote it. The next call sends it a
+-- lone PING and routes by a lookup begun after the answer; while it stays
+-- stalled, no write is sent to it at all.
+function _M.stalled_server_probe(open, tag, stats)
+    local master = group.wait_stable(30, true)
+    local fake_port, stop = h.fake_server("sentinel:" .. master .. ":1")
+    -- 4 calls of 200 ms while stalled: far below down-after-milliseconds (2000)
+    local set_get = open(group.config({ sentinels = { fake(fake_port) }, read_timeout = 200 }))
+    local name = h.unique(tag .. "stalled")
+    assert.same({ { true }, { "v1" } }, set_get(name, "k", "v1"))
+    local pid = group.pid_of(master)
+    local stopped = os.execute("kill -STOP " .. pid)
+    assert.is_true(stopped == 0 or stopped == true, "kill -STOP " .. pid)
+    local ok, err = pcall(function()
+        local before = stats()
+        -- the set's write waits in the socket; its get finds the server suspect: the PING times out
+        assert.same({ { nil, "timeout" }, { nil, "timeout" } }, set_get(name, "k", "v2"))
+        -- the server is still suspect: neither call sends its command
+        assert.same({ { nil, "timeout" }, { nil, "timeout" } }, set_get(name, "k", "v3"))
+        local d = sd.delta(before, stats())
+        assert.equal(4, d["sentinel.lookups"], "one lookup per call: no second lookup without an answer")
+    end)
+    os.execute("kill -CONT " .. pid)
+    if not ok then
+        stop()
+        error(err, 0)
+    end
+    local r = group.raw_server(master)
+    -- v2 was sent before the timeout made the server suspect; v3 never was
+    assert.equal("v2", r:call("GET", name .. ":k"))
+    r:close()
+    local before = stats()
+    assert.same({ { true }, { "v4" } }, set_get(name, "k", "v4"))
+    local d = sd.delta(before, stats())
+    -- the set: the PING answered, then a second lookup; the get: one
+    assert.equal(3, d["sentinel.lookups"])
+    before = stats()
+    assert.same({ { true }, { "v5" } }, set_get(name, "k", "v5"))
+    assert.equal(2, sd.delta(before, stats())["sentinel.lookups"], "answered: no probe any more")
+    stop()
+end
+
 return _M

@@ -44,6 +44,7 @@ sweep("cosocket_target", function() return inst:cosocket_target() end)
 
 local op = core.operation()
 sweep("op:start", function() assert(op:start(inst, GET, 0, long, long)) end)
+sweep("inst:load_probe", function() assert(inst:load_probe(op)) end)
 sweep("op:prefix_handshake", function()
   assert(op:start(inst, GET, 0, long, long))
   assert(op:prefix_handshake(inst, true))
@@ -58,6 +59,8 @@ if port then
   local metadata = { audiences = { long, long .. "2" }, subjects = { long, long } }
   assert(storage:set("s", long, value, 60, os.time(), nil, nil, metadata))
   sweep("native get", function() assert(storage:get("s", long) == value) end)
+  local probed = core.new({ port = port, prefix = long, pool_size = 1 })
+  sweep("native probe", function() assert(probed:probe()) end)
   sweep("native read_metadata", function() assert(storage:read_metadata("s", long, long, os.time())) end)
   sweep("native set", function() assert(storage:set("s", long, value, 60)) end)
   assert(storage:delete("s", long, os.time(), metadata))

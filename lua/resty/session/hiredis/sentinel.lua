@@ -35,7 +35,12 @@
 --    `ROLE` in the same round trip; a server in another role than asked (a stale
 --    sentinel answer) is refused with `role mismatch: expected master, got slave`,
 --    the sentinel that named it loses ties from then on, and the call asks the
---    sentinels once more.
+--    sentinels once more;
+-- 5. a server whose call timed out may be a stalled master: when it wakes it
+--    answers what waited in its socket before the sentinels demote it, and a
+--    write acknowledged then is lost when it resyncs. The next call that is routed
+--    there sends it a lone `PING` first and follows a second lookup, begun after
+--    the answer; while it does not answer, the call fails and sends nothing there.
 --
 -- The master's data connections belong to the address followed when they were
 -- opened (per worker, a pool name per address generation): once the sentinels
@@ -176,6 +181,8 @@ local sub = string.sub
 
 local serves = cosocket.serves
 local cosocket_call = cosocket.call
+local round_trip = cosocket.round_trip
+local new_operation = core.operation
 local start_tls = cosocket.start_tls
 local SET, GET, DELETE, READ_METADATA = cosocket.SET, cosocket.GET, cosocket.DELETE, cosocket.READ_METADATA
 local counts = stats.counts
@@ -635,6 +642,48 @@ local function server(self, host, port)
   return current
 end
 
+-- A lone PING to the server: true once it answered, or nil, err.
+local function probe(entry, over_cosocket)
+  local inst = entry.inst
+  if not over_cosocket then
+    return inst:probe()
+  end
+  local op = new_operation()  -- a rare path: after a timeout only
+  local ok, err, stale = round_trip(inst, entry.view, op, inst:load_probe(op))
+  if not ok and stale then  -- a pooled connection the server had closed: once more
+    ok, err = round_trip(inst, entry.view, op, inst:load_probe(op))
+  end
+  op:trim()
+  return ok, err
+end
+
+-- The server for this call, routed by a lookup: entry, promoted, or nil, err.
+-- A server that timed out lately may be a stalled master: when it wakes it
+-- answers what waited in its socket before the sentinels demote it, so a write
+-- sent then is acknowledged and lost once it resyncs from the promoted replica.
+-- It gets a lone PING first, and the call follows a lookup begun after the answer.
+local function route(self, over_cosocket)
+  local host, port, promoted = resolve(self, over_cosocket)
+  if not host then
+    return nil, port
+  end
+  local entry = server(self, host, port)
+  if not entry.suspect then
+    return entry, promoted
+  end
+  local ok, err = probe(entry, over_cosocket)
+  self.cached = nil  -- (sentinel_cache_ttl) an address looked up before the answer
+  if not ok then
+    return nil, err
+  end
+  entry.suspect = nil
+  host, port, promoted = resolve(self, over_cosocket)
+  if not host then
+    return nil, port
+  end
+  return server(self, host, port), promoted
+end
+
 -- Errors after which the address may be stale.
 local STALE_REDIS_ERRORS = { READONLY = true, LOADING = true, MASTERDOWN = true }
 
@@ -665,11 +714,10 @@ local function call(self, method, ...)
   end
   local over_cosocket = serves(self.transport_view)
   for attempt = 1, 2 do
-    local host, port, promoted = resolve(self, over_cosocket)
-    if not host then
-      return nil, port
+    local entry, promoted = route(self, over_cosocket)
+    if not entry then
+      return nil, promoted
     end
-    local entry = server(self, host, port)
     local r1, r2
     if over_cosocket then
       r1, r2 = cosocket_call(entry.inst, entry.view, method, ...)
@@ -686,6 +734,9 @@ local function call(self, method, ...)
     local stale, retry, wrong_role = is_stale(r2)
     if stale then
       self.cached = nil
+    end
+    if r2 == "timeout" then
+      entry.suspect = true
     end
     if wrong_role and promoted then
       -- the failover's leader picked it, it has not taken over yet: writing to the
@@ -770,12 +821,12 @@ local function build(conf)
   local entries = read_sentinels(conf)
 
   -- the data fields are validated by the core, as for a single node
-  local probe = {}
+  local data_fields = {}
   for _, name in ipairs(DATA_FIELDS) do
-    probe[name] = conf[name]
+    data_fields[name] = conf[name]
   end
-  probe.role = role
-  local inst = core.new(probe)
+  data_fields.role = role
+  local inst = core.new(data_fields)
   local fields = inst:fields()
   fields.host, fields.port, fields.role = nil, nil, nil
   fields.master = master
