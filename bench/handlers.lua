@@ -18,7 +18,8 @@
 --
 -- Redis Cluster rows (B.init's `cluster` given): "up" = upstream resty.session.redis.cluster,
 -- "co" / "na" = resty.session.hiredis.cluster (cosockets / native), under session names
--- "cl-<impl>", get on k<i % CLUSTER_SESSIONS> (B.cluster_fill writes them):
+-- "cl-<impl>", get on k<i % CLUSTER_SESSIONS>, read_metadata on web:r<i % SUBJECTS> as above
+-- (B.cluster_fill writes both), set_meta as above:
 --   location = /cluster/up/get { content_by_lua_block { B.run_cluster("up", "get") } }
 --
 -- Durability rows (B.init's `durability` given): "co" / "na" as above, "cw" / "nw" the same
@@ -175,6 +176,7 @@ local CLUSTER_OPS = {
     return true
   end,
   set_meta = OPS.set_meta,
+  read_metadata = OPS.read_metadata,
 }
 _M.CLUSTER_OPS = CLUSTER_OPS
 
@@ -201,20 +203,31 @@ end
 
 ---
 -- /bench/cluster_fill?impl=: writes k0..k<CLUSTER_SESSIONS - 1> for that cluster
--- implementation's get, through this module's native cluster storage (the layout is
--- upstream's too), 200 "<count>" or 500 with the error.
+-- implementation's get, and READ_SESSIONS live sessions r<j>-1.. in each web:r<j>
+-- (j < SUBJECTS) for its read_metadata, through this module's native cluster storage
+-- (the layout is upstream's too), 200 "<count>" or 500 with the error.
 function _M.cluster_fill()
-  local impl = ngx.var.arg_impl
+  local name = "cl-" .. ngx.var.arg_impl
   local s = cluster_storages.na
   local value, now = dataset.value(), ngx.time()
   for j = 0, CLUSTER_SESSIONS - 1 do
-    local ok, err = s:set("cl-" .. impl, "k" .. j, value, dataset.TTL, now)
+    local ok, err = s:set(name, "k" .. j, value, TTL, now)
     if not ok then
       ngx.status = 500
       return ngx.print("cluster fill k", j, ": ", tostring(err))
     end
   end
-  ngx.print(CLUSTER_SESSIONS)
+  for j = 0, SUBJECTS - 1 do
+    local meta = { audiences = { "web" }, subjects = { "r" .. j } }
+    for k = 1, dataset.READ_SESSIONS do
+      local ok, err = s:set(name, "r" .. j .. "-" .. k, value, TTL, now, nil, nil, meta)
+      if not ok then
+        ngx.status = 500
+        return ngx.print("cluster fill web:r", j, ": ", tostring(err))
+      end
+    end
+  end
+  ngx.print(CLUSTER_SESSIONS + SUBJECTS * dataset.READ_SESSIONS)
 end
 
 -- The statistics rows: cq / nq are co / na's storages with counting off (a per-process

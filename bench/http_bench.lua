@@ -64,26 +64,28 @@ local ONLY = CLUSTER_MODE == "only" or DURABILITY_MODE == "only" or STATS_MODE =
 local plan = {
   ops = ONLY and {} or list(env("BENCH_OPS", QUICK and "get,set_meta" or ALL_OPS)),
   conc = list(env("BENCH_CONC", QUICK and "1,32" or "1,32,128"), true),
-  workers = ONLY and { 1 } or list(env("BENCH_WORKERS", QUICK and "1" or "1,2"), true),
+  -- the tables of their own run at those of their worker counts that are here too
+  workers = list(env("BENCH_WORKERS", QUICK and "1" or "1,2"), true),
 }
--- Rows in tables of their own, each repetition's after its single-node rows (1 worker):
--- these ops at these concurrencies, these implementations (ratios to bases[impl]),
--- served at /<name>/<impl>/<op> by B.<handler>.
+-- Rows in tables of their own, each repetition's after its single-node rows: these ops
+-- at these concurrencies, with these nginx worker counts (those BENCH_WORKERS has), these
+-- implementations (ratios to bases[impl]), served at /<name>/<impl>/<op> by B.<handler>.
 -- The Redis Cluster's (upstream's cluster storage against ours).
-local CLUSTER_PLAN = { name = "cluster", ops = { "get", "set_meta" }, conc = { 32 }, workers = 1,
+local CLUSTER_PLAN = { name = "cluster", ops = { "get", "set_meta", "read_metadata" },
+                       conc = QUICK and { 32 } or { 32, 128 }, workers = { 1, 2 },
                        impls = { "up", "co", "na" }, bases = { up = "up", co = "up", na = "up" },
                        handler = "run_cluster" }
 -- The durability rows: co and na as in the single-node rows, cw and nw the same with `wait`,
 -- all with a replica attached to the single Redis for these rows only, so that the other
 -- rows keep measuring a master without one (bench/replica.lua).
 local DURABILITY_PLAN = { name = "durability", ops = { "set", "set_meta" }, conc = QUICK and { 32 } or { 32, 128 },
-                          workers = 1, impls = { "co", "cw", "na", "nw" },
+                          workers = { 1 }, impls = { "co", "cw", "na", "nw" },
                           bases = { co = "co", cw = "co", na = "na", nw = "na" }, handler = "run_durability",
                           wait = { wait_replicas = 1, wait_timeout = 1000 }, waits = { cw = true, nw = true },
                           stats = true }
 -- The statistics rows: co and na as in the single-node rows (counting on, the default),
 -- cq and nq the same calls with counting off (stats_enabled(false)): what stats() costs.
-local STATS_PLAN = { name = "stats", ops = { "get", "set" }, conc = QUICK and { 32 } or { 32, 128 }, workers = 1,
+local STATS_PLAN = { name = "stats", ops = { "get", "set" }, conc = QUICK and { 32 } or { 32, 128 }, workers = { 1 },
                      impls = { "cq", "co", "nq", "na" }, bases = { cq = "cq", co = "cq", nq = "nq", na = "nq" },
                      handler = "run_stats" }
 local REPS = tonumber(env("BENCH_REPS", QUICK and "1" or "3"))
@@ -139,21 +141,34 @@ if not WITH_UPSTREAM then
   log("bench: upstream resty.session.redis / resty.redis not found in %s: running without it "
       .. "(set UPSTREAM_LUA_PATH to a LuaRocks tree with lua-resty-session installed); no ratios", UPSTREAM_PATH)
 end
--- with 1 worker only: false (logged) when BENCH_WORKERS has none
-local function with_one_worker(what)
-  for _, w in ipairs(plan.workers) do
-    if w == 1 then return true end
+-- Whether `side` runs with `workers` nginx workers.
+local function runs_at(side, workers)
+  for _, w in ipairs(side.workers) do
+    if w == workers then return true end
   end
-  log("bench: no %s rows: they run with 1 worker, and BENCH_WORKERS has no 1", what)
   return false
+end
+-- `side`'s worker counts cut to those BENCH_WORKERS has: false (logged) when none is left.
+local function side_workers(side)
+  local kept, wanted_counts = {}, { workers = plan.workers }
+  for _, w in ipairs(side.workers) do
+    if runs_at(wanted_counts, w) then kept[#kept + 1] = w end
+  end
+  if #kept == 0 then
+    log("bench: no %s rows: they run with %s worker(s), and BENCH_WORKERS has none of these", side.name,
+        table.concat(side.workers, " or "))
+    return false
+  end
+  side.workers = kept
+  return true
 end
 local CLUSTER = (CLUSTER_MODE == "only" or (CLUSTER_MODE == "1" and not ONLY)) and #CLUSTER_PORTS > 0
 if CLUSTER_MODE == "only" and not CLUSTER then
   error("BENCH_CLUSTER=only: no Redis Cluster (run through bench/run.sh)")
 end
 local DURABILITY = (DURABILITY_MODE == "only" or (DURABILITY_MODE == "1" and not ONLY))
-                   and with_one_worker("durability")
-local STATS = (STATS_MODE == "only" or (STATS_MODE == "1" and not ONLY)) and with_one_worker("stats")
+                   and side_workers(DURABILITY_PLAN)
+local STATS = (STATS_MODE == "only" or (STATS_MODE == "1" and not ONLY)) and side_workers(STATS_PLAN)
 local WITH_UPSTREAM_CLUSTER = false
 if CLUSTER then
   local has = true
@@ -167,7 +182,8 @@ if CLUSTER then
     end
   end
   WITH_UPSTREAM_CLUSTER = has
-  CLUSTER = with_one_worker("cluster")
+  CLUSTER_PLAN.upstream = has
+  CLUSTER = side_workers(CLUSTER_PLAN)
 end
 -- The tables of their own that run.
 local SIDES = {}
@@ -242,19 +258,19 @@ local function locations()
   return table.concat(out, "\n")
 end
 
--- A table of its own's implementations that run: the cluster's up only with upstream's
--- cluster storage.
+-- A table of its own's implementations that run: up only with upstream's storage for
+-- that topology (side.upstream).
 local function side_impls(side)
   local out = {}
   for _, impl in ipairs(side.impls) do
-    if impl ~= "up" or WITH_UPSTREAM_CLUSTER then out[#out + 1] = impl end
+    if impl ~= "up" or side.upstream then out[#out + 1] = impl end
   end
   return out
 end
 
 local function start_nginx(workers)
   local cluster
-  if CLUSTER and workers == CLUSTER_PLAN.workers then
+  if CLUSTER and runs_at(CLUSTER_PLAN, workers) then
     local nodes = {}
     for i, port in ipairs(CLUSTER_PORTS) do nodes[i] = { ip = "127.0.0.1", port = port } end
     cluster = { nodes = nodes, password = CLUSTER_PASSWORD, with_upstream = WITH_UPSTREAM_CLUSTER,
@@ -265,7 +281,7 @@ local function start_nginx(workers)
     log_level = "warn",
     vars = { port = REDIS_PORT, path = ROOT .. "/bench/?.lua;" .. UPSTREAM_PATH .. ";",
              with_upstream = WITH_UPSTREAM, cluster = cluster,
-             durability = DURABILITY and workers == DURABILITY_PLAN.workers and DURABILITY_PLAN.wait or nil },
+             durability = DURABILITY and runs_at(DURABILITY_PLAN, workers) and DURABILITY_PLAN.wait or nil },
     init = [[
       package.path = T.path .. package.path
       B = require "handlers"
@@ -427,13 +443,14 @@ local function measure(srv, workers, op, conc, impl)
   return r
 end
 
--- One measured run of a row of `side` (CLUSTER_PLAN, DURABILITY_PLAN): `impl` (or "noop",
--- then `op` is "noop" too) on `op` at `conc` connections, recorded under
--- "<side>/<op>/<conc>/<impl>". Redis's counts only when the side's storage is the single
--- Redis (side.stats); with side.waits, every request of those implementations must have
--- sent one WAIT and the others' none, give or take one per connection: the requests in
--- flight when wrk stops may land in the next run.
-local function measure_side(srv, side, op, conc, impl)
+-- One measured run of a row of `side` (CLUSTER_PLAN, DURABILITY_PLAN...) with `workers`
+-- nginx workers: `impl` (or "noop", then `op` is "noop" too) on `op` at `conc` connections,
+-- recorded under "<side>/<workers>/<op>/<conc>/<impl>". Redis's counts only when the side's
+-- storage is the single Redis (side.stats); with side.waits, every request of those
+-- implementations must have sent one WAIT and the others' none, give or take one per
+-- connection: the requests in flight when wrk stops may land in the next run;
+-- side.check(), when given, returns what spoiled the run (or nil).
+local function measure_side(srv, side, workers, op, conc, impl)
   local path = impl == "noop" and "/noop" or ("/" .. side.name .. "/" .. impl .. "/" .. op)
   http_get(srv, "/bench/reset")
   local r = wrk(srv, path, conc, DURATION, not side.stats)
@@ -446,9 +463,11 @@ local function measure_side(srv, side, op, conc, impl)
       r.note = (r.note ~= "" and r.note .. "; " or "") .. string.format("%d WAIT for %d requests", waits, r.served)
     end
   end
-  record(side.name .. "/" .. op .. "/" .. conc .. "/" .. impl, r)
+  local spoiled = side.check and side.check()
+  if spoiled then r.note = (r.note ~= "" and r.note .. "; " or "") .. spoiled end
+  record(side.name .. "/" .. workers .. "/" .. op .. "/" .. conc .. "/" .. impl, r)
   log("  %s w%d %-13s c%-3d %-4s %8.0f rps  p50 %6.2f ms  p99 %6.2f ms  cpu %6.1f us/req%s%s%s", side.name,
-      side.workers, impl == "noop" and "-" or op, conc, impl, r.rps, r.p50_ms, r.p99_ms, r.cpu_us or -1,
+      workers, impl == "noop" and "-" or op, conc, impl, r.rps, r.p50_ms, r.p99_ms, r.cpu_us or -1,
       side.stats and ("  redis " .. r.redis_mix) or "",
       (r.non2xx + r.socket_errors > 0) and string.format("  ERRORS non2xx=%d socket=%d", r.non2xx,
                                                           r.socket_errors) or "",
@@ -493,11 +512,12 @@ local function warm_up(srv, op, side)
   settled_count(srv)
 end
 
--- One pass over `side`'s rows: per connection count the no-op handler once, then per op
--- the implementations back to back (each op warmed up on the first pass).
-local function side_pass(srv, side, rep)
+-- One pass over `side`'s rows with `workers` nginx workers: per connection count the no-op
+-- handler once, then per op the implementations back to back (each op warmed up on the
+-- first pass).
+local function side_pass(srv, side, workers, rep)
   for i, conc in ipairs(side.conc) do
-    measure_side(srv, side, "noop", conc, "noop")
+    measure_side(srv, side, workers, "noop", conc, "noop")
     for _, op in ipairs(side.ops) do
       if rep == 1 and i == 1 and WARMUP > 0 then warm_up(srv, op, side) end
       -- every other repetition in reverse order: no implementation always runs
@@ -505,18 +525,18 @@ local function side_pass(srv, side, rep)
       local impls = side_impls(side)
       local first, last, step = 1, #impls, 1
       if rep % 2 == 0 then first, last, step = #impls, 1, -1 end
-      for k = first, last, step do measure_side(srv, side, op, conc, impls[k]) end
+      for k = first, last, step do measure_side(srv, side, workers, op, conc, impls[k]) end
     end
   end
 end
 
 -- The durability rows' pass: their sessions written, then a replica attached to the single
 -- Redis for these rows alone (started and in sync, then stopped and gone from the master).
-local function durability_pass(srv, rep)
+local function durability_pass(srv, workers, rep)
   flush()
   for _, op in ipairs(DURABILITY_PLAN.ops) do populate(op, DURABILITY_PLAN.impls) end
   local r = replica.start(REDIS_PORT, call)
-  local ok, err = pcall(side_pass, srv, DURABILITY_PLAN, rep)
+  local ok, err = pcall(side_pass, srv, DURABILITY_PLAN, workers, rep)
   if not ok then
     r:kill()
     error(err, 0)
@@ -526,10 +546,10 @@ end
 
 -- The statistics rows' pass: their sessions written; counting is on again afterwards
 -- (the handler turns it off for cq and nq; the other rows count, as by default).
-local function stats_pass(srv, rep)
+local function stats_pass(srv, workers, rep)
   flush()
   for _, op in ipairs(STATS_PLAN.ops) do populate(op, STATS_PLAN.impls) end
-  local ok, err = pcall(side_pass, srv, STATS_PLAN, rep)
+  local ok, err = pcall(side_pass, srv, STATS_PLAN, workers, rep)
   http_get(srv, "/bench/stats_on")
   if not ok then error(err, 0) end
 end
@@ -586,67 +606,79 @@ local load_before = proc.loadavg()
 local info_text
 local side_text = {}
 for i, side in ipairs(SIDES) do
-  side_text[i] = string.format("; %s rows: ops %s, c%s, w%d, impls %s", side.name, table.concat(side.ops, ","),
-                               table.concat(side.conc, ","), side.workers, table.concat(side_impls(side), ","))
+  side_text[i] = string.format("; %s rows: ops %s, c%s, w%s, impls %s", side.name, table.concat(side.ops, ","),
+                               table.concat(side.conc, ","), table.concat(side.workers, ","),
+                               table.concat(side_impls(side), ","))
 end
 log("bench: ops %s, conns %s, workers %s, impls %s, %d rep(s) of %d s, warm-up %d s%s",
     table.concat(plan.ops, ","), table.concat(plan.conc, ","), table.concat(plan.workers, ","),
     table.concat(IMPLS, ","), REPS, DURATION, WARMUP, table.concat(side_text))
 
+-- Each side's pass: side_pass, or a pass that prepares what the side needs first.
+local PASSES = { durability = durability_pass, stats = stats_pass }
+
 for _, workers in ipairs(plan.workers) do
-  flush()
-  local srv = start_nginx(workers)
-  local ok, err = pcall(function()
-    info_text = info_text or http_get(srv, "/bench/info")
-    if WITH_UPSTREAM and not info_text:find("upstream\tyes", 1, true) then
-      error("upstream resty.session.redis did not load inside nginx:\n" .. srv:error_log())
-    end
-    local cluster_here = CLUSTER and workers == CLUSTER_PLAN.workers
-    if cluster_here then
-      if WITH_UPSTREAM_CLUSTER and not http_get(srv, "/bench/info"):find("upstream_cluster\tyes", 1, true) then
-        error("upstream resty.session.redis.cluster did not load inside nginx:\n" .. srv:error_log())
+  -- the tables of their own that run with this many workers
+  local here = {}
+  for _, side in ipairs(SIDES) do
+    if runs_at(side, workers) then here[#here + 1] = side end
+  end
+  if #plan.ops > 0 or #here > 0 then
+    flush()
+    local srv = start_nginx(workers)
+    local ok, err = pcall(function()
+      info_text = info_text or http_get(srv, "/bench/info")
+      if WITH_UPSTREAM and not info_text:find("upstream\tyes", 1, true) then
+        error("upstream resty.session.redis did not load inside nginx:\n" .. srv:error_log())
       end
-      -- bench/run.sh has the cluster made in the background, while the rows above run
-      local ready_file = os.getenv("HIREDIS_TEST_CLUSTER_READY")
-      if ready_file then
-        local deadline = socket.gettime() + 60
-        while not proc.read_file(ready_file) and socket.gettime() < deadline do socket.sleep(0.05) end
-        local state = proc.read_file(ready_file) or "timed out"
-        if not state:find("^ready") then error("the Redis Cluster did not come up: " .. state) end
+      if CLUSTER and runs_at(CLUSTER_PLAN, workers) then
+        if WITH_UPSTREAM_CLUSTER and not http_get(srv, "/bench/info"):find("upstream_cluster\tyes", 1, true) then
+          error("upstream resty.session.redis.cluster did not load inside nginx:\n" .. srv:error_log())
+        end
+        -- bench/run.sh has the cluster made in the background, while the rows above run
+        local ready_file = os.getenv("HIREDIS_TEST_CLUSTER_READY")
+        if ready_file then
+          local deadline = socket.gettime() + 60
+          while not proc.read_file(ready_file) and socket.gettime() < deadline do socket.sleep(0.05) end
+          local state = proc.read_file(ready_file) or "timed out"
+          if not state:find("^ready") then error("the Redis Cluster did not come up: " .. state) end
+        end
+        -- the cluster's get and read_metadata sessions, once per nginx: its rows only add
+        -- to them (set_meta's keys cycle over a fixed set and expire), so the passes see
+        -- the same data
+        for _, impl in ipairs(side_impls(CLUSTER_PLAN)) do http_get(srv, "/bench/cluster_fill?impl=" .. impl) end
       end
-      -- the cluster's get sessions, once: its rows only add to them (set_meta's keys
-      -- cycle over a fixed set and expire), so the passes see the same data
-      for _, impl in ipairs(side_impls(CLUSTER_PLAN)) do http_get(srv, "/bench/cluster_fill?impl=" .. impl) end
-    end
-    -- Each repetition is a pass over every row, so that the repetitions of a row lie
-    -- minutes apart: a burst of load from elsewhere spoils one of them, not the median.
-    -- Within a pass the no-op handler and the implementations run back to back on each
-    -- row (noop, up, co, cn, na).
-    for rep = 1, REPS do
-      log("bench: %d worker(s), pass %d of %d", workers, rep, REPS)
-      for _, op in ipairs(plan.ops) do
-        flush()
-        populate(op == "delete" and "set_meta" or op)
-        if rep == 1 and WARMUP > 0 then warm_up(srv, op) end
-        for _, conc in ipairs(plan.conc) do
-          -- the no-op handler first: each row's baseline is measured in the same minute
-          measure(srv, workers, op, conc, "noop")
-          for _, impl in ipairs(IMPLS) do
-            if runs_on(impl, conc) then measure(srv, workers, op, conc, impl) end
+      -- Each repetition is a pass over every row, so that the repetitions of a row lie
+      -- minutes apart: a burst of load from elsewhere spoils one of them, not the median.
+      -- Within a pass the no-op handler and the implementations run back to back on each
+      -- row (noop, up, co, cn, na).
+      for rep = 1, REPS do
+        log("bench: %d worker(s), pass %d of %d", workers, rep, REPS)
+        for _, op in ipairs(plan.ops) do
+          flush()
+          populate(op == "delete" and "set_meta" or op)
+          if rep == 1 and WARMUP > 0 then warm_up(srv, op) end
+          for _, conc in ipairs(plan.conc) do
+            -- the no-op handler first: each row's baseline is measured in the same minute
+            measure(srv, workers, op, conc, "noop")
+            for _, impl in ipairs(IMPLS) do
+              if runs_on(impl, conc) then measure(srv, workers, op, conc, impl) end
+            end
           end
         end
+        -- the tables of their own, in the same pass
+        for _, side in ipairs(here) do
+          local pass = PASSES[side.name]
+          if pass then pass(srv, workers, rep) else side_pass(srv, side, workers, rep) end
+        end
       end
-      -- the cluster rows and the durability rows, in the same pass
-      if cluster_here then side_pass(srv, CLUSTER_PLAN, rep) end
-      if DURABILITY and workers == DURABILITY_PLAN.workers then durability_pass(srv, rep) end
-      if STATS and workers == STATS_PLAN.workers then stats_pass(srv, rep) end
+    end)
+    local nginx_errors = srv:errors()
+    srv:stop()
+    if not ok then error(err, 0) end
+    if #nginx_errors > 0 then
+      log("bench: nginx (%d workers) logged %d error lines, first: %s", workers, #nginx_errors, nginx_errors[1])
     end
-  end)
-  local nginx_errors = srv:errors()
-  srv:stop()
-  if not ok then error(err, 0) end
-  if #nginx_errors > 0 then
-    log("bench: nginx (%d workers) logged %d error lines, first: %s", workers, #nginx_errors, nginx_errors[1])
   end
 end
 

@@ -178,28 +178,32 @@ function _M.rows(plan, runs)
 end
 
 ---
--- The rows of a table of their own (the Redis Cluster's, the durability rows): one per
--- (op, conc) of `side` ({ name, ops, conc = { ... }, workers, impls, bases }), from
--- runs["<name>/<op>/<conc>/<impl>"], with the no-op handler measured in the same passes
--- at the same connections (runs["<name>/noop/<conc>/noop"]) as every row's baseline;
--- bases[impl] = the implementation impl's ratios are to; validity as for the other rows.
+-- The rows of a table of their own (the Redis Cluster's, the durability rows...): one per
+-- (workers, op, conc) of `side` ({ name, ops, conc = { ... }, workers = { ... }, impls,
+-- bases }), from runs["<name>/<workers>/<op>/<conc>/<impl>"], with the no-op handler
+-- measured in the same passes with the same workers and connections
+-- (runs["<name>/<workers>/noop/<conc>/noop"]) as every row's baseline; bases[impl] = the
+-- implementation impl's ratios are to; validity as for the other rows.
 function _M.side_rows(side, runs)
   local bases = side.bases
   local rows = { name = side.name, impls = side.impls, bases = bases }
-  local noops = {}
-  for _, c in ipairs(side.conc) do noops[c] = _M.aggregate(runs[side.name .. "/noop/" .. c .. "/noop"]) end
-  for _, op in ipairs(side.ops) do
-    for _, c in ipairs(side.conc) do
-      local base = side.name .. "/" .. op .. "/" .. c .. "/"
-      local row = { kind = side.name, workers = side.workers, op = op, conc = c, impl = {}, invalid = {},
-                    noop = noops[c], impls = side.impls }
-      fill(row, side.impls, runs, function(impl) return base .. impl end)
-      for _, impl in ipairs(side.impls) do
-        local m, b = row.impl[impl], row.impl[bases[impl] or ""]
-        if m and b then compare(m, b, bases[impl]) end
+  for _, w in ipairs(side.workers) do
+    local prefix = side.name .. "/" .. w .. "/"
+    local noops = {}
+    for _, c in ipairs(side.conc) do noops[c] = _M.aggregate(runs[prefix .. "noop/" .. c .. "/noop"]) end
+    for _, op in ipairs(side.ops) do
+      for _, c in ipairs(side.conc) do
+        local base = prefix .. op .. "/" .. c .. "/"
+        local row = { kind = side.name, workers = w, op = op, conc = c, impl = {}, invalid = {},
+                      noop = noops[c], impls = side.impls }
+        fill(row, side.impls, runs, function(impl) return base .. impl end)
+        for _, impl in ipairs(side.impls) do
+          local m, b = row.impl[impl], row.impl[bases[impl] or ""]
+          if m and b then compare(m, b, bases[impl]) end
+        end
+        finish(row, side.impls)
+        rows[#rows + 1] = row
       end
-      finish(row, side.impls)
-      rows[#rows + 1] = row
     end
   end
   return rows
