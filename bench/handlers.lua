@@ -22,6 +22,12 @@
 -- (B.cluster_fill writes both), set_meta as above:
 --   location = /cluster/up/get { content_by_lua_block { B.run_cluster("up", "get") } }
 --
+-- Redis Sentinel rows (B.init's `sentinel` given): "up" = upstream resty.session.redis.sentinel
+-- (on lua-resty-redis-connector), "co" / "na" = resty.session.hiredis with `sentinels` (its
+-- sentinel storage; cosockets / native), under session names "se-<impl>", the keys of the
+-- single-node rows (bench/http_bench.lua writes them on the master beforehand):
+--   location = /sentinel/up/get { content_by_lua_block { B.run_sentinel("up", "get") } }
+--
 -- Durability rows (B.init's `durability` given): "co" / "na" as above, "cw" / "nw" the same
 -- with durability's wait_replicas / wait_timeout; session names and keys as above:
 --   location = /durability/cw/set { content_by_lua_block { B.run_durability("cw", "set") } }
@@ -42,6 +48,7 @@ local STALE_TTL = dataset.STALE_TTL
 
 local storages = {}
 local cluster_storages = {}
+local sentinel_storages = {}
 local durability_storages = {}
 -- get keys per cluster implementation: enough to spread over the 3 masters,
 -- few enough to write in well under a second
@@ -62,8 +69,10 @@ end
 -- `with_upstream` = whether resty.session.redis can be loaded; `cluster` (optional) =
 -- { nodes, password, with_upstream (resty.session.redis.cluster can be loaded),
 -- lock_zone (the lua_shared_dict upstream's client locks in) }; `durability` (optional) =
--- { wait_replicas, wait_timeout } for cw and nw.
-function _M.init(cfg, with_upstream, cluster, durability)
+-- { wait_replicas, wait_timeout } for cw and nw; `sentinel` (optional) = { sentinels,
+-- master, sentinel_password, password, with_upstream (resty.session.redis.sentinel and
+-- lua-resty-redis-connector can be loaded) }.
+function _M.init(cfg, with_upstream, cluster, durability, sentinel)
   local hiredis = require "resty.session.hiredis"
   local function config(extra)
     local c = { host = cfg.host, port = cfg.port, prefix = dataset.PREFIX }
@@ -103,6 +112,22 @@ function _M.init(cfg, with_upstream, cluster, durability)
     local hiredis_cluster = require "resty.session.hiredis.cluster"
     cluster_storages.co = hiredis_cluster.new(cluster_config())
     cluster_storages.na = hiredis_cluster.new(cluster_config({ transport = "native" }))
+  end
+  if sentinel then
+    -- the same configuration for all three (upstream's fields), timeouts given (their
+    -- defaults differ: lua-resty-redis-connector connects within 100 ms)
+    local function sentinel_config(extra)
+      local c = { sentinels = sentinel.sentinels, master = sentinel.master,
+                  sentinel_password = sentinel.sentinel_password, password = sentinel.password,
+                  prefix = dataset.PREFIX, connect_timeout = 1000, send_timeout = 1000, read_timeout = 1000 }
+      for k, v in pairs(extra or {}) do c[k] = v end
+      return c
+    end
+    if sentinel.with_upstream then
+      sentinel_storages.up = require("resty.session.redis.sentinel").new(sentinel_config())
+    end
+    sentinel_storages.co = hiredis.new(sentinel_config())
+    sentinel_storages.na = hiredis.new(sentinel_config({ transport = "native" }))
   end
   if durability then
     local n, ms = durability.wait_replicas, durability.wait_timeout
@@ -186,6 +211,16 @@ function _M.run_cluster(impl, op)
   local ok, err = CLUSTER_OPS[op](cluster_storages[impl], "cl-" .. impl, next_index())
   if not ok then
     return fail("cluster " .. impl, op, err)
+  end
+  ngx.print("ok")
+end
+
+---
+-- One storage call through the sentinel group; errors counted under "sentinel <impl> <op>".
+function _M.run_sentinel(impl, op)
+  local ok, err = OPS[op](sentinel_storages[impl], "se-" .. impl, next_index())
+  if not ok then
+    return fail("sentinel " .. impl, op, err)
   end
   ngx.print("ok")
 end
@@ -288,13 +323,16 @@ end
 function _M.info()
   local redis_ok, redis = pcall(require, "resty.redis")
   local session_ok, session = pcall(require, "resty.session")
+  local connector_ok, connector = pcall(require, "resty.redis.connector")
   ngx.say("luajit\t", jit and jit.version or "?")
   ngx.say("ngx_lua\t", ngx.config.ngx_lua_version)
   ngx.say("hiredis_module\t", require("resty.session.hiredis")._VERSION)
   ngx.say("resty_redis\t", redis_ok and redis._VERSION or "absent")
   ngx.say("resty_session\t", session_ok and session._VERSION or "absent")
+  ngx.say("resty_redis_connector\t", connector_ok and connector._VERSION or "absent")
   ngx.say("upstream\t", storages.up and "yes" or "no")
   ngx.say("upstream_cluster\t", cluster_storages.up and "yes" or "no")
+  ngx.say("upstream_sentinel\t", sentinel_storages.up and "yes" or "no")
 end
 
 return _M

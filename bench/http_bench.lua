@@ -1,10 +1,12 @@
 -- The side-by-side benchmark's driver (run by bench/run.sh under
--- spec/support/with-servers.sh --only plain): starts nginx (spec/support/nginx.lua)
--- with bench/handlers.lua, runs wrk against upstream resty.session.redis and this
--- module (cosocket with and without auto-pipelining, native) interleaved per row, reads the workers' CPU from /proc,
--- then the Redis Cluster rows and the durability rows (wait_replicas, with a replica
--- attached for them: bench/replica.lua), the limits (no-op handler, redis-benchmark, the
--- plain-LuaJIT native loop), and writes bench/results/results.{csv,md} and the chart's data.
+-- spec/support/with-servers.sh --only plain[,cluster], and spec/support/with-sentinels.sh
+-- for the Sentinel rows): starts nginx (spec/support/nginx.lua) with bench/handlers.lua,
+-- runs wrk against upstream resty.session.redis and this module (cosocket with and
+-- without auto-pipelining, native) interleaved per row, reads the workers' CPU from /proc,
+-- then the Redis Cluster rows, the Sentinel rows and the durability rows (wait_replicas,
+-- with a replica attached for them: bench/replica.lua), the limits (no-op handler,
+-- redis-benchmark, the plain-LuaJIT native loop), and writes bench/results/results.{csv,md}
+-- and the chart's data.
 --
 --   luajit bench/http_bench.lua                       the benchmark (settings: env, see bench/run.sh)
 --   luajit bench/http_bench.lua --profile IMPL OP CONC SECONDS WORKERS
@@ -18,6 +20,7 @@ local proc = require "proc"
 local report = require "report"
 local dataset = require "dataset"
 local replica = require "replica"
+local group = require "sentinel_group"
 
 local sh, quote = proc.sh, proc.quote
 local ROOT = nginx.root
@@ -60,7 +63,10 @@ assert(DURABILITY_MODE == "0" or DURABILITY_MODE == "1" or DURABILITY_MODE == "o
 -- BENCH_STATS: the statistics rows (counting on against off), 1 (default), 0 or only.
 local STATS_MODE = env("BENCH_STATS", "1")
 assert(STATS_MODE == "0" or STATS_MODE == "1" or STATS_MODE == "only", "BENCH_STATS: 0, 1 or only")
-local ONLY = CLUSTER_MODE == "only" or DURABILITY_MODE == "only" or STATS_MODE == "only"
+-- BENCH_SENTINEL: the Redis Sentinel rows (upstream's sentinel storage against ours), 1 (default), 0 or only.
+local SENTINEL_MODE = env("BENCH_SENTINEL", "1")
+assert(SENTINEL_MODE == "0" or SENTINEL_MODE == "1" or SENTINEL_MODE == "only", "BENCH_SENTINEL: 0, 1 or only")
+local ONLY = CLUSTER_MODE == "only" or DURABILITY_MODE == "only" or STATS_MODE == "only" or SENTINEL_MODE == "only"
 local plan = {
   ops = ONLY and {} or list(env("BENCH_OPS", QUICK and "get,set_meta" or ALL_OPS)),
   conc = list(env("BENCH_CONC", QUICK and "1,32" or "1,32,128"), true),
@@ -75,6 +81,11 @@ local CLUSTER_PLAN = { name = "cluster", ops = { "get", "set_meta", "read_metada
                        conc = QUICK and { 32 } or { 32, 128 }, workers = { 1, 2 },
                        impls = { "up", "co", "na" }, bases = { up = "up", co = "up", na = "up" },
                        handler = "run_cluster" }
+-- The Redis Sentinel group's (upstream's sentinel storage against ours), the same rows.
+local SENTINEL_PLAN = { name = "sentinel", ops = { "get", "set_meta", "read_metadata" },
+                        conc = QUICK and { 32 } or { 32, 128 }, workers = { 1, 2 },
+                        impls = { "up", "co", "na" }, bases = { up = "up", co = "up", na = "up" },
+                        handler = "run_sentinel" }
 -- The durability rows: co and na as in the single-node rows, cw and nw the same with `wait`,
 -- all with a replica attached to the single Redis for these rows only, so that the other
 -- rows keep measuring a master without one (bench/replica.lua).
@@ -115,7 +126,8 @@ local function absolute(path)
   return path:sub(1, 1) == "/" and path or (ROOT .. "/" .. path)
 end
 -- Upstream's cluster storage needs Kong's resty.rediscluster, resty.lock and resty.string
--- too (in the same UPSTREAM_LUA_PATH / tree, or next to the others in ../shared/third_party).
+-- too, its sentinel storage lua-resty-redis-connector (in the same UPSTREAM_LUA_PATH / tree,
+-- or next to the others in ../shared/third_party).
 local function upstream_path()
   local given = env("UPSTREAM_LUA_PATH")
   if given and given:find("?", 1, true) then
@@ -129,7 +141,8 @@ local function upstream_path()
   local base = ROOT .. "/../shared/third_party/"
   local parts = {}
   for _, lib in ipairs({ "lua-resty-session", "lua-resty-redis", "lua-resty-openssl", "lua-ffi-zlib",
-                         "lua-resty-string", "kong-redis-cluster", "lua-resty-lock" }) do
+                         "lua-resty-string", "kong-redis-cluster", "lua-resty-lock",
+                         "lua-resty-redis-connector" }) do
     parts[#parts + 1] = base .. lib .. "/lib/?.lua"
   end
   return table.concat(parts, ";")
@@ -185,12 +198,38 @@ if CLUSTER then
   CLUSTER_PLAN.upstream = has
   CLUSTER = side_workers(CLUSTER_PLAN)
 end
+-- The sentinel group (spec/support/with-sentinels.sh), when bench/run.sh started it.
+local SENTINEL = SENTINEL_MODE == "only" or (SENTINEL_MODE == "1" and not ONLY)
+if SENTINEL and not group.available then
+  if SENTINEL_MODE == "only" then error("BENCH_SENTINEL=only: " .. group.why_absent) end
+  log("bench: no sentinel rows: %s", group.why_absent)
+  SENTINEL = false
+end
+local WITH_UPSTREAM_SENTINEL = false
+if SENTINEL then
+  local has = true
+  for _, module in ipairs({ "resty.session.redis.sentinel", "resty.redis.connector", "resty.redis.sentinel",
+                            "resty.redis" }) do
+    if not package.searchpath(module, UPSTREAM_PATH) then
+      has = false
+      log("bench: sentinel rows without upstream: %s not found in %s (lua-resty-redis-connector)", module,
+          UPSTREAM_PATH)
+      break
+    end
+  end
+  WITH_UPSTREAM_SENTINEL = has
+  SENTINEL_PLAN.upstream = has
+  SENTINEL = side_workers(SENTINEL_PLAN)
+end
 -- The tables of their own that run.
 local SIDES = {}
 if CLUSTER then SIDES[#SIDES + 1] = CLUSTER_PLAN end
+if SENTINEL then SIDES[#SIDES + 1] = SENTINEL_PLAN end
 if DURABILITY then SIDES[#SIDES + 1] = DURABILITY_PLAN end
 if STATS then SIDES[#SIDES + 1] = STATS_PLAN end
 local CLUSTER_PASSWORD = os.getenv("HIREDIS_TEST_CLUSTER_PASSWORD")
+-- the group with-sentinels.sh's sentinels monitor (its TLS group is not used)
+local SENTINEL_MASTER = "mymaster"
 local CLUSTER_LOCK_ZONE = "redis_cluster_slot_locks"
 local IMPLS = {}
 for _, impl in ipairs(report.IMPLS) do
@@ -276,16 +315,21 @@ local function start_nginx(workers)
     cluster = { nodes = nodes, password = CLUSTER_PASSWORD, with_upstream = WITH_UPSTREAM_CLUSTER,
                 lock_zone = CLUSTER_LOCK_ZONE }
   end
+  local sentinel
+  if SENTINEL and runs_at(SENTINEL_PLAN, workers) then
+    sentinel = { sentinels = group.sentinels(), master = SENTINEL_MASTER, sentinel_password = group.sentinel_password,
+                 password = group.password, with_upstream = WITH_UPSTREAM_SENTINEL }
+  end
   local srv = nginx.start({
     workers = workers,
     log_level = "warn",
     vars = { port = REDIS_PORT, path = ROOT .. "/bench/?.lua;" .. UPSTREAM_PATH .. ";",
-             with_upstream = WITH_UPSTREAM, cluster = cluster,
+             with_upstream = WITH_UPSTREAM, cluster = cluster, sentinel = sentinel,
              durability = DURABILITY and runs_at(DURABILITY_PLAN, workers) and DURABILITY_PLAN.wait or nil },
     init = [[
       package.path = T.path .. package.path
       B = require "handlers"
-      B.init({ host = "127.0.0.1", port = T.port }, T.with_upstream, T.cluster, T.durability)
+      B.init({ host = "127.0.0.1", port = T.port }, T.with_upstream, T.cluster, T.durability, T.sentinel)
     ]],
     http = [[
       lua_shared_dict bench 1m;
@@ -554,6 +598,36 @@ local function stats_pass(srv, workers, rep)
   if not ok then error(err, 0) end
 end
 
+-- The Sentinel rows' pass: the master the sentinels agree on gets their sessions (it
+-- replicates them to the replica), then the rows; a run after which the sentinels name
+-- another master (a failover) is spoiled (SENTINEL_PLAN.check).
+local sentinel_master
+function SENTINEL_PLAN.check()
+  local now = group.agreed_master()
+  if now ~= sentinel_master then
+    return string.format("the sentinels named master %s after the run, %s before", tostring(now),
+                         tostring(sentinel_master))
+  end
+end
+
+local function sentinel_pass(srv, workers, rep)
+  sentinel_master = group.wait_stable(30)
+  local master = group.raw_server(sentinel_master)
+  master:settimeout(60)
+  local ok, err = pcall(function()
+    assert(master:call("FLUSHALL"))
+    local function master_call(...) return master:call(...) end
+    for _, op in ipairs(SENTINEL_PLAN.ops) do
+      for _, impl in ipairs(side_impls(SENTINEL_PLAN)) do
+        dataset.populate(master_call, op, "se-" .. impl, os.time())
+      end
+    end
+  end)
+  master:close()
+  if not ok then error(err, 0) end
+  side_pass(srv, SENTINEL_PLAN, workers, rep)
+end
+
 -- Profile mode --------------------------------------------------------------
 
 local function profile(impl, op, conc, seconds, workers)
@@ -615,7 +689,7 @@ log("bench: ops %s, conns %s, workers %s, impls %s, %d rep(s) of %d s, warm-up %
     table.concat(IMPLS, ","), REPS, DURATION, WARMUP, table.concat(side_text))
 
 -- Each side's pass: side_pass, or a pass that prepares what the side needs first.
-local PASSES = { durability = durability_pass, stats = stats_pass }
+local PASSES = { sentinel = sentinel_pass, durability = durability_pass, stats = stats_pass }
 
 for _, workers in ipairs(plan.workers) do
   -- the tables of their own that run with this many workers
@@ -647,6 +721,10 @@ for _, workers in ipairs(plan.workers) do
         -- to them (set_meta's keys cycle over a fixed set and expire), so the passes see
         -- the same data
         for _, impl in ipairs(side_impls(CLUSTER_PLAN)) do http_get(srv, "/bench/cluster_fill?impl=" .. impl) end
+      end
+      if SENTINEL and runs_at(SENTINEL_PLAN, workers) and WITH_UPSTREAM_SENTINEL
+          and not http_get(srv, "/bench/info"):find("upstream_sentinel\tyes", 1, true) then
+        error("upstream resty.session.redis.sentinel did not load inside nginx:\n" .. srv:error_log())
       end
       -- Each repetition is a pass over every row, so that the repetitions of a row lie
       -- minutes apart: a burst of load from elsewhere spoils one of them, not the median.
@@ -683,7 +761,7 @@ for _, workers in ipairs(plan.workers) do
 end
 
 local limits = {}
-if #plan.ops > 0 then   -- not on a BENCH_CLUSTER=only or BENCH_DURABILITY=only run
+if #plan.ops > 0 then   -- not on a run of only the tables of their own (BENCH_CLUSTER=only...)
   log("bench: limits (redis-benchmark, native loop)")
   local rb1 = redis_benchmark(1)
   local rb32 = redis_benchmark(32)
@@ -738,6 +816,16 @@ if CLUSTER then
                  .. info_field("resty_redis")
   end
   info.cluster = { upstream = up_cluster, impls = side_impls(CLUSTER_PLAN) }
+end
+if SENTINEL then
+  local up_sentinel = "absent"
+  if WITH_UPSTREAM_SENTINEL then
+    local session_version = info_field("resty_session")
+    if session_version == "absent" then session_version = "of unknown version" end
+    up_sentinel = "lua-resty-session " .. session_version .. " on lua-resty-redis-connector "
+                  .. info_field("resty_redis_connector") .. " and lua-resty-redis " .. info_field("resty_redis")
+  end
+  info.sentinel = { upstream = up_sentinel, impls = side_impls(SENTINEL_PLAN) }
 end
 if DURABILITY then
   info.durability = { settings = string.format("wait_replicas = %d, wait_timeout = %d",

@@ -240,8 +240,9 @@ end
 
 ---
 -- The CSV: per row the no-op handler and each implementation, then the rows of the
--- tables of their own (`sides`, from side_rows: kind "cluster", impl up = upstream's
--- cluster storage; kind "durability", ratio_base the implementation without WAIT), then
+-- tables of their own (`sides`, from side_rows: kind "cluster" / "sentinel", impl up =
+-- upstream's storage for that topology; kind "durability", ratio_base the implementation
+-- without WAIT; kind "stats"), then
 -- the limits (redis-benchmark, the plain-LuaJIT native loop).
 function _M.csv(rows, limits, sides)
   local lines = { CSV_HEADER }
@@ -318,18 +319,12 @@ local function cpu_text(m)
   return m and m.cpu_us and string.format("%.1f", m.cpu_us) or "-"
 end
 
--- The Redis Cluster table (`info.cluster` = { upstream, impls }).
-local function cluster_table(add, info, crows)
+-- A table of another topology against upstream's storage for it: `intro`, then per row
+-- each of `cimpls` (up, co, na) with its ratios to up.
+local function topology_table(add, intro, cimpls, crows)
   add("")
-  add("Redis Cluster (3 masters + 3 replicas on this machine, `requirepass` on every node): "
-      .. "up = upstream `resty.session.redis.cluster` (" .. info.cluster.upstream .. "), "
-      .. "co = `resty.session.hiredis.cluster` through cosockets (default transport choice), "
-      .. "na = the same with `transport = \"native\"`; the same wrk settings and repetitions, each "
-      .. "repetition's cluster rows right after its single-node rows; storage CPU = CPU minus the "
-      .. "no-op handler's measured in the same pass. A `set` with 2 metadata pairs touches 3 slots "
-      .. "(session key, web and api metadata keys), mostly on different masters.")
+  add(intro)
   add("")
-  local cimpls = info.cluster.impls
   local names = table.concat(cimpls, " / ")
   add("| workers | op | conns | rps " .. names .. " | p50 " .. names .. " | p99 " .. names .. " | CPU µs/req "
       .. names .. " | no-op CPU | storage µs/req " .. names .. " | valid |")
@@ -354,6 +349,31 @@ local function cluster_table(add, info, crows)
       table.concat(p99, " / "), table.concat(cpu, " / "), cpu_text(row.noop), table.concat(st_cols, " / "),
       validity(row)))
   end
+end
+
+-- The Redis Cluster table (`info.cluster` = { upstream, impls }).
+local function cluster_table(add, info, crows)
+  topology_table(add, "Redis Cluster (3 masters + 3 replicas on this machine, `requirepass` on every node): "
+      .. "up = upstream `resty.session.redis.cluster` (" .. info.cluster.upstream .. "), "
+      .. "co = `resty.session.hiredis.cluster` through cosockets (default transport choice), "
+      .. "na = the same with `transport = \"native\"`; the same wrk settings and repetitions, each "
+      .. "repetition's cluster rows right after its single-node rows with as many workers; storage CPU = CPU "
+      .. "minus the no-op handler's measured in the same pass with the same workers and connections. A `set` "
+      .. "with 2 metadata pairs touches 3 slots (session key, web and api metadata keys), mostly on different "
+      .. "masters.", info.cluster.impls, crows)
+end
+
+-- The Redis Sentinel table (`info.sentinel` = { upstream, impls }).
+local function sentinel_table(add, info, srows)
+  topology_table(add, "Redis Sentinel (a master, a replica and 3 sentinels on this machine, `requirepass` on "
+      .. "the servers and on the sentinels): up = upstream `resty.session.redis.sentinel` ("
+      .. info.sentinel.upstream .. "), co = `resty.session.hiredis` with `sentinels` (its sentinel storage) "
+      .. "through cosockets (default transport choice), na = the same with `transport = \"native\"`; each call "
+      .. "looks the master up (no `sentinel_cache_ttl`), the same configuration and 1 s timeouts for all three. "
+      .. "The same wrk settings and repetitions, each repetition's sentinel rows after its single-node and "
+      .. "cluster rows with as many workers, the master's sessions written before each pass; storage CPU = CPU "
+      .. "minus the no-op handler's measured in the same pass with the same workers and connections; a run "
+      .. "after which the sentinels name another master invalidates its row.", info.sentinel.impls, srows)
 end
 
 -- A table of implementations against their bases (`rows.bases`: cw/co, nw/na...): per
@@ -424,14 +444,17 @@ local function stats_table(add, _, srows)
   ratio_table(add, srows)
 end
 
-local SIDE_TABLES = { cluster = cluster_table, durability = durability_table, stats = stats_table }
+local SIDE_TABLES = { cluster = cluster_table, sentinel = sentinel_table, durability = durability_table,
+                      stats = stats_table }
 -- how the closing count names them
-local SIDE_NAMES = { cluster = "Redis Cluster", durability = "durability", stats = "statistics" }
+local SIDE_NAMES = { cluster = "Redis Cluster", sentinel = "Redis Sentinel", durability = "durability",
+                     stats = "statistics" }
 
 ---
 -- The markdown report: machine, settings, the HTTP table, what pipelining gains, the
 -- tables of their own (`sides`, optional, from side_rows: the Redis Cluster's with
--- `info.cluster`, the durability rows' with `info.durability`), the limits, the native
+-- `info.cluster`, the Redis Sentinel's with `info.sentinel`, the durability rows' with
+-- `info.durability`), the limits, the native
 -- loop. `info.impls` = the implementations measured (columns of the others show "-").
 function _M.markdown(info, rows, limits, sides)
   local out = {}
@@ -553,8 +576,10 @@ function _M.markdown(info, rows, limits, sides)
     if #side > 0 then included[#included + 1] = SIDE_NAMES[side.name] end
   end
   add("")
-  add(string.format("%d of %d rows invalid%s.", invalid, total,
-                    #included > 0 and (" (" .. table.concat(included, " and ") .. " rows included)") or ""))
+  -- "a", "a and b", "a, b and c"
+  local last_included = table.remove(included)
+  local names = #included > 0 and (table.concat(included, ", ") .. " and " .. last_included) or last_included
+  add(string.format("%d of %d rows invalid%s.", invalid, total, names and (" (" .. names .. " rows included)") or ""))
   return table.concat(out, "\n") .. "\n"
 end
 

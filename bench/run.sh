@@ -81,20 +81,30 @@ if [[ "${1:-}" == "--profile" ]]; then
 fi
 
 started=$(date +%s)
-CLUSTER_MODE="${BENCH_CLUSTER:-1}" DURABILITY_MODE="${BENCH_DURABILITY:-1}" STATS_MODE="${BENCH_STATS:-1}"
-servers=plain,cluster
-# no cluster when its rows do not run (BENCH_CLUSTER=0, or only the durability or statistics rows)
-[[ "$CLUSTER_MODE" == 0 || ( ( "$DURABILITY_MODE" == only || "$STATS_MODE" == only ) && "$CLUSTER_MODE" != only ) ]] \
-    && servers=plain
-# the cluster is made while the single-node rows run (the benchmark waits for it)
-export WITH_SERVERS_CLUSTER_BACKGROUND=1
-spec/support/with-servers.sh --only "$servers" luajit bench/http_bench.lua &
+CLUSTER_MODE="${BENCH_CLUSTER:-1}" SENTINEL_MODE="${BENCH_SENTINEL:-1}" DURABILITY_MODE="${BENCH_DURABILITY:-1}"
+STATS_MODE="${BENCH_STATS:-1}"
+any_only=0
+for mode in "$CLUSTER_MODE" "$SENTINEL_MODE" "$DURABILITY_MODE" "$STATS_MODE"; do
+    [[ "$mode" == only ]] && any_only=1
+done
+# whether the rows of a mode run: only, or 1 when no other kind of rows is only
+rows_run() { [[ "$1" == only || ( "$1" == 1 && $any_only == 0 ) ]]; }
+# no cluster, no sentinel group when their rows do not run
+servers=plain
+rows_run "$CLUSTER_MODE" && servers=plain,cluster
+sentinels=()
+rows_run "$SENTINEL_MODE" && sentinels=(spec/support/with-sentinels.sh)
+# the cluster is made while the single-node rows run (the benchmark waits for it); the
+# sentinel group is made first (a few seconds) with a long down-after-milliseconds: a master
+# slow to answer a sentinel under load is not failed over in the middle of the rows
+export WITH_SERVERS_CLUSTER_BACKGROUND=1 WITH_SENTINELS_DOWN_AFTER_MS=30000
+spec/support/with-servers.sh --only "$servers" "${sentinels[@]}" luajit bench/http_bench.lua &
 CMD_PID=$!
 wait "$CMD_PID"
 CMD_PID=""
 
-if [[ "$CLUSTER_MODE" == only || "$DURABILITY_MODE" == only || "$STATS_MODE" == only ]]; then
-    echo "bench: cluster, durability or statistics rows only: no chart (it shows the single-node rows)" >&2
+if [[ $any_only == 1 ]]; then
+    echo "bench: cluster, sentinel, durability or statistics rows only: no chart (it shows the single-node rows)" >&2
 elif command -v gnuplot >/dev/null; then
     gnuplot -e "datafile='$RESULTS/chart.dat'; outfile='$RESULTS/results.png'" bench/chart.gp
     echo "bench: chart in $RESULTS/results.png" >&2
@@ -108,7 +118,7 @@ for knob in BENCH_QUICK BENCH_OPS BENCH_CONC BENCH_WORKERS BENCH_REPS BENCH_DURA
     [[ -n "${!knob:-}" && "$knob" != BENCH_RESULTS ]] && full=0
 done
 [[ "$RESULTS" != bench/results ]] && full=0
-[[ "$CLUSTER_MODE" != 1 || "$DURABILITY_MODE" != 1 || "$STATS_MODE" != 1 ]] && full=0
+[[ "$CLUSTER_MODE" != 1 || "$SENTINEL_MODE" != 1 || "$DURABILITY_MODE" != 1 || "$STATS_MODE" != 1 ]] && full=0
 if [[ "${BENCH_README:-$full}" == 1 ]]; then
     luajit bench/update_readme.lua "$RESULTS"
 fi

@@ -11,6 +11,10 @@
 # its pid to <dir>/<name>.pid so that it is stopped here too). Always stops every
 # process it or a spec started and removes the directory. Exits with CMD's status.
 #
+# WITH_SENTINELS_DOWN_AFTER_MS (default 2000): the sentinels' down-after-milliseconds
+# for both groups (the specs' fast failure detection; make bench sets a long one, so
+# that a master slow to answer under load is not failed over).
+#
 # With the test certificates of with-servers.sh (HIREDIS_TEST_CERTS, when it runs a
 # TLS server), also:
 #   - the sentinels above listen on a TLS port too (a mixed deployment: TLS to the
@@ -35,6 +39,7 @@ done
 . "$(dirname "${BASH_SOURCE[0]}")/server-release.sh"
 
 DIR="$(mktemp -d "${TMPDIR:-/tmp}/rsh-sentinel.XXXXXX")"
+DOWN_AFTER_MS="${WITH_SENTINELS_DOWN_AFTER_MS:-2000}"
 MASTER_PASSWORD="master-$RANDOM$RANDOM"
 SENTINEL_PASSWORD="sentinel-$RANDOM$RANDOM"
 USED_PORTS=" "
@@ -155,7 +160,7 @@ for i in 1 2 3; do
         fi
         echo "sentinel monitor mymaster 127.0.0.1 $MASTER_PORT 2"
         echo "sentinel auth-pass mymaster $MASTER_PASSWORD"
-        echo "sentinel down-after-milliseconds mymaster 2000"
+        echo "sentinel down-after-milliseconds mymaster $DOWN_AFTER_MS"
         echo "sentinel failover-timeout mymaster 6000"
         echo "sentinel parallel-syncs mymaster 1"
         echo "requirepass $SENTINEL_PASSWORD"
@@ -226,7 +231,7 @@ if [[ $with_tls -eq 1 ]]; then
             echo "tls-replication yes"
             echo "sentinel monitor tlsmaster 127.0.0.1 $TLS_MASTER_PORT 2"
             echo "sentinel auth-pass tlsmaster $MASTER_PASSWORD"
-            echo "sentinel down-after-milliseconds tlsmaster 2000"
+            echo "sentinel down-after-milliseconds tlsmaster $DOWN_AFTER_MS"
             echo "sentinel failover-timeout tlsmaster 6000"
             echo "requirepass $SENTINEL_PASSWORD"
         } >"$DIR/tlssentinel$i.conf"
