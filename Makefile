@@ -163,10 +163,12 @@ valgrind: deps build
 
 # The side-by-side benchmark (bench/run.sh: knobs BENCH_QUICK=1, BENCH_OPS=, BENCH_CONC=,
 # BENCH_WORKERS=, BENCH_REPS=, BENCH_DURATION=, BENCH_IMPLS=, BENCH_CLUSTER=1|0|only,
-# BENCH_DURABILITY=1|0|only, BENCH_STATS=1|0|only; UPSTREAM_LUA_PATH): upstream resty.session.redis vs this module
-# in nginx under wrk, the Redis Cluster rows, the durability rows (wait_replicas = 1 against
-# none, a throwaway replica attached for them only), plus the limits; results in
-# bench/results/ (a full run also rewrites README.md's benchmark section).
+# BENCH_SENTINEL=1|0|only, BENCH_DURABILITY=1|0|only, BENCH_STATS=1|0|only; UPSTREAM_LUA_PATH):
+# upstream resty.session.redis vs this module in nginx under wrk, the Redis Cluster rows and the
+# Redis Sentinel rows (upstream's cluster / sentinel storage vs this module's, the sentinel group
+# of spec/support/with-sentinels.sh), the durability rows (wait_replicas = 1 against none, a
+# throwaway replica attached for them only), plus the limits; results in bench/results/ (a full
+# run also rewrites README.md's benchmark section).
 BENCH_PACKAGES := gnuplot-nox
 bench-deps:
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) $(BENCH_PACKAGES)"

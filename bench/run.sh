@@ -1,27 +1,41 @@
 #!/usr/bin/env bash
 # make bench / make bench-profile: the side-by-side HTTP benchmark (bench/http_bench.lua)
-# against a throwaway redis-server and nginx on loopback, then the chart.
+# against a throwaway redis-server (and Redis Cluster, and Sentinel group) and nginx on
+# loopback, then the chart.
 #
 #   bench/run.sh                  the benchmark; settings from the environment:
 #     BENCH_QUICK=1               a smoke run: get and set_meta, 1 and 32 connections, 1 worker, 1 rep
+#                                 (the tables of their own at 32 connections)
 #     BENCH_OPS=get,set           ops (get,set,set_meta,delete,read_metadata)
-#     BENCH_CONC=1,32,128         wrk connections     BENCH_WORKERS=1,2   nginx workers
+#     BENCH_CONC=1,32,128         wrk connections of the single-node rows
+#     BENCH_WORKERS=1,2           nginx workers, of all rows (the tables of their own run with those
+#                                 of their worker counts it has)
 #     BENCH_REPS=3                repetitions (median) BENCH_DURATION=1   seconds per wrk run
 #     BENCH_WARMUP=1              seconds of warm-up per op, all implementations at once (0: none)
 #     BENCH_IMPLS=up,co,cn,na     implementations: up upstream, co cosocket (pipelining on),
 #                                 cn cosocket with pipelining = false (rows with >1 connection), na native
 #     UPSTREAM_LUA_PATH           where resty.session.redis and resty.redis are (a LuaRocks
-#                                 tree or a Lua path); default ../shared/third_party
-#     BENCH_CLUSTER=1|0|only      the Redis Cluster rows (get and set + 2 metadata at 32 connections,
-#                                 1 worker: upstream's resty.session.redis.cluster vs ours) on a
+#                                 tree or a Lua path; for the cluster rows also resty.rediscluster,
+#                                 resty.lock, resty.string, for the sentinel rows resty.redis.connector:
+#                                 up is left out of those rows, and the log says why, without them);
+#                                 default ../shared/third_party
+#     BENCH_CLUSTER=1|0|only      the Redis Cluster rows (get, set + old_key + 2 metadata and
+#                                 read_metadata at 32 and 128 connections, 1 and 2 workers: upstream's
+#                                 resty.session.redis.cluster vs ours, cosockets and native) on a
 #                                 3+3 cluster (with-servers.sh's `cluster`, made in
 #                                 the background while the first rows run): 1 (default)
 #                                 with the other rows, 0 none (no cluster started), only: nothing else
+#     BENCH_SENTINEL=1|0|only     the Redis Sentinel rows (the same ops, connections and workers:
+#                                 upstream's resty.session.redis.sentinel on lua-resty-redis-connector
+#                                 vs ours, cosockets and native) on the group of
+#                                 spec/support/with-sentinels.sh (master, replica, 3 sentinels; made
+#                                 before the benchmark starts, down-after-milliseconds 30 s): 1 (default)
+#                                 with the other rows, 0 none (no group started), only: nothing else
 #     BENCH_DURABILITY=1|0|only   the durability rows (set and set + 2 metadata at 32 and 128 connections, 32 quick;
 #                                 1 worker: co and na, then cw and nw, the same with wait_replicas = 1,
 #                                 wait_timeout = 1000) with a replica attached to the single Redis for
 #                                 these rows only (bench/replica.lua): 1 (default) with the other rows,
-#                                 0 none, only: nothing else (both only: the cluster and durability rows)
+#                                 0 none, only: nothing else (several only: those kinds of rows)
 #     BENCH_STATS=1|0|only        the statistics rows (get and set at 32 and 128 connections, 32 quick;
 #                                 1 worker): cq and co, nq and na, the same calls with counting off and
 #                                 on (stats_enabled): what stats() costs; 1 (default), 0 none, only
