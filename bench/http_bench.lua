@@ -799,10 +799,14 @@ local info = {
   impls = IMPLS,
   upstream = "absent",
 }
-if WITH_UPSTREAM then
+-- "lua-resty-session <version> on <what>": an upstream storage and the client under it
+local function upstream_on(what)
   local session_version = info_field("resty_session")
   if session_version == "absent" then session_version = "of unknown version" end
-  info.upstream = "lua-resty-session " .. session_version .. " on lua-resty-redis " .. info_field("resty_redis")
+  return "lua-resty-session " .. session_version .. " on " .. what
+end
+if WITH_UPSTREAM then
+  info.upstream = upstream_on("lua-resty-redis " .. info_field("resty_redis"))
 end
 local rows = report.rows(plan, runs)
 local sides = {}
@@ -810,20 +814,15 @@ for i, side in ipairs(SIDES) do sides[i] = report.side_rows(side, runs) end
 if CLUSTER then
   local up_cluster = "absent"
   if WITH_UPSTREAM_CLUSTER then
-    local session_version = info_field("resty_session")
-    if session_version == "absent" then session_version = "of unknown version" end
-    up_cluster = "lua-resty-session " .. session_version .. " on Kong's resty-redis-cluster and lua-resty-redis "
-                 .. info_field("resty_redis")
+    up_cluster = upstream_on("Kong's resty-redis-cluster and lua-resty-redis " .. info_field("resty_redis"))
   end
   info.cluster = { upstream = up_cluster, impls = side_impls(CLUSTER_PLAN) }
 end
 if SENTINEL then
   local up_sentinel = "absent"
   if WITH_UPSTREAM_SENTINEL then
-    local session_version = info_field("resty_session")
-    if session_version == "absent" then session_version = "of unknown version" end
-    up_sentinel = "lua-resty-session " .. session_version .. " on lua-resty-redis-connector "
-                  .. info_field("resty_redis_connector") .. " and lua-resty-redis " .. info_field("resty_redis")
+    up_sentinel = upstream_on("lua-resty-redis-connector " .. info_field("resty_redis_connector")
+                              .. " and lua-resty-redis " .. info_field("resty_redis"))
   end
   info.sentinel = { upstream = up_sentinel, impls = side_impls(SENTINEL_PLAN) }
 end
