@@ -34,7 +34,11 @@
 -- `TRYAGAIN` and `CLUSTERDOWN` back off (10, 20, 40 ... 320 ms) while the call's
 -- retry budget lasts. Reads go to masters only. Each node has its own connection
 -- pool whose name holds the node and the identity (username, a digest of the
--- password, TLS settings), also under a custom `pool` name.
+-- password, TLS settings), also under a custom `pool` name. A node whose round
+-- trip failed (a timeout: it may be a stalled master, which answers what waited
+-- in its socket when it wakes, before it learns of its replica's promotion) gets a
+-- lone `PING` before the next call's commands go to it, and is asked for the slot
+-- map last; while it does not answer, calls to it fail and send it nothing.
 --
 -- **Differences from upstream's `resty.session.redis.cluster`** (4.1.5 on Kong's
 -- resty-redis-cluster 1.6.1):
