@@ -631,7 +631,9 @@ end
 -- Profile mode --------------------------------------------------------------
 
 local function profile(impl, op, conc, seconds, workers)
-  assert(impl == "noop" or report.IMPL_NAMES[impl], "impl: " .. table.concat(report.IMPLS, ", ") .. " or noop")
+  -- also a side table's row, as <table>/<impl> (e.g. stats/cq: co with counting off)
+  assert(impl == "noop" or report.IMPL_NAMES[impl] or impl:find("^%l+/%l+$"),
+         "impl: " .. table.concat(report.IMPLS, ", ") .. ", noop or <table>/<impl> (e.g. stats/cq)")
   assert(report.OP_NAMES[op], "op: " .. ALL_OPS)
   local srv = start_nginx(workers)
   local ok, err = pcall(function()

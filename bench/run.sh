@@ -41,7 +41,8 @@
 #                                 on (stats_enabled): what stats() costs; 1 (default), 0 none, only
 #     BENCH_README=0|1            rewrite README.md's section (default: only after a full run)
 #   bench/run.sh --profile [IMPL [OP [CONC [SECONDS [WORKERS]]]]]
-#                                 perf record -g on the workers under load, top symbols
+#                                 perf record -g on the workers under load, top symbols (IMPL
+#                                 also a side table's row: stats/cq, stats/co, cluster/co...)
 #
 # Everything runs in a temporary directory; on exit (also Ctrl-C) nginx and the
 # redis-servers are stopped and the directory removed.

@@ -174,6 +174,16 @@ describe("stats()", function()
         assert.is_true(took > BOUNDS[bucket - 1] and (bucket > #BOUNDS or took <= BOUNDS[bucket]))
     end)
 
+    it("buckets a latency by the first bound it does not exceed", function()
+        for i, bound in ipairs(BOUNDS) do
+            assert.equal(i, stats.bucket_of(bound), "at " .. bound)
+            assert.equal(i + 1, stats.bucket_of(bound * 1.0001), "just above " .. bound)
+            assert.equal(i, stats.bucket_of(bound * 0.9999), "just below " .. bound)
+        end
+        assert.equal(1, stats.bucket_of(0))
+        assert.equal(#BOUNDS + 1, stats.bucket_of(1e9))
+    end)
+
     it("stats_reset zeroes every counter; stats_enabled(false) stops counting", function()
         local s = hiredis.new({ port = h.port })
         assert.is_nil(s:get("session", "k"))
