@@ -133,6 +133,32 @@ describe("cluster in nginx", function()
         end, "ngxstall", args.key)
     end)
 
+    it("runs concurrent calls to one node on that node's auto-pipeline", function()
+        local sd = require "stats_delta"
+        local args = { cfg = kit.config({ prefix = "{ngxpipe}" }), name = "pipe" .. math.random(1e9) }
+        local out = run("content", [[
+            local s = H.storage(ARGS.cfg, ARGS.name)
+            for i = 1, 40 do assert(s:set("session", "k" .. i, "v" .. i, 600)) end
+            local before = H.hiredis.stats()
+            local threads = {}
+            for i = 1, 40 do
+                threads[i] = ngx.thread.spawn(function() return s:get("session", "k" .. i) end)
+            end
+            local values = {}
+            for i = 1, 40 do
+                local ok, value = ngx.thread.wait(threads[i])
+                values[i] = ok and value or false
+            end
+            return { before = before, after = H.hiredis.stats(), values = values }
+        ]], args)
+        for i = 1, 40 do assert.equal("v" .. i, out.values[i]) end
+        local d = sd.delta(out.before, out.after)
+        assert.equal(40, d["get.calls"])
+        assert.equal(0, d["get.errors"])
+        assert.is_true(d["pipeline.calls"] > d["pipeline.batches"],
+                       "calls share writes: " .. d["pipeline.calls"] .. " calls in " .. d["pipeline.batches"] .. " batches")
+    end)
+
     it("counts a MOVED followed over cosockets in stats(), the call once", function()
         local core = require "resty.session.hiredis.core"
         local sd = require "stats_delta"

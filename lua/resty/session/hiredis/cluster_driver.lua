@@ -67,22 +67,22 @@ local function node_of(view, cinst, host, port)
     local inst = cinst:node(host, port)
     local node_view = cosocket.view(inst, inst:fields())
     node_view.transport = view.transport
-    node_view.pipelining = false
     node = { inst = inst, view = node_view }
     view.nodes[key] = node
   end
   return node
 end
 
--- Sends request (rebuilt by reload after a stale pooled connection); true or nil, err.
+-- Sends request (rebuilt by reload after a stale pooled connection); true or
+-- nil, err, lent (op stays with a pipeline runner: never reuse it).
 local function send(node, op, request, reload)
-  local ok, err, stale = round_trip(node.inst, node.view, op, request)
+  local ok, err, stale, lent = round_trip(node.inst, node.view, op, request)
   local retries = 0
   while not ok and stale and retries < MAX_STALE_RETRIES do
     retries = retries + 1
-    ok, err, stale = round_trip(node.inst, node.view, op, reload())
+    ok, err, stale, lent = round_trip(node.inst, node.view, op, reload())
   end
-  return ok, err
+  return ok, err, lent
 end
 
 -- Loads the slot map from the first node that answers; nil, or the last error.
@@ -97,7 +97,10 @@ local function refresh(cinst, view)
       return (cinst:load_topology_query(op))
     end
     for _ = 1, 2 do  -- a second time with CLUSTER SLOTS when SHARDS is unknown
-      local ok, err = send(node, op, reload(), reload)
+      local ok, err, lent = send(node, op, reload(), reload)
+      if lent then
+        op = take_op()  -- a pipeline runner still holds the other one
+      end
       if not ok then
         last_err = err
         if not retryable(err) and err ~= "timeout" then
@@ -129,13 +132,16 @@ local function run_batch(cinst, view, cop, i)
     return
   end
   local node = node_of(view, cinst, host, port)
-  local ok, err = send(node, op, request, function()
+  local ok, err, lent = send(node, op, request, function()
     return (cop:load_batch(i, op))
   end)
   if ok then
     cop:absorb(i, op)  -- trims op
   else
     cop:failed(i, err, retryable(err))
+    if lent then
+      return  -- a pipeline runner still holds op
+    end
     op:trim()  -- a failed batch keeps none of its request
   end
   give_op(op)

@@ -181,7 +181,7 @@ local sub = string.sub
 
 local serves = cosocket.serves
 local cosocket_call = cosocket.call
-local round_trip = cosocket.round_trip
+local lone_round_trip = cosocket.lone_round_trip
 local new_operation = core.operation
 local start_tls = cosocket.start_tls
 local SET, GET, DELETE, READ_METADATA = cosocket.SET, cosocket.GET, cosocket.DELETE, cosocket.READ_METADATA
@@ -649,9 +649,9 @@ local function probe(entry, over_cosocket)
     return inst:probe()
   end
   local op = new_operation()  -- a rare path: after a timeout only
-  local ok, err, stale = round_trip(inst, entry.view, op, inst:load_probe(op))
+  local ok, err, stale = lone_round_trip(inst, entry.view, op, inst:load_probe(op))
   if not ok and stale then  -- a pooled connection the server had closed: once more
-    ok, err = round_trip(inst, entry.view, op, inst:load_probe(op))
+    ok, err = lone_round_trip(inst, entry.view, op, inst:load_probe(op))
   end
   op:trim()
   return ok, err
