@@ -155,8 +155,8 @@ describe("cluster in nginx", function()
         local d = sd.delta(out.before, out.after)
         assert.equal(40, d["get.calls"])
         assert.equal(0, d["get.errors"])
-        assert.is_true(d["pipeline.calls"] > d["pipeline.batches"],
-                       "calls share writes: " .. d["pipeline.calls"] .. " calls in " .. d["pipeline.batches"] .. " batches")
+        assert.is_true(d["pipeline.calls"] > d["pipeline.batches"], string.format(
+            "calls share writes: %d calls in %d batches", d["pipeline.calls"], d["pipeline.batches"]))
     end)
 
     it("counts a MOVED followed over cosockets in stats(), the call once", function()
