@@ -133,19 +133,66 @@ int driver_op_new(lua_State* L) {
     return 1;
 }
 
-// cop:start(cinst, method_id, ...) -> true | nil, "invalid <arg>: <why>"
-int driver_op_start(lua_State* L) {
+// cop:begin(cinst, op, method_id, ...): cop:start, then as much of the first
+// round as needs no I/O, so that a call to one node crosses into C here, in op's
+// reads and in cop:finish only:
+//   request, host, port   the round is one node batch, loaded into op
+//   false, n              the round is planned: n node batches (load_batch them)
+//   false                 the slot map is to be loaded first (then cop:plan)
+//   nil, "invalid <arg>: <why>"
+int driver_op_begin(lua_State* L) {
     DriverOperation* self = check_driver_op(L, 1);
     ClusterInstance* inst = check_cluster(L, 2);
-    const lua_Integer method = lua_tointeger(L, 3);
+    Operation* op = check_operation(L, 3);
+    const lua_Integer method = lua_tointeger(L, 4);
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         if (method < 1 || method > 4) throw ArgumentError("invalid method");
-        const TrimOnExit trim(self->loader);  // its arguments are in op once started
-        load_operation(L, self->loader, static_cast<Method>(method), inst->naming, 4,
+        const TrimOnExit trim(self->loader);  // its arguments are in the cluster op once started
+        load_operation(L, self->loader, static_cast<Method>(method), inst->naming, 5,
                        inst->client.config().base.reader_limits().max_reply_bytes);
         self->op.start(self->loader, inst->naming, inst->client.topology(), inst->client.policy());
+        if (inst->client.topology()->take_refresh()) {
+            lua_pushboolean(L, 0);
+            return 1;
+        }
+        self->op.plan_round();  // (a call that finished already plans no batch: 0)
+        auto& batches = self->op.batches();
+        if (batches.size() != 1) {
+            lua_pushboolean(L, 0);
+            lua_pushinteger(L, static_cast<lua_Integer>(batches.size()));
+            return 2;
+        }
+        const NodeBatch& batch = batches.front();
+        op->start_raw(batch.commands);
+        push_view(L, *op->next_request(0));
+        push_view(L, batch.node.host);
+        lua_pushinteger(L, batch.node.port);
+        return 3;
+    });
+}
+
+// cop:finish(op): after a round of one node batch whose replies op holds:
+// absorb, end_round and, once the call is finished, result:
+//   true, results...            finished (op and cop trimmed)
+//   false, refresh, backoff_ms  another round is needed (as end_round says)
+int driver_op_finish(lua_State* L) {
+    DriverOperation* self = check_driver_op(L, 1);
+    Operation* op = check_operation(L, 2);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        if (self->op.batches().size() != 1 || !op->finished()) throw ArgumentError("invalid batch");
+        self->op.node_replies(0, op->raw_replies());
+        op->trim();
+        const RoundOutcome outcome = self->op.end_round();
+        if (!outcome.finished) {
+            lua_pushboolean(L, 0);
+            lua_pushboolean(L, outcome.refresh);
+            lua_pushinteger(L, outcome.backoff_ms);
+            return 3;
+        }
         lua_pushboolean(L, 1);
-        return 1;
+        const int n = push_result(L, self->op.result());
+        self->op.trim();
+        return 1 + n;
     });
 }
 
@@ -237,7 +284,8 @@ int driver_op_result(lua_State* L) {
 }
 
 const luaL_Reg kDriverOperationMethods[] = {
-    {"start", driver_op_start},
+    {"begin", driver_op_begin},
+    {"finish", driver_op_finish},
     {"plan", driver_op_plan},
     {"load_batch", driver_op_load_batch},
     {"absorb", driver_op_absorb},

@@ -133,6 +133,44 @@ describe("cluster in nginx", function()
         end, "ngxstall", args.key)
     end)
 
+    it("serves a call to one node with begin, its reads and finish, and no light thread", function()
+        local args = { cfg = kit.config({ prefix = "{ngxcross}" }), name = "cross" .. math.random(1e9) }
+        local out = run("content", [=[
+            local core = require "resty.session.hiredis.core"
+            local s = H.storage(ARGS.cfg, ARGS.name)
+            assert(s:set("session", "k", "v", 600))
+            assert(s:get("session", "k") == "v")  -- warm: slot map loaded, connection pooled
+            -- count every C method of the cluster and single-node operations, and spawns
+            local counts, saved = {}, {}
+            local function wrap(index)
+                for name, f in pairs(index) do
+                    saved[#saved + 1] = { index, name, f }
+                    index[name] = function(...)
+                        counts[name] = (counts[name] or 0) + 1
+                        return f(...)
+                    end
+                end
+            end
+            wrap(getmetatable(core.cluster_operation()).__index)
+            wrap(getmetatable(core.operation()).__index)
+            local spawn = ngx.thread.spawn
+            ngx.thread.spawn = function(...)
+                counts.spawn = (counts.spawn or 0) + 1
+                return spawn(...)
+            end
+            local values = {}
+            for i = 1, 10 do values[i] = s:get("session", "k") end
+            ngx.thread.spawn = spawn
+            for _, entry in ipairs(saved) do entry[1][entry[2]] = entry[3] end
+            return { counts = counts, values = values }
+        ]=], args)
+        for i = 1, 10 do assert.equal("v", out.values[i]) end
+        local reads = (out.counts.read or 0) + (out.counts.read_from or 0)
+        out.counts.read, out.counts.read_from = nil, nil
+        assert.same({ begin = 10, finish = 10 }, out.counts)
+        assert.equal(10, reads, "one read per call: the reply in one chunk")
+    end)
+
     it("runs concurrent calls to one node on that node's auto-pipeline", function()
         local sd = require "stats_delta"
         local args = { cfg = kit.config({ prefix = "{ngxpipe}" }), name = "pipe" .. math.random(1e9) }

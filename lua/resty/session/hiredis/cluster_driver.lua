@@ -8,9 +8,13 @@
 -- The slot map lives in the core, per worker process, shared with the native
 -- transport of the same process.
 --
--- Per call: `start`, then per round `plan`, a `load_batch`/`absorb` pair per
--- node, `end_round`, and `result`: a call to one node (a `get`, or a `set`
--- without metadata) crosses into C six times.
+-- Per call: `begin` (start and the first round's plan; a round of one node batch
+-- comes back loaded), the node's round trip (on its auto-pipeline, as a storage
+-- call), and `finish` (absorb, end_round and the results): a call to one node (a
+-- `get`, or a `set` without metadata) crosses into C there and in the round
+-- trip's reads only, and spawns no light thread. Other rounds: `plan`, a
+-- `load_batch`/`absorb` pair per node (in parallel light threads), `end_round`,
+-- and `result` at the end.
 --
 -- @module resty.session.hiredis.cluster_driver
 -- @local
@@ -147,6 +151,30 @@ local function run_batch(cinst, view, cop, i)
   give_op(op)
 end
 
+-- Runs the round's n batches (n planned already), in parallel light threads
+-- when there are several.
+local function run_round(cinst, view, cop, n)
+  if n == 1 then
+    run_batch(cinst, view, cop, 1)
+  elseif n > 1 then
+    local threads = {}
+    for i = 1, n do
+      threads[i] = spawn(run_batch, cinst, view, cop, i)
+    end
+    for i = 1, n do
+      wait(threads[i])
+    end
+  end
+end
+
+local function results(cop, r1, r2)
+  give_cluster_op(cop)
+  if r2 == nil then
+    return r1
+  end
+  return r1, r2
+end
+
 ---
 -- Runs a storage method against the cluster over cosockets.
 -- @param cinst the core cluster instance
@@ -158,44 +186,62 @@ function _M.call(cinst, view, method, ...)
     return nil, "cosocket transport unavailable: not running inside nginx"
   end
   local cop = take_cluster_op()
-  local started, err = cop:start(cinst, method, ...)
-  if not started then
+  local op = take_op()
+  local request, host, port = cop:begin(cinst, op, method, ...)
+  if request == nil then
+    give_op(op)
     give_cluster_op(cop)
-    return nil, err
+    return nil, host
   end
-  update_time()
-  local deadline = now() + view.budget
-  while true do
-    if cinst:take_refresh() then
-      local rerr = refresh(cinst, view)
-      if rerr and cinst:map_empty() then
-        cop:fail(rerr)
+  local deadline = now() + view.budget  -- (the event loop's time: no clock read here)
+  local planned  -- batches of a round planned already
+  local must_refresh = false  -- begin took the refresh (only one caller gets it)
+  local finished, want_refresh, backoff_ms
+  if request then
+    -- one node batch (a get, a set without metadata...): begin, the node's
+    -- round trip and finish are the call's crossings into C
+    local node = node_of(view, cinst, host, port)
+    local ok, err, lent = send(node, op, request, function()
+      return (cop:load_batch(1, op))
+    end)
+    if ok then
+      local r1, r2
+      finished, r1, r2 = cop:finish(op)
+      if finished then
+        give_op(op)
+        return results(cop, r1, r2)
+      end
+      if finished == nil then  -- a broken reply
+        give_op(op)
+        return results(cop, nil, r1)
+      end
+      want_refresh, backoff_ms = r1, r2
+    else
+      cop:failed(1, err, retryable(err))
+      if not lent then
+        op:trim()  -- a failed batch keeps none of its request
+        give_op(op)
+      end
+      finished, want_refresh, backoff_ms = cop:end_round()
+    end
+  else
+    give_op(op)
+    planned = host  -- false, n: the round is planned
+    must_refresh = not host  -- false: load the slot map first
+  end
+
+  while not finished do
+    if planned then
+      run_round(cinst, view, cop, planned)
+      finished, want_refresh, backoff_ms = cop:end_round()
+      if finished then
         break
       end
-    end
-    local n = cop:plan()
-    if not n then
-      break  -- finished
-    end
-    if n == 1 then
-      run_batch(cinst, view, cop, 1)
-    elseif n > 1 then
-      local threads = {}
-      for i = 1, n do
-        threads[i] = spawn(run_batch, cinst, view, cop, i)
-      end
-      for i = 1, n do
-        wait(threads[i])
-      end
-    end
-    local finished, want_refresh, backoff_ms = cop:end_round()
-    if finished then
-      break
     end
     if want_refresh then
       cinst:want_refresh()
     end
-    if backoff_ms > 0 then
+    if backoff_ms and backoff_ms > 0 then
       update_time()
       if (deadline - now()) * 1000 <= backoff_ms then
         cop:fail()
@@ -203,13 +249,21 @@ function _M.call(cinst, view, method, ...)
       end
       sleep(backoff_ms / 1000)
     end
+    if must_refresh or cinst:take_refresh() then
+      must_refresh = false
+      local rerr = refresh(cinst, view)
+      if rerr and cinst:map_empty() then
+        cop:fail(rerr)
+        break
+      end
+    end
+    planned = cop:plan()
+    if not planned then
+      break  -- finished
+    end
+    want_refresh, backoff_ms = nil, nil
   end
-  local r1, r2 = cop:result()
-  give_cluster_op(cop)
-  if r2 == nil then
-    return r1
-  end
-  return r1, r2
+  return results(cop, cop:result())
 end
 
 return _M
