@@ -201,6 +201,106 @@ describe("sentinel in nginx", function()
         end)
     end)
 
+    -- Single flight: concurrent calls share a lookup, but only one that began after they arrived.
+    local function set_delay(fake_port, ms)
+        local c = assert(require("raw_redis").connect(fake_port))
+        assert.equal("OK", c:call("SENTINEL", "SET-DELAY", ms))
+        c:close()
+    end
+
+    it("shares one lookup among the concurrent cosocket calls that arrived before it began", function()
+        local master = group.wait_stable(30, true)
+        local fake_port, stop = h.fake_server("sentinel:" .. master .. ":1")
+        local name = h.unique("ngx-flight")
+        local r = group.raw_server(master)
+        assert.equal("OK", r:call("SET", name .. ":k", "v"))
+        r:close()
+        -- each lookup takes 100 ms: the first call's is under way while the 19 others arrive
+        set_delay(fake_port, 100)
+        local res = srv:run("content", [[
+            local s = H.storage(ARGS.cfg, ARGS.label)
+            local before = H.hiredis.stats()
+            local threads = {}
+            for i = 1, 20 do
+                threads[i] = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
+            end
+            local values = {}
+            for i = 1, 20 do
+                local ok, value, err = ngx.thread.wait(threads[i])
+                values[i] = ok and (value or tostring(err)) or false
+            end
+            return { values = values, before = before, after = H.hiredis.stats() }
+        ]], { cfg = group.config({ sentinels = { { host = "127.0.0.1", port = fake_port } } }),
+              label = h.unique("ngx-storage"), name = name })
+        stop()
+        assert.is_true(res.ok, tostring(res[1]))
+        local out = res[1]
+        for i = 1, 20 do assert.equal("v", out.values[i]) end
+        local d = require("stats_delta").delta(out.before, out.after)
+        assert.equal(20, d["get.calls"])
+        -- the first call's lookup, and the next one, shared by the 19 calls that waited for it
+        assert.equal(2, d["sentinel.lookups"])
+    end)
+
+    it("routes a cosocket call by a lookup begun after it arrived, not by one under way", function()
+        local master = group.wait_stable(30, true)
+        local replica = group.replica_port()
+        local fake_port, stop = h.fake_server("sentinel:" .. master .. ":1")
+        local name = h.unique("ngx-after")
+        local r = group.raw_server(master)
+        assert.equal("OK", r:call("SET", name .. ":k", "v"))
+        r:close()
+        set_delay(fake_port, 300)
+        local res = srv:run("content", [[
+            local s = H.storage(ARGS.cfg, ARGS.label)
+            local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
+            ngx.sleep(0.1)
+            -- while the first call's lookup is under way, the sentinel names the replica
+            local c = ngx.socket.tcp()
+            assert(c:connect("127.0.0.1", ARGS.fake))
+            local replica = tostring(ARGS.replica)
+            assert(c:send("*4\r\n$8\r\nSENTINEL\r\n$10\r\nSET-ANSWER\r\n$" .. #replica .. "\r\n"
+                          .. replica .. "\r\n$1\r\n2\r\n"))
+            assert(c:receive() == "+OK")
+            c:close()
+            local second = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
+            local _, v1, e1 = ngx.thread.wait(first)
+            local _, v2, e2 = ngx.thread.wait(second)
+            return { { v1, e1 }, { v2, e2 } }
+        ]], { cfg = group.config({ sentinels = { { host = "127.0.0.1", port = fake_port } } }),
+              label = h.unique("ngx-storage"), name = name, fake = fake_port, replica = replica })
+        stop()
+        assert.is_true(res.ok, tostring(res[1]))
+        -- the first call follows the answer it asked for; the second one the answer
+        -- given after it arrived (the replica, refused by its ROLE), never the first's
+        assert.same({ { "v" }, { nil, "role mismatch: expected master, got slave" } }, res[1])
+    end)
+
+    it("serves the calls after a shared lookup whose caller was killed mid-lookup", function()
+        local master = group.wait_stable(30, true)
+        local fake_port, stop = h.fake_server("sentinel:" .. master .. ":1")
+        local name = h.unique("ngx-killed")
+        local r = group.raw_server(master)
+        assert.equal("OK", r:call("SET", name .. ":k", "v"))
+        r:close()
+        set_delay(fake_port, 300)
+        local res = srv:run("content", [[
+            local s = H.storage(ARGS.cfg, ARGS.label)
+            local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
+            ngx.sleep(0.05)
+            assert(ngx.thread.kill(first))  -- its lookup never ends
+            local second = { s:get(ARGS.name, "k") }
+            local third = { s:get(ARGS.name, "k") }
+            return { second, third }
+        ]], { cfg = group.config({ sentinels = { { host = "127.0.0.1", port = fake_port } }, connect_timeout = 500,
+                                   send_timeout = 500, read_timeout = 500 }),
+              label = h.unique("ngx-storage"), name = name })
+        stop()
+        assert.is_true(res.ok, tostring(res[1]))
+        -- the second call waits for the killed one's lookup at most 2 x 1.5 s + 1 s, then asks itself
+        assert.same({ { "v" }, { "v" } }, res[1])
+    end)
+
     it("never reuses cosockets pooled for an address the sentinels stopped naming", function()
         cases.demoted_pool(open, "ngx-", function()
             local res = srv:run("content", "return H.hiredis.stats()")

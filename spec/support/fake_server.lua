@@ -22,7 +22,10 @@
 --                 concurrently; `SENTINEL SET-ANSWER PORT EPOCH [PROMOTED]` (the
 --                 specs' own command) changes what it names from then on; with
 --                 PROMOTED, it leads a failover in progress (flags
---                 failover_in_progress) promoting the replica 127.0.0.1:PROMOTED
+--                 failover_in_progress) promoting the replica 127.0.0.1:PROMOTED;
+--                 `SENTINEL SET-DELAY MS` sends every later reply but theirs MS
+--                 milliseconds after the command came, as read then (a lookup that
+--                 began before a SET-ANSWER still names the old address)
 --   huge_bulk     a bulk header announcing 999999999999 bytes, then streams data
 --   huge_array    an array header announcing 999999999 elements, then streams ":1"
 --   deep          arrays nested 8 levels deep, then streams more nesting
@@ -83,6 +86,7 @@ local function flat(fields)
 end
 
 local named, epoch, promoted
+local delay = 0  -- seconds
 
 local function sentinel_master()
     return flat({ "name", "mymaster", "ip", "127.0.0.1", "port", named,
@@ -111,7 +115,10 @@ local function answer_sentinel(sock)
     elseif name == "SENTINEL" and sub == "SET-ANSWER" then
         named, epoch = tostring(cmd[3]), tostring(cmd[4])
         promoted = cmd[5] and tostring(cmd[5]) or nil
-        return "+OK\r\n"
+        return "+OK\r\n", true
+    elseif name == "SENTINEL" and sub == "SET-DELAY" then
+        delay = tonumber(cmd[3]) / 1000
+        return "+OK\r\n", true
     elseif name == "SENTINEL" and sub == "MASTER" then
         return sentinel_master()
     elseif name == "SENTINEL" and (sub == "REPLICAS" or sub == "SLAVES") then
@@ -124,9 +131,18 @@ end
 
 local function serve_sentinel()
     local clients = {}
+    local later = {}  -- { sock, reply, at } in the order they are due (SET-DELAY)
     server:settimeout(0)
     while true do
-        local readable = socket.select({ server, unpack(clients) }, nil, 1)
+        local wait = 1
+        if later[1] then
+            wait = math.max(0, later[1].at - socket.gettime())
+        end
+        local readable = socket.select({ server, unpack(clients) }, nil, wait)
+        while later[1] and later[1].at <= socket.gettime() do
+            local due = table.remove(later, 1)
+            due.sock:send(due.reply)
+        end
         for _, sock in ipairs(readable or {}) do
             if sock == server then
                 local conn = server:accept()
@@ -137,8 +153,10 @@ local function serve_sentinel()
             else
                 -- every command already buffered (AUTH comes in the same write)
                 repeat
-                    local reply = answer_sentinel(sock)
-                    if not reply or not sock:send(reply) then
+                    local reply, own = answer_sentinel(sock)
+                    if reply and delay > 0 and not own then
+                        later[#later + 1] = { sock = sock, reply = reply, at = socket.gettime() + delay }
+                    elseif not reply or not sock:send(reply) then
                         sock:close()
                         for i, c in ipairs(clients) do
                             if c == sock then table.remove(clients, i) break end

@@ -58,7 +58,10 @@
 -- The master address is looked up on every call by default: after a failover the
 -- old master keeps accepting writes for seconds (until the sentinels reconfigure
 -- it), and a client that cached its address would write to a dataset that is about
--- to be discarded. `sentinel_cache_ttl` trades that for fewer round trips. Any
+-- to be discarded. Over cosockets, concurrent calls of a worker share lookups,
+-- each still routed by one that began after it arrived: a call that finds a lookup
+-- under way waits for its end and takes part in the next one, which begins then
+-- for every call that waited. `sentinel_cache_ttl` trades that for fewer round trips. Any
 -- connection error, `READONLY`, `LOADING`, `MASTERDOWN` or role mismatch drops the
 -- cached address.
 --
@@ -190,6 +193,7 @@ local counted_sentinel = counts.sentinel
 
 local ngx = type(_G.ngx) == "table" and _G.ngx or nil
 local now = ngx and ngx.now or os.time
+local new_semaphore = ngx and require("ngx.semaphore").new
 
 local RECEIVE_SIZE = 16384
 
@@ -565,6 +569,55 @@ local function ask_sentinels(self, ask, over_cosocket)
   return nil, "no hosts available: " .. tostring(a)
 end
 
+-- One lookup asked of the sentinels, counted.
+local function ask_counted(self, ask, over_cosocket)
+  if counts.on then
+    counted_sentinel.lookups = counted_sentinel.lookups + 1
+  end
+  return ask_sentinels(self, ask, over_cosocket)
+end
+
+-- A lookup shared by the concurrent cosocket calls of a worker (single flight),
+-- but only by calls that arrived before it began: a lookup already under way may
+-- have been answered before a failover that a call arriving now must see. So a
+-- call that finds one under way waits for its end and then takes part in the next
+-- one, which begins at that moment for every call that waited. A lookup whose
+-- caller went away (its request ended) is waited for at most `flight_wait`.
+-- Returns what ask_sentinels returns.
+local function lookup(self, ask, over_cosocket)
+  if not over_cosocket then
+    return ask_counted(self, ask, false)
+  end
+  local pending = self.pending
+  if pending then  -- not begun yet: its answer routes this call too
+    pending.waiting = pending.waiting + 1
+    if pending.done:wait(self.flight_wait) then
+      return pending.r1, pending.r2, pending.r3
+    end
+    return ask_counted(self, ask, true)
+  end
+  local flight = { done = new_semaphore(), waiting = 0 }
+  local running = self.running
+  if running then  -- begun before this call: this call's lookup begins after it ends
+    self.pending = flight
+    running.waiting = running.waiting + 1
+    running.done:wait(self.flight_wait)
+    if self.pending == flight then
+      self.pending = nil
+    end
+  end
+  self.running = flight
+  local r1, r2, r3 = ask_counted(self, ask, true)
+  flight.r1, flight.r2, flight.r3 = r1, r2, r3
+  if self.running == flight then
+    self.running = nil
+  end
+  if flight.waiting > 0 then
+    flight.done:post(flight.waiting)
+  end
+  return r1, r2, r3
+end
+
 -- ---------------------------------------------------------------------------
 -- The call
 
@@ -575,16 +628,13 @@ local function resolve(self, over_cosocket)
     return cached.host, cached.port
   end
   local host, port, promoted
-  if counts.on then
-    counted_sentinel.lookups = counted_sentinel.lookups + 1
-  end
   if self.role == "master" then
-    host, port, promoted = ask_sentinels(self, "master", over_cosocket)
+    host, port, promoted = lookup(self, "master", over_cosocket)
     if not host then
       return nil, port
     end
   else
-    local replicas, err = ask_sentinels(self, "replicas", over_cosocket)
+    local replicas, err = lookup(self, "replicas", over_cosocket)
     if not replicas then
       return nil, err
     end
@@ -890,6 +940,15 @@ local function build(conf)
   end
   fields.sentinels = entries
 
+  -- how long a call waits for a shared lookup (see lookup): twice what one
+  -- sentinel's exchange may take (0: nginx's default of 60 s), and a second
+  local function ms(v)
+    v = tonumber(v) or 0
+    return v > 0 and v or 60000
+  end
+  local flight_wait = (2 * (ms(fields.connect_timeout) + ms(fields.send_timeout) + ms(fields.read_timeout))
+                       + 1000) / 1000
+
   return setmetatable({ [STATE] = {
     fields = fields,
     master = master,
@@ -902,6 +961,9 @@ local function build(conf)
     current = nil,     -- role "master": the server followed, its pools of this generation
     cached = nil,      -- { host, port, expires } with sentinel_cache_ttl
     answered = nil,    -- the entry of order whose answer was followed last
+    running = nil,     -- cosockets: the lookup under way, shared by the calls that wait for it
+    pending = nil,     -- and the next one, not begun, shared by the calls that arrived since
+    flight_wait = flight_wait,
     transport_view = { transport = fields.transport },
     checker = inst,    -- validates a call's arguments as the data instances load them
   } }, metatable)
