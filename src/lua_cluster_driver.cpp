@@ -133,6 +133,15 @@ int driver_op_new(lua_State* L) {
     return 1;
 }
 
+// Loads `batch` into op as a raw round trip -> request, host, port.
+int push_loaded(lua_State* L, Operation& op, const NodeBatch& batch) {
+    op.start_raw(batch.commands);
+    push_view(L, *op.next_request(0));
+    push_view(L, batch.node.host);
+    lua_pushinteger(L, batch.node.port);
+    return 3;
+}
+
 // cop:begin(cinst, op, method_id, ...): cop:start, then as much of the first
 // round as needs no I/O, so that a call to one node crosses into C here, in op's
 // reads and in cop:finish only:
@@ -162,12 +171,7 @@ int driver_op_begin(lua_State* L) {
             lua_pushinteger(L, static_cast<lua_Integer>(batches.size()));
             return 2;
         }
-        const NodeBatch& batch = batches.front();
-        op->start_raw(batch.commands);
-        push_view(L, *op->next_request(0));
-        push_view(L, batch.node.host);
-        lua_pushinteger(L, batch.node.port);
-        return 3;
+        return push_loaded(L, *op, batches.front());
     });
 }
 
@@ -219,12 +223,7 @@ int driver_op_load_batch(lua_State* L) {
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         auto& batches = self->op.batches();
         if (i < 1 || i > batches.size()) throw ArgumentError("invalid batch");
-        const NodeBatch& batch = batches[i - 1];
-        op->start_raw(batch.commands);
-        push_view(L, *op->next_request(0));
-        push_view(L, batch.node.host);
-        lua_pushinteger(L, batch.node.port);
-        return 3;
+        return push_loaded(L, *op, batches[i - 1]);
     });
 }
 

@@ -202,21 +202,24 @@ describe("sentinel in nginx", function()
     end)
 
     -- Single flight: concurrent calls share a lookup, but only one that began after they arrived.
-    local function set_delay(fake_port, ms)
-        local c = assert(require("raw_redis").connect(fake_port))
-        assert.equal("OK", c:call("SENTINEL", "SET-DELAY", ms))
-        c:close()
-    end
-
-    it("shares one lookup among the concurrent cosocket calls that arrived before it began", function()
+    -- A fake sentinel naming the group's master, answering `delay_ms` late, and a
+    -- session "k" = "v" on the master: master, replica, fake_port, stop, name.
+    local function slow_sentinel(delay_ms, tag)
         local master = group.wait_stable(30, true)
         local fake_port, stop = h.fake_server("sentinel:" .. master .. ":1")
-        local name = h.unique("ngx-flight")
+        local name = h.unique(tag)
         local r = group.raw_server(master)
         assert.equal("OK", r:call("SET", name .. ":k", "v"))
         r:close()
+        local c = assert(require("raw_redis").connect(fake_port))
+        assert.equal("OK", c:call("SENTINEL", "SET-DELAY", delay_ms))
+        c:close()
+        return master, group.replica_port(), fake_port, stop, name
+    end
+
+    it("shares one lookup among the concurrent cosocket calls that arrived before it began", function()
         -- each lookup takes 100 ms: the first call's is under way while the 19 others arrive
-        set_delay(fake_port, 100)
+        local _, _, fake_port, stop, name = slow_sentinel(100, "ngx-flight")
         local res = srv:run("content", [[
             local s = H.storage(ARGS.cfg, ARGS.label)
             local before = H.hiredis.stats()
@@ -243,14 +246,7 @@ describe("sentinel in nginx", function()
     end)
 
     it("routes a cosocket call by a lookup begun after it arrived, not by one under way", function()
-        local master = group.wait_stable(30, true)
-        local replica = group.replica_port()
-        local fake_port, stop = h.fake_server("sentinel:" .. master .. ":1")
-        local name = h.unique("ngx-after")
-        local r = group.raw_server(master)
-        assert.equal("OK", r:call("SET", name .. ":k", "v"))
-        r:close()
-        set_delay(fake_port, 300)
+        local _, replica, fake_port, stop, name = slow_sentinel(300, "ngx-after")
         local res = srv:run("content", [[
             local s = H.storage(ARGS.cfg, ARGS.label)
             local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
@@ -277,13 +273,7 @@ describe("sentinel in nginx", function()
     end)
 
     it("serves the calls after a shared lookup whose caller was killed mid-lookup", function()
-        local master = group.wait_stable(30, true)
-        local fake_port, stop = h.fake_server("sentinel:" .. master .. ":1")
-        local name = h.unique("ngx-killed")
-        local r = group.raw_server(master)
-        assert.equal("OK", r:call("SET", name .. ":k", "v"))
-        r:close()
-        set_delay(fake_port, 300)
+        local _, _, fake_port, stop, name = slow_sentinel(300, "ngx-killed")
         local res = srv:run("content", [[
             local s = H.storage(ARGS.cfg, ARGS.label)
             local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)

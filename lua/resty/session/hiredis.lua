@@ -414,7 +414,8 @@ end
 -- * `cluster`: `MOVED` and `ASK` redirections followed, `retries` (rounds run again
 --   after a redirection, `TRYAGAIN`, `CLUSTERDOWN` or a node failure), `refreshes`
 --   (slot maps loaded, the first one included).
--- * `sentinel`: `lookups` (master or replica lookups asked of the sentinels),
+-- * `sentinel`: `lookups` (master or replica lookups asked of the sentinels; one
+--   shared by concurrent cosocket calls counts once),
 --   `role_mismatches` (servers refused for answering another role) and
 --   `master_changes` (a storage's master moved to another address).
 --
