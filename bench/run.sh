@@ -42,7 +42,7 @@
 #     BENCH_README=0|1            rewrite README.md's section (default: only after a full run)
 #   bench/run.sh --profile [IMPL [OP [CONC [SECONDS [WORKERS]]]]]
 #                                 perf record -g on the workers under load, top symbols (IMPL
-#                                 also a side table's row: stats/cq, stats/co, cluster/co...)
+#                                 also a statistics row: stats/cq, stats/co)
 #
 # Everything runs in a temporary directory; on exit (also Ctrl-C) nginx and the
 # redis-servers are stopped and the directory removed.
