@@ -14,22 +14,84 @@ bool starts_with(const std::string& text, std::string_view prefix) {
 
 }  // namespace
 
+ClusterOperation::Group& ClusterOperation::new_group(std::vector<Group>& groups) {
+    if (spare_groups_.empty()) return groups.emplace_back();
+    groups.push_back(std::move(spare_groups_.back()));
+    spare_groups_.pop_back();
+    return groups.back();
+}
+
+ClusterOperation::Part& ClusterOperation::new_part(Group& group) {
+    if (spare_parts_.empty()) return group.parts.emplace_back();
+    group.parts.push_back(std::move(spare_parts_.back()));
+    spare_parts_.pop_back();
+    return group.parts.back();
+}
+
+NodeBatch& ClusterOperation::new_batch() {
+    if (spare_batches_.empty()) return batches_.emplace_back();
+    batches_.push_back(std::move(spare_batches_.back()));
+    spare_batches_.pop_back();
+    return batches_.back();
+}
+
+// Empties phases_ (and merged_tail_) into the spares: each group reset, its
+// parts emptied into spare_parts_, each phase vector kept with its capacity.
+void ClusterOperation::recycle_phases() {
+    auto recycle_group = [this](Group& group) {
+        for (Part& part : group.parts) {
+            part.key.clear();
+            part.commands.clear();
+            spare_parts_.push_back(std::move(part));
+        }
+        group.parts.clear();
+        group.commands.clear();
+        group.ask.reset();
+        group.slot = 0;
+        group.done = false;
+        group.pending_send = true;
+        group.connection_failures = 0;
+        spare_groups_.push_back(std::move(group));
+    };
+    for (auto& groups : phases_) {
+        for (Group& group : groups) recycle_group(group);
+        groups.clear();
+        spare_phases_.push_back(std::move(groups));
+    }
+    phases_.clear();
+    if (merged_tail_) {
+        recycle_group(*merged_tail_);
+        merged_tail_.reset();
+    }
+}
+
+void ClusterOperation::recycle_batches() {
+    for (NodeBatch& batch : batches_) {
+        batch.commands.clear();
+        batch.groups.clear();
+        batch.probe = false;
+        spare_batches_.push_back(std::move(batch));
+    }
+    batches_.clear();
+}
+
 void ClusterOperation::add(std::size_t phase, std::string_view key, std::initializer_list<std::string_view> args) {
-    if (phases_.size() <= phase) phases_.resize(phase + 1);
+    while (phases_.size() <= phase) {
+        if (spare_phases_.empty()) {
+            phases_.emplace_back();
+        } else {
+            phases_.push_back(std::move(spare_phases_.back()));
+            spare_phases_.pop_back();
+        }
+    }
     auto& groups = phases_[phase];
     const int slot = key_slot(key);
     auto it = std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.slot == slot; });
-    if (it == groups.end()) {
-        groups.emplace_back();
-        it = groups.end() - 1;
-        it->slot = slot;
-    }
-    it->commands.add(args);
-    if (it->parts.empty() || it->parts.back().key != key) {
-        it->parts.emplace_back();
-        it->parts.back().key = std::string(key);
-    }
-    it->parts.back().commands.add(args);
+    Group& group = it != groups.end() ? *it : new_group(groups);
+    group.slot = slot;
+    group.commands.add(args);
+    if (group.parts.empty() || group.parts.back().key != key) new_part(group).key.assign(key);
+    group.parts.back().commands.add(args);
 }
 
 // Replaces group index (of the current phase) by one group per key.
@@ -80,9 +142,9 @@ void ClusterOperation::build() {
     // Redis < 7.0 (no CLUSTER SHARDS, no EXPIRE NX/GT/LT): the same guarantees by script
     built_for_redis7_ = topology_->use_shards();
     rebuild_ = false;
-    phases_.clear();
+    recycle_phases();
     phase_ = 0;
-    batches_.clear();
+    recycle_batches();
     to_split_.clear();
     split_ = false;
     redirections_ = 0;
@@ -153,9 +215,9 @@ void ClusterOperation::build() {
         phases_.pop_back();
         whole.commands.append(merged_tail_->commands);
         for (const auto& part : merged_tail_->parts) {
-            whole.parts.emplace_back();
-            whole.parts.back().key = part.key;
-            whole.parts.back().commands.append(part.commands);
+            Part& copy = new_part(whole);
+            copy.key = part.key;
+            copy.commands.append(part.commands);
         }
     }
 }
@@ -164,7 +226,7 @@ bool ClusterOperation::plan_round() {
     // The first call on a cluster is built before its slot map is loaded: when
     // that load found a cluster older than Redis 7.0, build again before sending.
     if (rounds_++ == 0 && !finished_ && built_for_redis7_ != topology_->use_shards()) build();
-    batches_.clear();
+    recycle_batches();
     if (finished_) return false;
     auto map = topology_->map();
     auto& groups = phases_[phase_];
@@ -182,9 +244,8 @@ bool ClusterOperation::plan_round() {
         }
         auto batch = std::find_if(batches_.begin(), batches_.end(), [&](const NodeBatch& b) { return b.node == *node; });
         if (batch == batches_.end()) {
-            batches_.emplace_back();
+            new_batch().node = *node;
             batch = batches_.end() - 1;
-            batch->node = *node;
         }
         if (group.ask) batch->commands.add({"ASKING"});
         const bool multi = group.commands.count() > 1;
@@ -384,7 +445,7 @@ void ClusterOperation::node_failed(std::size_t batch, const std::string& error, 
 
 RoundOutcome ClusterOperation::end_round() {
     RoundOutcome outcome;
-    batches_.clear();
+    recycle_batches();
     if (rebuild_ && !finished_) {
         rebuild_ = false;
         stats::bump(stats::Counter::ClusterRetries);
@@ -431,9 +492,19 @@ void ClusterOperation::fail(std::string err) {
 }
 
 void ClusterOperation::trim() noexcept {
-    phases_.clear();  // start() rebuilds them anyway
-    batches_.clear();
-    merged_tail_.reset();
+    // start() recycles the groups, parts and batches; only oversized buffers go
+    // (a large value's commands), as in Operation::trim.
+    for (auto& groups : phases_) {
+        for (Group& group : groups) {
+            group.commands.trim(Operation::kKeep);
+            for (Part& part : group.parts) part.commands.trim(Operation::kKeep);
+        }
+    }
+    if (merged_tail_) {
+        merged_tail_->commands.trim(Operation::kKeep);
+        for (Part& part : merged_tail_->parts) part.commands.trim(Operation::kKeep);
+    }
+    for (NodeBatch& batch : batches_) batch.commands.trim(Operation::kKeep);
     if (result_.text.capacity() > Operation::kKeep) std::string().swap(result_.text);
 }
 

@@ -119,8 +119,19 @@ private:
     // of the cluster's version.
     void build();
 
-    std::vector<std::size_t> to_split_;
-    std::optional<Group> merged_tail_;   // the remove phase folded into a one-slot call  // groups that got ASK with several keys
+    std::vector<std::size_t> to_split_;  // groups that got ASK with several keys
+    std::optional<Group> merged_tail_;   // the remove phase folded into a one-slot call
+    // Groups, parts, phase vectors and node batches of earlier calls, emptied
+    // with their buffers kept: a call like the one before allocates nothing.
+    std::vector<Group> spare_groups_;
+    std::vector<Part> spare_parts_;
+    std::vector<std::vector<Group>> spare_phases_;
+    std::vector<NodeBatch> spare_batches_;
+    void recycle_phases();
+    void recycle_batches();
+    Group& new_group(std::vector<Group>& groups);
+    Part& new_part(Group& group);
+    NodeBatch& new_batch();
     std::shared_ptr<ClusterTopology> topology_;
     ClusterPolicy policy_;
     const Operation* loaded_ = nullptr;  // the call's arguments (the driver's, outliving the call)

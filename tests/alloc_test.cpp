@@ -1,6 +1,7 @@
 // Steady-state calls allocate nothing on the C++ heap: a reused Operation keeps
 // its buffers, the RESP encoder formats without allocating, and replies come
-// from the thread's spare replies. Counted by replacing the global operator new.
+// from the thread's spare replies; a reused ClusterOperation recycles its groups,
+// parts and node batches. Counted by replacing the global operator new.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -8,7 +9,9 @@
 #include <new>
 #include <string>
 
+#include "cluster_operation.hpp"
 #include "operation.hpp"
+#include "slots.hpp"
 
 namespace {
 std::atomic<bool> g_counting{false};
@@ -130,6 +133,52 @@ TEST(SteadyState, DurableSetAndDeleteAllocateNothing) {
         ASSERT_TRUE(op.next_request(70000).has_value());
         ASSERT_TRUE(op.feed(":1\r\n:1\r\n", 8));
         ASSERT_EQ(op.result().kind, Result::Kind::Ok);
+    });
+    EXPECT_EQ(n, 0);
+}
+
+// A cluster get and a plain cluster set, each to one node, as the drivers run
+// them: the call's ClusterOperation and the node's raw round trip, both reused.
+TEST(SteadyState, ClusterGetAndPlainSetAllocateNothing) {
+    KeyNaming naming;
+    naming.prefix = "sessions";
+    auto topology = std::make_shared<rsh::ClusterTopology>();
+    rsh::SlotMap map;
+    map.assign(0, 16383, rsh::NodeAddress{"127.0.0.1", 7000});
+    topology->replace(map);
+    Operation loaded;
+    Operation round_trip;
+    rsh::ClusterOperation call;
+    const string value_reply = bulk(kValue);
+    // one round to one node: load the batch, feed the node's reply, finish
+    auto run = [&](const string& reply) {
+        call.start(loaded, naming, topology, {});
+        ASSERT_TRUE(call.plan_round());
+        ASSERT_EQ(call.batches().size(), 1u);
+        round_trip.start_raw(call.batches().front().commands);
+        ASSERT_TRUE(round_trip.next_request(0).has_value());
+        ASSERT_TRUE(round_trip.feed(reply.data(), reply.size()));
+        call.node_replies(0, round_trip.raw_replies());
+        round_trip.trim();
+        ASSERT_TRUE(call.end_round().finished);
+    };
+    const long n = allocations_per_call_after_warm_up([&] {
+        auto& get = loaded.start_get(naming);
+        get.name.assign("session");
+        get.key.assign(kKey);
+        run(value_reply);
+        ASSERT_EQ(call.result().kind, Result::Kind::String);
+        ASSERT_EQ(call.result().text.size(), kValue.size());
+        call.trim();
+
+        auto& set = loaded.start_set(naming);
+        set.name.assign("session");
+        set.key.assign(kKey);
+        set.value.assign(kValue);
+        set.ttl = 3600;
+        run("+OK\r\n");
+        ASSERT_EQ(call.result().kind, Result::Kind::Ok);
+        call.trim();
     });
     EXPECT_EQ(n, 0);
 }
