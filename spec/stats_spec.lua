@@ -218,15 +218,20 @@ describe("stats()", function()
                 if mode == "on" then jit.on(counted, true) else jit.off(counted, true) end
             end
             for _ = 1, 1000 do counted(nil, "warm") end
-            collectgarbage()
-            collectgarbage("stop")
-            local before = collectgarbage("count")
-            for _ = 1, 20000 do counted(nil, "x") end
-            local grown = (collectgarbage("count") - before) * 1024
-            collectgarbage("restart")
-            -- an allocation per call would be 16 bytes or more: 320000 at least (what
-            -- grows here is the JIT's own trace records)
-            assert.is_true(grown < 20000, string.format("JIT %s: %d bytes for 20000 calls", mode, grown))
+            -- an allocation per call would be 16 bytes or more: 320000 at least in every
+            -- round. What else grows here is the JIT's own trace records: a side trace
+            -- is compiled when a slow call takes a latency branch not taken before (a
+            -- loaded machine), so the least of 3 rounds is what the calls allocate.
+            local least = math.huge
+            for _ = 1, 3 do
+                collectgarbage()
+                collectgarbage("stop")
+                local before = collectgarbage("count")
+                for _ = 1, 20000 do counted(nil, "x") end
+                least = math.min(least, (collectgarbage("count") - before) * 1024)
+                collectgarbage("restart")
+            end
+            assert.is_true(least < 20000, string.format("JIT %s: %d bytes for 20000 calls", mode, least))
         end
         if jit then jit.on(stats.counted, true) end
     end)
