@@ -1,6 +1,8 @@
 #include "cluster_operation.hpp"
 
 #include <algorithm>
+#include <utility>
+#include <vector>
 
 #include "slots.hpp"
 #include "stats.hpp"
@@ -12,28 +14,16 @@ bool starts_with(const std::string& text, std::string_view prefix) {
     return text.compare(0, prefix.size(), prefix) == 0;
 }
 
+// Appends to `into` a spare element (emptied, its buffers kept), else a new one.
+template <class T>
+T& reuse_or_add(std::vector<T>& into, std::vector<T>& spares) {
+    if (spares.empty()) return into.emplace_back();
+    into.push_back(std::move(spares.back()));
+    spares.pop_back();
+    return into.back();
+}
+
 }  // namespace
-
-ClusterOperation::Group& ClusterOperation::new_group(std::vector<Group>& groups) {
-    if (spare_groups_.empty()) return groups.emplace_back();
-    groups.push_back(std::move(spare_groups_.back()));
-    spare_groups_.pop_back();
-    return groups.back();
-}
-
-ClusterOperation::Part& ClusterOperation::new_part(Group& group) {
-    if (spare_parts_.empty()) return group.parts.emplace_back();
-    group.parts.push_back(std::move(spare_parts_.back()));
-    spare_parts_.pop_back();
-    return group.parts.back();
-}
-
-NodeBatch& ClusterOperation::new_batch() {
-    if (spare_batches_.empty()) return batches_.emplace_back();
-    batches_.push_back(std::move(spare_batches_.back()));
-    spare_batches_.pop_back();
-    return batches_.back();
-}
 
 // Empties phases_ (and merged_tail_) into the spares: each group reset, its
 // parts emptied into spare_parts_, each phase vector kept with its capacity.
@@ -76,21 +66,14 @@ void ClusterOperation::recycle_batches() {
 }
 
 void ClusterOperation::add(std::size_t phase, std::string_view key, std::initializer_list<std::string_view> args) {
-    while (phases_.size() <= phase) {
-        if (spare_phases_.empty()) {
-            phases_.emplace_back();
-        } else {
-            phases_.push_back(std::move(spare_phases_.back()));
-            spare_phases_.pop_back();
-        }
-    }
+    while (phases_.size() <= phase) reuse_or_add(phases_, spare_phases_);
     auto& groups = phases_[phase];
     const int slot = key_slot(key);
     auto it = std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.slot == slot; });
-    Group& group = it != groups.end() ? *it : new_group(groups);
+    Group& group = it != groups.end() ? *it : reuse_or_add(groups, spare_groups_);
     group.slot = slot;
     group.commands.add(args);
-    if (group.parts.empty() || group.parts.back().key != key) new_part(group).key.assign(key);
+    if (group.parts.empty() || group.parts.back().key != key) reuse_or_add(group.parts, spare_parts_).key.assign(key);
     group.parts.back().commands.add(args);
 }
 
@@ -215,7 +198,7 @@ void ClusterOperation::build() {
         phases_.pop_back();
         whole.commands.append(merged_tail_->commands);
         for (const auto& part : merged_tail_->parts) {
-            Part& copy = new_part(whole);
+            Part& copy = reuse_or_add(whole.parts, spare_parts_);
             copy.key = part.key;
             copy.commands.append(part.commands);
         }
@@ -244,7 +227,7 @@ bool ClusterOperation::plan_round() {
         }
         auto batch = std::find_if(batches_.begin(), batches_.end(), [&](const NodeBatch& b) { return b.node == *node; });
         if (batch == batches_.end()) {
-            new_batch().node = *node;
+            reuse_or_add(batches_, spare_batches_).node = *node;
             batch = batches_.end() - 1;
         }
         if (group.ask) batch->commands.add({"ASKING"});
@@ -494,16 +477,14 @@ void ClusterOperation::fail(std::string err) {
 void ClusterOperation::trim() noexcept {
     // start() recycles the groups, parts and batches; only oversized buffers go
     // (a large value's commands), as in Operation::trim.
+    auto trim_group = [](Group& group) noexcept {
+        group.commands.trim(Operation::kKeep);
+        for (Part& part : group.parts) part.commands.trim(Operation::kKeep);
+    };
     for (auto& groups : phases_) {
-        for (Group& group : groups) {
-            group.commands.trim(Operation::kKeep);
-            for (Part& part : group.parts) part.commands.trim(Operation::kKeep);
-        }
+        for (Group& group : groups) trim_group(group);
     }
-    if (merged_tail_) {
-        merged_tail_->commands.trim(Operation::kKeep);
-        for (Part& part : merged_tail_->parts) part.commands.trim(Operation::kKeep);
-    }
+    if (merged_tail_) trim_group(*merged_tail_);
     for (NodeBatch& batch : batches_) batch.commands.trim(Operation::kKeep);
     if (result_.text.capacity() > Operation::kKeep) std::string().swap(result_.text);
 }

@@ -129,9 +129,6 @@ private:
     std::vector<NodeBatch> spare_batches_;
     void recycle_phases();
     void recycle_batches();
-    Group& new_group(std::vector<Group>& groups);
-    Part& new_part(Group& group);
-    NodeBatch& new_batch();
     std::shared_ptr<ClusterTopology> topology_;
     ClusterPolicy policy_;
     const Operation* loaded_ = nullptr;  // the call's arguments (the driver's, outliving the call)

@@ -203,7 +203,7 @@ describe("sentinel in nginx", function()
 
     -- Single flight: concurrent calls share a lookup, but only one that began after they arrived.
     -- A fake sentinel naming the group's master, answering `delay_ms` late, and a
-    -- session "k" = "v" on the master: master, replica, fake_port, stop, name.
+    -- session "k" = "v" on the master: replica, fake_port, stop, name.
     local function slow_sentinel(delay_ms, tag)
         local master = group.wait_stable(30, true)
         local fake_port, stop = h.fake_server("sentinel:" .. master .. ":1")
@@ -214,13 +214,27 @@ describe("sentinel in nginx", function()
         local c = assert(require("raw_redis").connect(fake_port))
         assert.equal("OK", c:call("SENTINEL", "SET-DELAY", delay_ms))
         c:close()
-        return master, group.replica_port(), fake_port, stop, name
+        return group.replica_port(), fake_port, stop, name
+    end
+
+    -- Runs code in a content handler (ARGS.cfg: a storage whose only sentinel is
+    -- the fake one, with `extra` configuration; ARGS.label: its own), stops the fake
+    -- sentinel and returns what the handler returned.
+    local function run_slow(fake_port, stop, code, args, extra)
+        local cfg = extra or {}
+        cfg.sentinels = { { host = "127.0.0.1", port = fake_port } }
+        args.cfg = group.config(cfg)
+        args.label = h.unique("ngx-storage")
+        local res = srv:run("content", code, args)
+        stop()
+        assert.is_true(res.ok, tostring(res[1]))
+        return res[1]
     end
 
     it("shares one lookup among the concurrent cosocket calls that arrived before it began", function()
         -- each lookup takes 100 ms: the first call's is under way while the 19 others arrive
-        local _, _, fake_port, stop, name = slow_sentinel(100, "ngx-flight")
-        local res = srv:run("content", [[
+        local _, fake_port, stop, name = slow_sentinel(100, "ngx-flight")
+        local out = run_slow(fake_port, stop, [[
             local s = H.storage(ARGS.cfg, ARGS.label)
             local before = H.hiredis.stats()
             local threads = {}
@@ -233,11 +247,7 @@ describe("sentinel in nginx", function()
                 values[i] = ok and (value or tostring(err)) or false
             end
             return { values = values, before = before, after = H.hiredis.stats() }
-        ]], { cfg = group.config({ sentinels = { { host = "127.0.0.1", port = fake_port } } }),
-              label = h.unique("ngx-storage"), name = name })
-        stop()
-        assert.is_true(res.ok, tostring(res[1]))
-        local out = res[1]
+        ]], { name = name })
         for i = 1, 20 do assert.equal("v", out.values[i]) end
         local d = require("stats_delta").delta(out.before, out.after)
         assert.equal(20, d["get.calls"])
@@ -246,8 +256,8 @@ describe("sentinel in nginx", function()
     end)
 
     it("routes a cosocket call by a lookup begun after it arrived, not by one under way", function()
-        local _, replica, fake_port, stop, name = slow_sentinel(300, "ngx-after")
-        local res = srv:run("content", [[
+        local replica, fake_port, stop, name = slow_sentinel(300, "ngx-after")
+        local out = run_slow(fake_port, stop, [[
             local s = H.storage(ARGS.cfg, ARGS.label)
             local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
             ngx.sleep(0.1)
@@ -263,18 +273,15 @@ describe("sentinel in nginx", function()
             local _, v1, e1 = ngx.thread.wait(first)
             local _, v2, e2 = ngx.thread.wait(second)
             return { { v1, e1 }, { v2, e2 } }
-        ]], { cfg = group.config({ sentinels = { { host = "127.0.0.1", port = fake_port } } }),
-              label = h.unique("ngx-storage"), name = name, fake = fake_port, replica = replica })
-        stop()
-        assert.is_true(res.ok, tostring(res[1]))
+        ]], { name = name, fake = fake_port, replica = replica })
         -- the first call follows the answer it asked for; the second one the answer
         -- given after it arrived (the replica, refused by its ROLE), never the first's
-        assert.same({ { "v" }, { nil, "role mismatch: expected master, got slave" } }, res[1])
+        assert.same({ { "v" }, { nil, "role mismatch: expected master, got slave" } }, out)
     end)
 
     it("serves the calls after a shared lookup whose caller was killed mid-lookup", function()
-        local _, _, fake_port, stop, name = slow_sentinel(300, "ngx-killed")
-        local res = srv:run("content", [[
+        local _, fake_port, stop, name = slow_sentinel(300, "ngx-killed")
+        local out = run_slow(fake_port, stop, [[
             local s = H.storage(ARGS.cfg, ARGS.label)
             local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
             ngx.sleep(0.05)
@@ -282,13 +289,9 @@ describe("sentinel in nginx", function()
             local second = { s:get(ARGS.name, "k") }
             local third = { s:get(ARGS.name, "k") }
             return { second, third }
-        ]], { cfg = group.config({ sentinels = { { host = "127.0.0.1", port = fake_port } }, connect_timeout = 500,
-                                   send_timeout = 500, read_timeout = 500 }),
-              label = h.unique("ngx-storage"), name = name })
-        stop()
-        assert.is_true(res.ok, tostring(res[1]))
+        ]], { name = name }, { connect_timeout = 500, send_timeout = 500, read_timeout = 500 })
         -- the second call waits for the killed one's lookup at most 2 x 1.5 s + 1 s, then asks itself
-        assert.same({ { "v" }, { "v" } }, res[1])
+        assert.same({ { "v" }, { "v" } }, out)
     end)
 
     it("never reuses cosockets pooled for an address the sentinels stopped naming", function()

@@ -128,6 +128,16 @@ local function refresh(cinst, view)
   return last_err
 end
 
+-- Batch i of the round failed: the call learns why; op goes back to the
+-- recycler unless a pipeline runner still holds it (lent).
+local function batch_failed(cop, i, op, err, lent)
+  cop:failed(i, err, retryable(err))
+  if not lent then
+    op:trim()  -- a failed batch keeps none of its request
+    give_op(op)
+  end
+end
+
 local function run_batch(cinst, view, cop, i)
   local op = take_op()
   local request, host, port = cop:load_batch(i, op)
@@ -139,15 +149,10 @@ local function run_batch(cinst, view, cop, i)
   local ok, err, lent = send(node, op, request, function()
     return (cop:load_batch(i, op))
   end)
-  if ok then
-    cop:absorb(i, op)  -- trims op
-  else
-    cop:failed(i, err, retryable(err))
-    if lent then
-      return  -- a pipeline runner still holds op
-    end
-    op:trim()  -- a failed batch keeps none of its request
+  if not ok then
+    return batch_failed(cop, i, op, err, lent)
   end
+  cop:absorb(i, op)  -- trims op
   give_op(op)
 end
 
@@ -217,11 +222,7 @@ function _M.call(cinst, view, method, ...)
       end
       want_refresh, backoff_ms = r1, r2
     else
-      cop:failed(1, err, retryable(err))
-      if not lent then
-        op:trim()  -- a failed batch keeps none of its request
-        give_op(op)
-      end
+      batch_failed(cop, 1, op, err, lent)
       finished, want_refresh, backoff_ms = cop:end_round()
     end
   else

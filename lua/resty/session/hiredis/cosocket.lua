@@ -495,16 +495,8 @@ function _M.call(inst, view, method, ...)
   return r1, r2
 end
 
----
--- Runs one round trip already built in `op` (a cluster node's batch, see
--- `resty.session.hiredis.cluster_driver`) on the view's pool, with the pool's
--- handshake rules, on the pool's pipeline when the view pipelines (as a storage
--- call would).
--- @return true, or nil, err, stale (a pooled connection the server had closed,
--- or an older server than assumed: build the request again and retry), lent
--- (the caller timed out in a pipeline whose runner still holds op: never reuse it)
-function _M.round_trip(inst, view, op, request)
-  local status, r1, r2, lent = run(inst, view, op, request)
+-- run's or attempt's results as a round trip's (see round_trip).
+local function round_trip_results(status, r1, r2, lent)
   if status == DONE then
     return true
   end
@@ -515,14 +507,22 @@ function _M.round_trip(inst, view, op, request)
 end
 
 ---
+-- Runs one round trip already built in `op` (a cluster node's batch, see
+-- `resty.session.hiredis.cluster_driver`) on the view's pool, with the pool's
+-- handshake rules, on the pool's pipeline when the view pipelines (as a storage
+-- call would).
+-- @return true, or nil, err, stale (a pooled connection the server had closed,
+-- or an older server than assumed: build the request again and retry), lent
+-- (the caller timed out in a pipeline whose runner still holds op: never reuse it)
+function _M.round_trip(inst, view, op, request)
+  return round_trip_results(run(inst, view, op, request))
+end
+
+---
 -- The same on a connection of its own, never pipelined (a probe whose answer
 -- must come from its own round trip).
 function _M.lone_round_trip(inst, view, op, request)
-  local status, r1, r2 = attempt(inst, view, op, request)
-  if status == DONE then
-    return true
-  end
-  return nil, r1, r2 and status == nil
+  return round_trip_results(attempt(inst, view, op, request))
 end
 
 -- For the specs: forget what pools have proven.
