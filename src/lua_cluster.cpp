@@ -4,6 +4,7 @@
 #include "lua_cluster_config.hpp"
 #include "lua_cluster_driver.hpp"
 #include "lua_operation.hpp"
+#include "lua_stats.hpp"
 #include "lua_util.hpp"
 #include "slots.hpp"
 
@@ -21,7 +22,9 @@ int cluster_new(lua_State* L) {
 template <Method M>
 int native_call(lua_State* L) {
     ClusterInstance* self = check_cluster(L, 1);
-    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+    stats::CallMeter meter;
+    meter.start(static_cast<std::size_t>(M) - 1);
+    return finish_meter(L, meter, lua_barrier(L, OnError::ReturnNilErr, [&] {
         const TrimOnExit trim_loader(self->loader);
         ClusterOperation& op = self->native;
         const TrimOnExit trim_op(op);
@@ -29,7 +32,7 @@ int native_call(lua_State* L) {
                        self->client.config().base.reader_limits().max_reply_bytes);
         op.start(self->loader, self->naming, self->client.topology(), self->client.policy());
         return push_result(L, self->client.execute(op));
-    });
+    }));
 }
 
 // core.key_slot(key) -> the key's cluster slot (for the specs and the curious).

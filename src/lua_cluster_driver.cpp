@@ -4,15 +4,18 @@
 #include "lua_cluster.hpp"
 #include "lua_instance.hpp"
 #include "lua_operation.hpp"
+#include "lua_stats.hpp"
 #include "lua_util.hpp"
 
 namespace rsh {
 namespace {
 
-// A cosocket call's cluster operation with the arguments it was loaded from.
+// A cosocket call's cluster operation with the arguments it was loaded from,
+// and the meter that times the call from cop:begin to its results.
 struct DriverOperation {
     Operation loader;
     ClusterOperation op;
+    stats::CallMeter meter;
 };
 
 DriverOperation* check_driver_op(lua_State* L, int idx) {
@@ -154,7 +157,8 @@ int driver_op_begin(lua_State* L) {
     ClusterInstance* inst = check_cluster(L, 2);
     Operation* op = check_operation(L, 3);
     const lua_Integer method = lua_tointeger(L, 4);
-    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+    if (method >= 1 && method <= 4) self->meter.start(static_cast<std::size_t>(method - 1));
+    const int n = lua_barrier(L, OnError::ReturnNilErr, [&] {
         if (method < 1 || method > 4) throw ArgumentError("invalid method");
         const TrimOnExit trim(self->loader);  // its arguments are in the cluster op once started
         load_operation(L, self->loader, static_cast<Method>(method), inst->naming, 5,
@@ -173,6 +177,7 @@ int driver_op_begin(lua_State* L) {
         }
         return push_loaded(L, *op, batches.front());
     });
+    return n == 2 && lua_isnil(L, -2) ? finish_meter(L, self->meter, n) : n;
 }
 
 // cop:finish(op): after a round of one node batch whose replies op holds:
@@ -182,7 +187,7 @@ int driver_op_begin(lua_State* L) {
 int driver_op_finish(lua_State* L) {
     DriverOperation* self = check_driver_op(L, 1);
     Operation* op = check_operation(L, 2);
-    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+    const int n = lua_barrier(L, OnError::ReturnNilErr, [&] {
         if (self->op.batches().size() != 1 || !op->finished()) throw ArgumentError("invalid batch");
         self->op.node_replies(0, op->raw_replies());
         op->trim();
@@ -198,6 +203,9 @@ int driver_op_finish(lua_State* L) {
         self->op.trim();
         return 1 + n;
     });
+    if (n == 2 && lua_isnil(L, -2)) return finish_meter(L, self->meter, n);  // a broken reply
+    if (lua_toboolean(L, -n)) finish_meter(L, self->meter, n - 1);           // finished
+    return n;
 }
 
 // cop:plan() -> the number of node batches of the next round (0: none this
@@ -275,11 +283,11 @@ int driver_op_fail(lua_State* L) {
 // cop:result() -> the storage method's results.
 int driver_op_result(lua_State* L) {
     DriverOperation* self = check_driver_op(L, 1);
-    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+    return finish_meter(L, self->meter, lua_barrier(L, OnError::ReturnNilErr, [&] {
         const int n = push_result(L, self->op.result());
         self->op.trim();
         return n;
-    });
+    }));
 }
 
 const luaL_Reg kDriverOperationMethods[] = {

@@ -3,6 +3,7 @@
 #include "errors.hpp"
 #include "lua_instance.hpp"
 #include "lua_operation.hpp"
+#include "lua_stats.hpp"
 #include "lua_util.hpp"
 #include "session_client.hpp"
 #include "session_state.hpp"
@@ -87,21 +88,37 @@ int instance_probe(lua_State* L) {
     });
 }
 
-// inst:check_call(method_id, ...) -> true | nil, "invalid <arg>: <why>": the
+// inst:check_call(method_id, ...) -> started | nil, "invalid <arg>: <why>": the
 // arguments validated as a call would load them, nothing built to send; for a
 // front that must refuse bad input before it asks anyone anything (sentinel).
+// The call is counted from here: `started` is its start on the stats clock (0
+// when counting is off), for core.stats_record once the call has its results;
+// a refused call is counted at once.
 int instance_check_call(lua_State* L) {
     Instance* self = check_instance(L, 1);
     const lua_Integer method = lua_tointeger(L, 2);
-    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+    stats::CallMeter meter;
+    if (method >= 1 && method <= 4) meter.start(static_cast<std::size_t>(method - 1));
+    const double started = meter.running() ? meter.started_ms() : 0;
+    const int n = lua_barrier(L, OnError::ReturnNilErr, [&] {
         if (method < 1 || method > 4) throw ArgumentError("invalid method");
         Operation& scratch = self->native_op;
         load_operation(L, scratch, static_cast<Method>(method), self->naming, 3,
                        self->config.reader_limits().max_reply_bytes);
         scratch.trim();
-        lua_pushboolean(L, 1);
+        lua_pushnumber(L, started);
         return 1;
     });
+    if (n == 2) finish_meter(L, meter, n);  // refused
+    return n;
+}
+
+// inst:set_metered(on): whether this instance's storage calls are counted as
+// calls in stats (the sentinel front counts its calls itself, around its data
+// instances' calls).
+int instance_set_metered(lua_State* L) {
+    check_instance(L, 1)->metered = lua_toboolean(L, 2) != 0;
+    return 0;
 }
 
 // A handshake on a round trip of its own (a pool's first connection in a worker).
@@ -115,7 +132,7 @@ int instance_prepare_handshake(lua_State* L) {
             lua_pushnil(L);
             return 1;
         }
-        push_object<Operation>(L, kOperationType, std::move(*op))->set_reader_limits(self->config.reader_limits());
+        push_object<MeteredOperation>(L, kOperationType, std::move(*op))->set_reader_limits(self->config.reader_limits());
         return 1;
     });
 }
@@ -123,17 +140,20 @@ int instance_prepare_handshake(lua_State* L) {
 // --- operation: the hot path ------------------------------------------------------
 
 int operation_new(lua_State* L) {
-    push_object<Operation>(L, kOperationType);
+    push_object<MeteredOperation>(L, kOperationType);
     return 1;
 }
 
 // op:start(inst, method_id, server_version, ...) -> request | nil, "invalid <arg>: <why>"
+// The call of a metered instance is timed from its first start (a retry keeps
+// it) until its result is read or op:failed tells how it failed.
 int operation_start(lua_State* L) {
-    Operation* op = check_operation(L, 1);
+    MeteredOperation* op = check_operation(L, 1);
     Instance* inst = check_instance(L, 2);
     const lua_Integer method = lua_tointeger(L, 3);
     const long version = static_cast<long>(lua_tonumber(L, 4));
-    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+    if (inst->metered && method >= 1 && method <= 4) op->meter.start(static_cast<std::size_t>(method - 1));
+    const int n = lua_barrier(L, OnError::ReturnNilErr, [&] {
         if (method < 1 || method > 4) throw ArgumentError("invalid method");
         const ReaderLimits limits = inst->config.reader_limits();
         load_operation(L, *op, static_cast<Method>(method), inst->naming, 5, limits.max_reply_bytes);
@@ -142,6 +162,7 @@ int operation_start(lua_State* L) {
         push_view(L, *op->next_request(version));
         return 1;
     });
+    return n == 2 ? finish_meter(L, op->meter, n) : n;
 }
 
 // op:prefix_handshake(inst, fresh) -> the request with the handshake in front,
@@ -162,14 +183,16 @@ int operation_prefix_handshake(lua_State* L) {
 }
 
 // Pushes what op:read / op:read_from answer once the replies are all in.
-int push_done(lua_State* L, Operation* op) {
+int push_done(lua_State* L, MeteredOperation* op) {
     if (!op->finished()) {
         lua_pushinteger(L, kNextRound);
         push_view(L, *op->next_request(0));  // later rounds keep the first one's version
         return 2;
     }
     lua_pushinteger(L, op->handshake_failed() ? kRefused : kDone);
-    const int n = push_result(L, op->result());
+    const Result& result = op->result();
+    if (result.kind == Result::Kind::Error) op->meter.fail(result.text); else op->meter.succeed();
+    const int n = push_result(L, result);
     if (!op->is_raw()) op->trim();  // a raw op's replies are still to be read (cop:absorb trims it)
     return 1 + n;
 }
@@ -177,27 +200,28 @@ int push_done(lua_State* L, Operation* op) {
 // op:read(data) -> 0 (more bytes needed) | 1, results... | 2, next request |
 // 3, nil, err (handshake refused: close the connection) | nil, "protocol error: ..."
 int operation_read(lua_State* L) {
-    Operation* op = check_operation(L, 1);
+    MeteredOperation* op = check_operation(L, 1);
     std::size_t len = 0;
     const char* data = luaL_checklstring(L, 2, &len);
-    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+    const int n = lua_barrier(L, OnError::ReturnNilErr, [&] {
         if (!op->feed(data, len)) {
             lua_pushinteger(L, kNeedMore);
             return 1;
         }
         return push_done(L, op);
     });
+    return n == 2 && lua_isnil(L, -2) ? finish_meter(L, op->meter, n) : n;  // a broken reply
 }
 
 // op:read_from(reader, data) -> as op:read, from a connection's shared reader
 // (auto-pipelining: the replies of several operations arrive in one stream);
 // data, when given, is fed to the reader first.
 int operation_read_from(lua_State* L) {
-    Operation* op = check_operation(L, 1);
+    MeteredOperation* op = check_operation(L, 1);
     ReplyReader* reader = static_cast<ReplyReader*>(luaL_checkudata(L, 2, kReaderType));
     std::size_t len = 0;
     const char* data = lua_isnoneornil(L, 3) ? nullptr : luaL_checklstring(L, 3, &len);
-    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+    const int n = lua_barrier(L, OnError::ReturnNilErr, [&] {
         if (data) reader->feed(data, len);
         if (!op->take_replies(*reader)) {
             lua_pushinteger(L, kNeedMore);
@@ -205,12 +229,23 @@ int operation_read_from(lua_State* L) {
         }
         return push_done(L, op);
     });
+    return n == 2 && lua_isnil(L, -2) ? finish_meter(L, op->meter, n) : n;  // a broken reply
 }
 
 // op:trim(): after a failed call (a done one trims itself), so that a reused
 // operation keeps no large value, request or reply.
 int operation_trim(lua_State* L) {
     check_operation(L, 1)->trim();
+    return 0;
+}
+
+// op:failed(err): the call failed in the driver (connect, timeout, closed...):
+// its meter counts it. Nothing else changes (a lent operation is still read).
+int operation_failed(lua_State* L) {
+    MeteredOperation* op = check_operation(L, 1);
+    std::size_t len = 0;
+    const char* err = lua_tolstring(L, 2, &len);
+    op->meter.fail(err ? std::string_view(err, len) : std::string_view("closed"));
     return 0;
 }
 
@@ -258,6 +293,7 @@ const luaL_Reg kOperationMethods[] = {
     {"read_from", operation_read_from},
     {"learned_version", operation_learned_version},
     {"trim", operation_trim},
+    {"failed", operation_failed},
     {"request", operation_request},
     {"feed", operation_feed},
     {"result", operation_result},
@@ -292,6 +328,7 @@ const luaL_Reg kReaderMethods[] = {
 const luaL_Reg kDriverInstanceMethods[] = {
     {"prepare_handshake", instance_prepare_handshake},
     {"check_call", instance_check_call},
+    {"set_metered", instance_set_metered},
     {"pool_name", instance_pool_name},
     {"cosocket_target", instance_cosocket_target},
     {"load_probe", instance_load_probe},
@@ -304,7 +341,7 @@ void register_driver(lua_State* L) {
     lua_pushcfunction(L, reader_new);
     lua_setfield(L, -2, "reader");
 
-    register_type<Operation>(L, kOperationType, kOperationMethods);
+    register_type<MeteredOperation>(L, kOperationType, kOperationMethods);
     lua_pushcfunction(L, operation_new);
     lua_setfield(L, -2, "operation");
 }

@@ -9,6 +9,7 @@
 #include "config.hpp"
 #include "keys.hpp"
 #include "operation.hpp"
+#include "stats.hpp"
 
 namespace rsh {
 
@@ -31,14 +32,25 @@ struct Instance {
     std::string pool_name;
     KeyNaming naming;
     Operation native_op;  // reused by native calls: one runs at a time per Lua state
+    // Whether its storage calls are the user's calls, counted in stats: false for
+    // the sentinel storage's data instances (the sentinel front counts the call).
+    bool metered = true;
+};
+
+// A cosocket driver's operation (kOperationType): a call's Operation and the
+// meter that times it from op:start to its result or failure.
+struct MeteredOperation : Operation {
+    MeteredOperation() = default;
+    explicit MeteredOperation(Operation&& op) : Operation(std::move(op)) {}
+    stats::CallMeter meter;
 };
 
 inline Instance* check_instance(lua_State* L, int idx) {
     return static_cast<Instance*>(luaL_checkudata(L, idx, kInstanceType));
 }
 
-inline Operation* check_operation(lua_State* L, int idx) {
-    return static_cast<Operation*>(luaL_checkudata(L, idx, kOperationType));
+inline MeteredOperation* check_operation(lua_State* L, int idx) {
+    return static_cast<MeteredOperation*>(luaL_checkudata(L, idx, kOperationType));
 }
 
 }  // namespace rsh

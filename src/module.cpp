@@ -31,13 +31,15 @@ int instance_new(lua_State* L) {
 template <Method M>
 int native_call(lua_State* L) {
     Instance* self = check_instance(L, 1);
-    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+    stats::CallMeter meter;
+    if (self->metered) meter.start(static_cast<std::size_t>(M) - 1);
+    return finish_meter(L, meter, lua_barrier(L, OnError::ReturnNilErr, [&] {
         Operation& op = self->native_op;
         const TrimOnExit trim(op);
         load_operation(L, op, M, self->naming, 2, self->config.reader_limits().max_reply_bytes);
         const Result result = execute(self->config, self->pool_name, op);
         return protected_push(L, [&](lua_State* state) { return push_result(state, result); });
-    });
+    }));
 }
 
 // inst:fields() -> a plain table of every configuration field (the Lua

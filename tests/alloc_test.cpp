@@ -12,6 +12,7 @@
 #include "cluster_operation.hpp"
 #include "operation.hpp"
 #include "slots.hpp"
+#include "stats.hpp"
 
 namespace {
 std::atomic<bool> g_counting{false};
@@ -181,6 +182,23 @@ TEST(SteadyState, ClusterGetAndPlainSetAllocateNothing) {
         call.trim();
     });
     EXPECT_EQ(n, 0);
+}
+
+// Counting a call (stats: the meter, the histogram, an error's class) allocates nothing.
+TEST(SteadyState, CountingCallsAllocatesNothing) {
+    rsh::stats::enabled = true;
+    const string err = "WRONGTYPE Operation against a key holding the wrong kind of value";
+    const long n = allocations_per_call_after_warm_up([&] {
+        rsh::stats::CallMeter meter;
+        meter.start(1);
+        meter.succeed();
+        meter.start(0);
+        meter.fail(err);
+        meter.start(2);
+        meter.fail("connection refused");
+    });
+    EXPECT_EQ(n, 0);
+    EXPECT_GE(rsh::stats::methods[1].calls.load(), 200u);
 }
 
 // The counter itself works: a fresh operation does allocate.

@@ -273,13 +273,13 @@ local methods = {}
 
 for method, id in pairs({ set = SET, get = GET, delete = DELETE, read_metadata = READ_METADATA }) do
   local native = core.native[method]
-  methods[method] = stats.counted(method, function(self, ...)
+  methods[method] = function(self, ...)
     local view = rawget(self, VIEW)
     if serves(view) then
       return cosocket_call(rawget(self, CORE), view, id, ...)
     end
     return native(rawget(self, CORE), ...)
-  end)
+  end
 end
 
 -- The mirror and the driver's view, from the core's validated configuration.

@@ -102,7 +102,6 @@
 -- @table configuration
 
 local core = require "resty.session.hiredis.core"
-local stats = require "resty.session.hiredis.stats"
 local has_driver, driver = pcall(require, "resty.session.hiredis.cluster_driver")
 
 local setmetatable = setmetatable
@@ -126,13 +125,13 @@ local call = has_driver and driver.call or nil
 
 local methods = {}
 for id, name in ipairs({ "set", "get", "delete", "read_metadata" }) do
-  methods[name] = stats.counted(name, function(self, ...)
+  methods[name] = function(self, ...)
     local view = rawget(self, VIEW)
     if serves(view) then
       return call(rawget(self, CORE), view, id, ...)
     end
     return rawget(self, CORE)[name](rawget(self, CORE), ...)
-  end)
+  end
 end
 
 local function copy(t)

@@ -187,16 +187,19 @@ end
 -- @tparam number method 1 set, 2 get, 3 delete, 4 read_metadata
 -- @return the method's results
 function _M.call(cinst, view, method, ...)
-  if not now then
-    return nil, "cosocket transport unavailable: not running inside nginx"
-  end
   local cop = take_cluster_op()
   local op = take_op()
+  -- begin validates the arguments and starts counting the call (core stats)
   local request, host, port = cop:begin(cinst, op, method, ...)
   if request == nil then
     give_op(op)
     give_cluster_op(cop)
     return nil, host
+  end
+  if not now then
+    give_op(op)
+    cop:fail("cosocket transport unavailable: not running inside nginx")
+    return results(cop, cop:result())
   end
   local deadline = now() + view.budget  -- (the event loop's time: no clock read here)
   local planned  -- batches of a round planned already

@@ -447,8 +447,10 @@ local function run(inst, view, op, request)
   return attempt(inst, view, op, request)
 end
 
--- A failed call's operation goes back without what it grew (a done one trims itself).
+-- A failed call: its operation counts the failure (core stats) and goes back
+-- without what it grew (a done one trims itself).
 local function give_back_failed(op, err)
+  op:failed(err)
   op:trim()
   give_back(op)
   return nil, err
@@ -471,6 +473,7 @@ function _M.call(inst, view, method, ...)
   local status, r1, r2, lent = run(inst, view, op, request)
   if lent then
     -- timed out in a pipeline whose runner still holds the operation
+    op:failed(r1)
     return nil, r1
   end
   local retries = 0

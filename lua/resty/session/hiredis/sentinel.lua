@@ -190,6 +190,7 @@ local start_tls = cosocket.start_tls
 local SET, GET, DELETE, READ_METADATA = cosocket.SET, cosocket.GET, cosocket.DELETE, cosocket.READ_METADATA
 local counts = stats.counts
 local counted_sentinel = counts.sentinel
+local record = stats.record
 
 local ngx = type(_G.ngx) == "table" and _G.ngx or nil
 local now = ngx and ngx.now or os.time
@@ -654,6 +655,7 @@ end
 -- generation makes its pool names new: connections pooled before never serve it.
 local function new_server(self, host, port, generation)
   local inst = core.new(data_config(self, host, port))
+  inst:set_metered(false)  -- its calls are parts of this storage's calls, counted by `call`
   if self.pool or generation then
     -- a custom pool is namespaced by role, endpoint and identity (the derived name)
     inst.pool = self.role .. "|" .. (self.pool and self.pool .. "|" or "")
@@ -756,12 +758,8 @@ end
 -- Method ids of the cosocket driver -> the core's native methods.
 local NATIVE = { [SET] = "set", [GET] = "get", [DELETE] = "delete", [READ_METADATA] = "read_metadata" }
 
-local function call(self, method, ...)
-  -- bad arguments are refused before any sentinel is asked
-  local valid, invalid_err = self.checker:check_call(method, ...)
-  if not valid then
-    return nil, invalid_err
-  end
+-- A checked call: routed by a lookup, retried once on a refusal that changed nothing.
+local function routed_call(self, method, ...)
   local over_cosocket = serves(self.transport_view)
   for attempt = 1, 2 do
     local entry, promoted = route(self, over_cosocket)
@@ -815,15 +813,30 @@ local function call(self, method, ...)
   end
 end
 
+local function call(self, method, ...)
+  -- bad arguments are refused before any sentinel is asked; the call is counted
+  -- (core stats) from here, around its lookups and its data instance's call
+  local started, invalid_err = self.checker:check_call(method, ...)
+  if not started then
+    return nil, invalid_err
+  end
+  local r1, r2 = routed_call(self, method, ...)
+  record(method, started, r1, r2)
+  if r2 == nil then
+    return r1  -- one value, as the single-node module returns
+  end
+  return r1, r2
+end
+
 -- Private key of each storage table: the instance's state.
 local STATE = {}
 
 local methods = {}
 
 for name, id in pairs({ set = SET, get = GET, delete = DELETE, read_metadata = READ_METADATA }) do
-  methods[name] = stats.counted(name, function(self, ...)
+  methods[name] = function(self, ...)
     return call(self[STATE], id, ...)
-  end)
+  end
 end
 
 local metatable = {
