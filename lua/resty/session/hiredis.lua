@@ -269,16 +269,22 @@ local _M = {
 -- access, content, timer, ssl_cert...), so the event loop never blocks, and the
 -- core's native sockets everywhere else (init, init_worker, set, header/body
 -- filters, log, plain LuaJIT); `transport = "native" | "cosocket"` forces one.
+--
+-- Nine named arguments, the most a method takes (set's), rather than `...`, here
+-- and down to the core (the cluster and sentinel modules do the same): a vararg
+-- frame around a call that yields, as a cosocket call does, costs about 1,000
+-- user-space instructions per call in an nginx worker (callgrind, one `get` per
+-- request: 18,130 against 17,150). The core treats a missing argument and nil alike.
 local methods = {}
 
 for method, id in pairs({ set = SET, get = GET, delete = DELETE, read_metadata = READ_METADATA }) do
   local native = core.native[method]
-  methods[method] = function(self, ...)
+  methods[method] = function(self, a, b, c, d, e, f, g, h, j)
     local view = rawget(self, VIEW)
     if serves(view) then
-      return cosocket_call(rawget(self, CORE), view, id, ...)
+      return cosocket_call(rawget(self, CORE), view, id, a, b, c, d, e, f, g, h, j)
     end
-    return native(rawget(self, CORE), ...)
+    return native(rawget(self, CORE), a, b, c, d, e, f, g, h, j)
   end
 end
 
@@ -394,7 +400,8 @@ end
 --
 -- * `ops.<method>.calls`: calls of the method, once per call whatever its retries,
 --   refused arguments included; `errors`: those that returned `nil, err`.
--- * `latency`: every call (errors too), from the method's entry to its return, in
+-- * `latency`: every call (errors too), from where it enters the core to where its
+--   result is made (a few microseconds less than the caller sees), in
 --   milliseconds from a monotonic clock; `counts[i]` counts calls that took at most
 --   `bounds[i]` ms and more than `bounds[i-1]` (not cumulative); `counts[13]` the
 --   slower ones; `sum_ms` their total.
@@ -419,7 +426,9 @@ end
 --   `role_mismatches` (servers refused for answering another role) and
 --   `master_changes` (a storage's master moved to another address).
 --
--- Counting costs no allocation per call; see `stats_enabled`.
+-- The core counts the calls where they enter it and where their results are
+-- made: counting adds no crossing into C and no allocation per call; see
+-- `stats_enabled`.
 -- @function stats
 -- @treturn table the counters
 -- @usage local get = require("resty.session.hiredis").stats().ops.get

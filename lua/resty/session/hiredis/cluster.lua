@@ -125,12 +125,13 @@ local call = has_driver and driver.call or nil
 
 local methods = {}
 for id, name in ipairs({ "set", "get", "delete", "read_metadata" }) do
-  methods[name] = function(self, ...)
+  -- named arguments rather than `...`: see the methods of resty.session.hiredis
+  methods[name] = function(self, a, b, c, d, e, f, g, h, j)
     local view = rawget(self, VIEW)
     if serves(view) then
-      return call(rawget(self, CORE), view, id, ...)
+      return call(rawget(self, CORE), view, id, a, b, c, d, e, f, g, h, j)
     end
-    return rawget(self, CORE)[name](rawget(self, CORE), ...)
+    return rawget(self, CORE)[name](rawget(self, CORE), a, b, c, d, e, f, g, h, j)
   end
 end
 

@@ -186,11 +186,11 @@ end
 -- @tparam table view the instance's driver view
 -- @tparam number method 1 set, 2 get, 3 delete, 4 read_metadata
 -- @return the method's results
-function _M.call(cinst, view, method, ...)
+function _M.call(cinst, view, method, a, b, c, d, e, f, g, h, j)
   local cop = take_cluster_op()
   local op = take_op()
   -- begin validates the arguments and starts counting the call (core stats)
-  local request, host, port = cop:begin(cinst, op, method, ...)
+  local request, host, port = cop:begin(cinst, op, method, a, b, c, d, e, f, g, h, j)
   if request == nil then
     give_op(op)
     give_cluster_op(cop)

@@ -305,18 +305,14 @@ local function connect(view)
     ok, err = sock:connect(view.host, view.connect_options)
   end
   if not ok then
-    if counts.on then
-      connections.failed = connections.failed + 1
-    end
+    connections.failed = connections.failed + counts.step
     return nil, err
   end
   local reused = sock:getreusedtimes()
-  if counts.on then
-    if reused > 0 then
-      connections.reused = connections.reused + 1
-    else
-      connections.opened = connections.opened + 1
-    end
+  if reused > 0 then
+    connections.reused = connections.reused + counts.step
+  else
+    connections.opened = connections.opened + counts.step
   end
   return sock, reused
 end
@@ -324,9 +320,7 @@ end
 -- A new connection that could not be set up (TLS, handshake) counts as failed.
 local function set_up_failed(sock, err)
   sock:close()
-  if counts.on then
-    connections.failed = connections.failed + 1
-  end
+  connections.failed = connections.failed + counts.step
   return nil, err
 end
 
@@ -462,10 +456,10 @@ end
 -- @tparam table view the instance's driver view (see `view`)
 -- @tparam number method one of _M.SET, _M.GET, _M.DELETE, _M.READ_METADATA
 -- @return the method's results
-function _M.call(inst, view, method, ...)
+function _M.call(inst, view, method, a, b, c, d, e, f, g, h, j)
   local op = take_operation()
   -- validate (and build) before touching the network
-  local request, err = op:start(inst, method, versions[view.pool] or REDIS_7, ...)
+  local request, err = op:start(inst, method, versions[view.pool] or REDIS_7, a, b, c, d, e, f, g, h, j)
   if not request then
     return give_back_failed(op, err)
   end
@@ -482,7 +476,7 @@ function _M.call(inst, view, method, ...)
     -- bytes), or a first handshake that found an older server than assumed: a
     -- fresh operation on another connection is safe
     retries = retries + 1
-    request, err = op:start(inst, method, versions[view.pool] or REDIS_7, ...)
+    request, err = op:start(inst, method, versions[view.pool] or REDIS_7, a, b, c, d, e, f, g, h, j)
     if not request then
       return give_back_failed(op, err)
     end

@@ -165,12 +165,11 @@ local function run(premature, lane)
         requests[i] = batch[i].request
       end
 
-      if counts.on then
-        counted_batches.batches = counted_batches.batches + 1
-        counted_batches.calls = counted_batches.calls + n
-        if n > counted_batches.max_calls then
-          counted_batches.max_calls = n
-        end
+      local step = counts.step
+      counted_batches.batches = counted_batches.batches + step
+      counted_batches.calls = counted_batches.calls + n * step
+      if n * step > counted_batches.max_calls then
+        counted_batches.max_calls = n
       end
       local ok, err, received, at
       ok, err = sock:send(requests)

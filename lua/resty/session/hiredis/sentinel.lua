@@ -572,9 +572,7 @@ end
 
 -- One lookup asked of the sentinels, counted.
 local function ask_counted(self, ask, over_cosocket)
-  if counts.on then
-    counted_sentinel.lookups = counted_sentinel.lookups + 1
-  end
+  counted_sentinel.lookups = counted_sentinel.lookups + counts.step
   return ask_sentinels(self, ask, over_cosocket)
 end
 
@@ -685,9 +683,7 @@ local function server(self, host, port)
   end
   if current then
     core.retire_pool(current.inst:pool_name())
-    if counts.on then
-      counted_sentinel.master_changes = counted_sentinel.master_changes + 1
-    end
+    counted_sentinel.master_changes = counted_sentinel.master_changes + counts.step
   end
   current = new_server(self, host, port, core.sentinel_generation())
   self.current = current
@@ -759,7 +755,7 @@ end
 local NATIVE = { [SET] = "set", [GET] = "get", [DELETE] = "delete", [READ_METADATA] = "read_metadata" }
 
 -- A checked call: routed by a lookup, retried once on a refusal that changed nothing.
-local function routed_call(self, method, ...)
+local function routed_call(self, method, a, b, c, d, e, f, g, h, j)
   local over_cosocket = serves(self.transport_view)
   for attempt = 1, 2 do
     local entry, promoted = route(self, over_cosocket)
@@ -768,10 +764,10 @@ local function routed_call(self, method, ...)
     end
     local r1, r2
     if over_cosocket then
-      r1, r2 = cosocket_call(entry.inst, entry.view, method, ...)
+      r1, r2 = cosocket_call(entry.inst, entry.view, method, a, b, c, d, e, f, g, h, j)
     else
       local inst = entry.inst
-      r1, r2 = inst[NATIVE[method]](inst, ...)
+      r1, r2 = inst[NATIVE[method]](inst, a, b, c, d, e, f, g, h, j)
     end
     if r2 == nil then
       return r1  -- one value, as the single-node module returns
@@ -791,10 +787,8 @@ local function routed_call(self, method, ...)
       -- old master now could be acknowledged and then lost
       return nil, "failover in progress: the promoted replica is not master yet"
     end
-    if wrong_role and counts.on then
-      counted_sentinel.role_mismatches = counted_sentinel.role_mismatches + 1
-    end
     if wrong_role then
+      counted_sentinel.role_mismatches = counted_sentinel.role_mismatches + counts.step
       -- the sentinel that named this server is behind the others: its answers
       -- lose ties from now on
       local order, answered = self.order, self.answered
@@ -813,14 +807,14 @@ local function routed_call(self, method, ...)
   end
 end
 
-local function call(self, method, ...)
+local function call(self, method, a, b, c, d, e, f, g, h, j)
   -- bad arguments are refused before any sentinel is asked; the call is counted
   -- (core stats) from here, around its lookups and its data instance's call
-  local started, invalid_err = self.checker:check_call(method, ...)
+  local started, invalid_err = self.checker:check_call(method, a, b, c, d, e, f, g, h, j)
   if not started then
     return nil, invalid_err
   end
-  local r1, r2 = routed_call(self, method, ...)
+  local r1, r2 = routed_call(self, method, a, b, c, d, e, f, g, h, j)
   record(method, started, r1, r2)
   if r2 == nil then
     return r1  -- one value, as the single-node module returns
@@ -834,8 +828,9 @@ local STATE = {}
 local methods = {}
 
 for name, id in pairs({ set = SET, get = GET, delete = DELETE, read_metadata = READ_METADATA }) do
-  methods[name] = function(self, ...)
-    return call(self[STATE], id, ...)
+  -- named arguments rather than `...`: see the methods of resty.session.hiredis
+  methods[name] = function(self, a, b, c, d, e, f, g, h, j)
+    return call(self[STATE], id, a, b, c, d, e, f, g, h, j)
   end
 end
 
