@@ -34,7 +34,7 @@ DEB_PACKAGES := build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libh
 	liblua5.1-0-dev
 
 .PHONY: deps build test unit spec stress hiredis1 servers leak-lua51 demo asan valgrind bench bench-deps bench-profile \
-	bench-profile-deps bench-readme bench-micro fuzz rock-check lint docs clean
+	bench-profile-deps bench-readme bench-micro bench-stats-cost fuzz rock-check lint docs clean
 
 deps:
 	@missing=""; \
@@ -184,6 +184,12 @@ bench-profile-deps:
 
 bench-profile: bench-profile-deps build
 	bench/run.sh --profile $(PROFILE)
+
+# What counting (stats()) costs a cosocket get, in user-space instructions (callgrind on
+# a real nginx worker, counting on against off): STATS_COST="CONNECTIONS RUNS".
+STATS_COST ?= 32 3
+bench-stats-cost: deps build
+	bench/stats_cost.sh $(STATS_COST)
 
 # The latest bench/results/results.md and chart into README.md.
 bench-readme:
