@@ -19,6 +19,7 @@ void CommandBuffer::add(std::initializer_list<std::string_view> args) {
     append_length('*', args.size());
     for (auto arg : args) {
         append_length('$', arg.size());
+        if (mark_ && arg.data() == mark_) marked_offset_ = bytes_.size();
         bytes_.append(arg.data(), arg.size());
         bytes_.append("\r\n", 2);
     }

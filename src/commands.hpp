@@ -15,21 +15,36 @@ class CommandBuffer {
 public:
     // Appends one command; arguments are binary safe.
     void add(std::initializer_list<std::string_view> args);
+    // Remembers where the bytes of `arg` (that very string, by address) land when a
+    // later add() encodes it, so that a driver can send them from the caller's own
+    // copy (marked_offset). One mark at a time; clear() forgets it.
+    void mark(std::string_view arg) { mark_ = arg.data(); marked_offset_ = kNone; }
+    static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+    // The offset in bytes() of the marked argument's bytes, or kNone.
+    std::size_t marked_offset() const { return marked_offset_; }
     // Number of commands (= replies to expect).
     std::size_t count() const { return count_; }
     const std::string& bytes() const { return bytes_; }
     // Empties the buffer, keeping its capacity for the next call.
-    void clear() { bytes_.clear(); count_ = 0; }
-    // Appends another buffer's commands.
-    void append(const CommandBuffer& other) { bytes_ += other.bytes_; count_ += other.count_; }
+    void clear() { bytes_.clear(); count_ = 0; mark_ = nullptr; marked_offset_ = kNone; }
+    // Appends another buffer's commands (and its marked argument, if this has none).
+    void append(const CommandBuffer& other) {
+        if (marked_offset_ == kNone && other.marked_offset_ != kNone) {
+            marked_offset_ = bytes_.size() + other.marked_offset_;
+        }
+        bytes_ += other.bytes_;
+        count_ += other.count_;
+    }
     // Frees the storage when it grew beyond keep bytes.
     void trim(std::size_t keep) { if (bytes_.capacity() > keep) std::string().swap(bytes_); }
-    std::string take() { count_ = 0; return std::move(bytes_); }
+    std::string take() { count_ = 0; mark_ = nullptr; marked_offset_ = kNone; return std::move(bytes_); }
 
 private:
     void append_length(char type, std::size_t n);
     std::string bytes_;
     std::size_t count_ = 0;
+    const char* mark_ = nullptr;
+    std::size_t marked_offset_ = kNone;
 };
 
 // A number as a Redis argument (integers without a fraction, others with

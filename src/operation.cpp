@@ -214,6 +214,7 @@ void Operation::build_main(std::optional<long long> old_ttl) {
     case Kind::Set: {
         const NumberText ttl(static_cast<double>(set_.ttl));
         naming_.session_key_into(key_, set_.name, set_.key);
+        if (set_.value.size() >= kSeparateValue) commands_.mark(set_.value);
         if (!is_transaction()) {
             commands_.add({"SET", key_, set_.value, "EX", ttl.view()});
             add_wait(commands_, durability_);

@@ -124,4 +124,32 @@ TEST(FormatNumber, Infinity) {
     EXPECT_EQ(format_number(-HUGE_VAL), "-inf");
 }
 
+TEST(CommandBuffer, MarkedArgumentOffsetFollowsAppend) {
+    const string value(200, 'v');
+    CommandBuffer round;
+    round.add({"MULTI"});
+    EXPECT_EQ(round.marked_offset(), CommandBuffer::kNone);
+    round.mark(value);
+    EXPECT_EQ(round.marked_offset(), CommandBuffer::kNone);  // not encoded yet
+    round.add({"SET", "key", value, "EX", "60"});
+    const std::size_t at = round.marked_offset();
+    ASSERT_NE(at, CommandBuffer::kNone);
+    EXPECT_EQ(round.bytes().substr(at, value.size()), value);
+    EXPECT_EQ(round.bytes().substr(at - 6, 6), "$200\r\n");
+    const string copy(value);  // equal bytes elsewhere are not the marked argument
+    CommandBuffer other;
+    other.mark(value);
+    other.add({"SET", "key", copy});
+    EXPECT_EQ(other.marked_offset(), CommandBuffer::kNone);
+
+    CommandBuffer prefixed;  // a handshake in front keeps the value's place
+    prefixed.add({"SELECT", "3"});
+    const std::size_t handshake = prefixed.bytes().size();
+    prefixed.append(round);
+    EXPECT_EQ(prefixed.marked_offset(), handshake + at);
+    EXPECT_EQ(prefixed.bytes().substr(prefixed.marked_offset(), value.size()), value);
+    prefixed.clear();
+    EXPECT_EQ(prefixed.marked_offset(), CommandBuffer::kNone);
+}
+
 }  // namespace

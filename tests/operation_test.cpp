@@ -130,6 +130,35 @@ TEST(OperationSet, PlainIsOneSet) {
     }
 }
 
+// A value of kSeparateValue bytes or more is located in the request (the cosocket
+// driver sends it from the caller's string); a shorter one, and other methods, are not.
+TEST(OperationSet, LocatesALargeValueInTheRequest) {
+    for (const bool with_metadata : {false, true}) {
+        for (long version : {70000L, 60200L}) {
+            SetArgs a = set_args();
+            a.value = string(Operation::kSeparateValue, 'x') + string("\0\r\n", 3);
+            if (with_metadata) a.metadata = two_entries();
+            Operation op = Operation::set(naming(), a);
+            const std::string_view request = *op.next_request(version);
+            std::string_view main = request;
+            if (op.value_offset() == rsh::CommandBuffer::kNone) {
+                // Redis 6 with metadata: TTL first, the value in the next round
+                ASSERT_TRUE(with_metadata && version < 70000);
+                ASSERT_TRUE(op.feed(":-2\r\n", 5));
+                main = *op.next_request(0);
+            }
+            ASSERT_NE(op.value_offset(), rsh::CommandBuffer::kNone);
+            EXPECT_EQ(op.value_size(), a.value.size());
+            EXPECT_EQ(main.substr(op.value_offset(), op.value_size()), a.value);
+        }
+    }
+    SetArgs small = set_args();
+    small.value = string(Operation::kSeparateValue - 1, 'x');
+    Operation op = Operation::set(naming(), small);
+    op.next_request(70000);
+    EXPECT_EQ(op.value_offset(), rsh::CommandBuffer::kNone);
+}
+
 TEST(OperationSet, PlainError) {
     Factory make = [] { return Operation::set(naming(), set_args()); };
     Result r = run(make, 70000, {{kSetNew, "-OOM command not allowed when used memory > 'maxmemory'.\r\n"}});
