@@ -72,8 +72,10 @@ void ClusterOperation::add(std::size_t phase, std::string_view key, std::initial
     auto it = std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.slot == slot; });
     Group& group = it != groups.end() ? *it : reuse_or_add(groups, spare_groups_);
     group.slot = slot;
+    if (!marking_.empty()) group.commands.mark(marking_);
     group.commands.add(args);
     if (group.parts.empty() || group.parts.back().key != key) reuse_or_add(group.parts, spare_parts_).key.assign(key);
+    if (!marking_.empty()) group.parts.back().commands.mark(marking_);
     group.parts.back().commands.add(args);
 }
 
@@ -143,7 +145,10 @@ void ClusterOperation::build() {
     if (const SetArgs* set = loaded.set_args()) {
         const NumberText ttl(static_cast<double>(set->ttl));
         naming.session_key_into(key_, set->name, set->key);
+        // the node batch that carries a large value marks where (Operation::value_offset)
+        if (set->value.size() >= Operation::kSeparateValue) marking_ = set->value;
         add(0, key_, {"SET", key_, set->value, "EX", ttl.view()});
+        marking_ = {};
         if (set->metadata) {
             const NumberText score(set->current_time - 1);
             const NumberText new_score(set->current_time + static_cast<double>(set->ttl));

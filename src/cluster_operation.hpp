@@ -28,6 +28,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "commands.hpp"
@@ -147,6 +148,7 @@ private:
     bool finished_ = false;
     Result result_;
     std::string key_, meta_key_;
+    std::string_view marking_;  // while build() adds a set's large value: the value (CommandBuffer::mark)
 };
 
 }  // namespace rsh

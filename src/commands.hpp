@@ -18,10 +18,11 @@ public:
     // Remembers where the bytes of `arg` (that very string, by address) land when a
     // later add() encodes it, so that a driver can send them from the caller's own
     // copy (marked_offset). One mark at a time; clear() forgets it.
-    void mark(std::string_view arg) { mark_ = arg.data(); marked_offset_ = kNone; }
+    void mark(std::string_view arg) { mark_ = arg.data(); marked_offset_ = kNone; marked_size_ = arg.size(); }
     static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
-    // The offset in bytes() of the marked argument's bytes, or kNone.
+    // The offset in bytes() of the marked argument's bytes, or kNone, and their size.
     std::size_t marked_offset() const { return marked_offset_; }
+    std::size_t marked_size() const { return marked_size_; }
     // Number of commands (= replies to expect).
     std::size_t count() const { return count_; }
     const std::string& bytes() const { return bytes_; }
@@ -31,6 +32,7 @@ public:
     void append(const CommandBuffer& other) {
         if (marked_offset_ == kNone && other.marked_offset_ != kNone) {
             marked_offset_ = bytes_.size() + other.marked_offset_;
+            marked_size_ = other.marked_size_;
         }
         bytes_ += other.bytes_;
         count_ += other.count_;
@@ -45,6 +47,7 @@ private:
     std::size_t count_ = 0;
     const char* mark_ = nullptr;
     std::size_t marked_offset_ = kNone;
+    std::size_t marked_size_ = 0;
 };
 
 // A number as a Redis argument (integers without a fraction, others with

@@ -133,13 +133,33 @@ int cluster_map_empty(lua_State* L) {
 
 int driver_op_new(lua_State* L) {
     push_object<DriverOperation>(L, kClusterOperationType);
+    lua_createtable(L, 1, 0);  // [1]: the call's set value, for the batch that carries it
+    lua_setfenv(L, -2);
     return 1;
 }
 
-// Loads `batch` into op as a raw round trip -> request, host, port.
-int push_loaded(lua_State* L, Operation& op, const NodeBatch& batch) {
+// The cluster operation at stack index 1 holds (value_index > 0) or lets go of
+// (0) the call's set value.
+void hold_call_value(lua_State* L, int value_index) {
+    lua_getfenv(L, 1);
+    if (value_index > 0) lua_pushvalue(L, value_index); else lua_pushnil(L);
+    lua_rawseti(L, -2, 1);
+    lua_pop(L, 1);
+}
+
+// Loads `batch` into op (at stack index op_index; the cluster operation at 1) as
+// a raw round trip -> request, host, port. The batch that carries a set's large
+// value sends it from the caller's string (push_request).
+int push_loaded(lua_State* L, int op_index, Operation& op, const NodeBatch& batch) {
     op.start_raw(batch.commands);
-    push_view(L, *op.next_request(0));
+    const std::string_view request = *op.next_request(0);
+    if (op.value_offset() != CommandBuffer::kNone) {
+        lua_getfenv(L, 1);
+        lua_rawgeti(L, -1, 1);
+        hold_request_value(L, op_index, lua_gettop(L));
+        lua_pop(L, 2);
+    }
+    push_request(L, op_index, op, request);
     push_view(L, batch.node.host);
     lua_pushinteger(L, batch.node.port);
     return 3;
@@ -163,6 +183,8 @@ int driver_op_begin(lua_State* L) {
         const TrimOnExit trim(self->loader);  // its arguments are in the cluster op once started
         load_operation(L, self->loader, static_cast<Method>(method), inst->naming, 5,
                        inst->client.config().base.reader_limits().max_reply_bytes);
+        const SetArgs* set = self->loader.set_args();
+        if (set && set->value.size() >= Operation::kSeparateValue) hold_call_value(L, 7);  // name, key, value from 5
         self->op.start(self->loader, inst->naming, inst->client.topology(), inst->client.policy());
         if (inst->client.topology()->take_refresh()) {
             lua_pushboolean(L, 0);
@@ -175,7 +197,7 @@ int driver_op_begin(lua_State* L) {
             lua_pushinteger(L, static_cast<lua_Integer>(batches.size()));
             return 2;
         }
-        return push_loaded(L, *op, batches.front());
+        return push_loaded(L, 3, *op, batches.front());
     });
     return n == 2 && lua_isnil(L, -2) ? finish_meter(L, self->meter, n) : n;
 }
@@ -204,7 +226,10 @@ int driver_op_finish(lua_State* L) {
         return 1 + n;
     });
     if (n == 2 && lua_isnil(L, -2)) return finish_meter(L, self->meter, n);  // a broken reply
-    if (lua_toboolean(L, -n)) finish_meter(L, self->meter, n - 1);           // finished
+    if (lua_toboolean(L, -n)) {                                               // finished
+        finish_meter(L, self->meter, n - 1);
+        hold_call_value(L, 0);
+    }
     return n;
 }
 
@@ -231,7 +256,7 @@ int driver_op_load_batch(lua_State* L) {
     return lua_barrier(L, OnError::ReturnNilErr, [&] {
         auto& batches = self->op.batches();
         if (i < 1 || i > batches.size()) throw ArgumentError("invalid batch");
-        return push_loaded(L, *op, batches[i - 1]);
+        return push_loaded(L, 3, *op, batches[i - 1]);
     });
 }
 
@@ -283,6 +308,7 @@ int driver_op_fail(lua_State* L) {
 // cop:result() -> the storage method's results.
 int driver_op_result(lua_State* L) {
     DriverOperation* self = check_driver_op(L, 1);
+    hold_call_value(L, 0);
     return finish_meter(L, self->meter, lua_barrier(L, OnError::ReturnNilErr, [&] {
         const int n = push_result(L, self->op.result());
         self->op.trim();

@@ -22,47 +22,6 @@ HandshakeArgs cosocket_handshake(const Config& config, bool fresh) {
 
 void push_view(lua_State* L, std::string_view bytes) { lua_pushlstring(L, bytes.data(), bytes.size()); }
 
-// A cosocket operation's environment table holds its request pieces: [1] what
-// precedes a set's large value, [2] the value (the caller's own Lua string, put
-// there by op:start), [3] what follows it.
-constexpr int kHead = 1, kValue = 2, kTail = 3;
-
-// Pushes a request (op at stack index op_index): one string, or, when it carries
-// a set's large value, the pieces table, which sock:send takes as well. Making
-// the whole request a Lua string costs LuaJIT a hash, a copy and a comparison
-// with every interned string it collides with (a worker's profile: half of a
-// set's instructions when values look alike).
-void push_request(lua_State* L, int op_index, const Operation& op, std::string_view request) {
-    const std::size_t at = op.value_offset();
-    if (at == CommandBuffer::kNone) {
-        push_view(L, request);
-        return;
-    }
-    lua_getfenv(L, op_index);
-    lua_rawgeti(L, -1, kValue);
-    const bool has_value = lua_type(L, -1) == LUA_TSTRING && lua_objlen(L, -1) == op.value_size();
-    lua_pop(L, 1);
-    if (!has_value) {  // (not a cosocket call's operation)
-        lua_pop(L, 1);
-        push_view(L, request);
-        return;
-    }
-    push_view(L, request.substr(0, at));
-    lua_rawseti(L, -2, kHead);
-    push_view(L, request.substr(at + op.value_size()));
-    lua_rawseti(L, -2, kTail);
-}
-
-// The pieces table lets go of the caller's value (the call is over).
-void forget_value(lua_State* L, int op_index) {
-    lua_getfenv(L, op_index);
-    if (lua_istable(L, -1)) {
-        lua_pushnil(L);
-        lua_rawseti(L, -2, kValue);
-    }
-    lua_pop(L, 1);
-}
-
 // --- instance ----------------------------------------------------------------
 
 int instance_pool_name(lua_State* L) {
@@ -204,10 +163,7 @@ int operation_start(lua_State* L) {
         op->set_durability(inst->config.durability());
         const std::string_view request = *op->next_request(version);
         if (op->value_offset() != CommandBuffer::kNone) {
-            lua_getfenv(L, 1);
-            lua_pushvalue(L, 7);  // set's value: load_operation read name, key, value from 5
-            lua_rawseti(L, -2, kValue);
-            lua_pop(L, 1);
+            hold_request_value(L, 1, 7);  // set's value: load_operation read name, key, value from 5
         }
         push_request(L, 1, *op, request);
         return 1;
@@ -243,7 +199,7 @@ int push_done(lua_State* L, MeteredOperation* op) {
         push_request(L, 1, *op, *op->next_request(0));  // later rounds keep the first one's version
         return 2;
     }
-    if (op->value_offset() != CommandBuffer::kNone) forget_value(L, 1);
+    if (op->value_offset() != CommandBuffer::kNone) forget_request_value(L, 1);
     lua_pushinteger(L, op->handshake_failed() ? kRefused : kDone);
     const Result& result = op->result();
     if (result.kind == Result::Kind::Error) op->meter.fail(result.text); else op->meter.succeed();
@@ -291,7 +247,7 @@ int operation_read_from(lua_State* L) {
 // operation keeps no large value, request or reply.
 int operation_trim(lua_State* L) {
     check_operation(L, 1)->trim();
-    forget_value(L, 1);
+    forget_request_value(L, 1);
     return 0;
 }
 

@@ -190,4 +190,47 @@ int push_result(lua_State* L, const Result& result) {
     return 0;
 }
 
+namespace {
+constexpr int kHead = 1, kValue = 2, kTail = 3;
+
+void push_bytes(lua_State* L, std::string_view bytes) { lua_pushlstring(L, bytes.data(), bytes.size()); }
+}  // namespace
+
+void push_request(lua_State* L, int op_index, const Operation& op, std::string_view request) {
+    const std::size_t at = op.value_offset();
+    if (at == CommandBuffer::kNone) {
+        push_bytes(L, request);
+        return;
+    }
+    lua_getfenv(L, op_index);
+    lua_rawgeti(L, -1, kValue);
+    const bool held = lua_type(L, -1) == LUA_TSTRING && lua_objlen(L, -1) == op.value_size();
+    lua_pop(L, 1);
+    if (!held) {  // (no caller's string: one string, as any request)
+        lua_pop(L, 1);
+        push_bytes(L, request);
+        return;
+    }
+    push_bytes(L, request.substr(0, at));
+    lua_rawseti(L, -2, kHead);
+    push_bytes(L, request.substr(at + op.value_size()));
+    lua_rawseti(L, -2, kTail);
+}
+
+void hold_request_value(lua_State* L, int op_index, int value_index) {
+    lua_getfenv(L, op_index);
+    lua_pushvalue(L, value_index);
+    lua_rawseti(L, -2, kValue);
+    lua_pop(L, 1);
+}
+
+void forget_request_value(lua_State* L, int op_index) {
+    lua_getfenv(L, op_index);
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        lua_rawseti(L, -2, kValue);
+    }
+    lua_pop(L, 1);
+}
+
 }  // namespace rsh

@@ -163,12 +163,13 @@ public:
     // connection is then unusable); HELLO's answer is in learned_version().
     std::string_view prefix_handshake(const HandshakeArgs& args);
     // Where a set's value (kSeparateValue bytes or more) starts in the request just
-    // handed out (CommandBuffer::kNone: not in it), and its size: the cosocket
+    // handed out (CommandBuffer::kNone: not in it; a raw round trip: as its
+    // commands were marked, see ClusterOperation), and its size: the cosocket
     // driver sends those bytes from the caller's own Lua string rather than make
     // the whole request a new Lua string (LuaJIT interns every string: hashing and
     // comparing long requests that differ little was half of a set's instructions).
     std::size_t value_offset() const { return commands_.marked_offset(); }
-    std::size_t value_size() const { return set_.value.size(); }
+    std::size_t value_size() const { return commands_.marked_size(); }
     static constexpr std::size_t kSeparateValue = 128;
     bool handshake_failed() const { return handshake_failed_; }
     // The server version from a prefixed HELLO; 0 when none was answered.

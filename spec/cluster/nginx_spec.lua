@@ -101,6 +101,47 @@ describe("cluster in nginx", function()
         end)
     end
 
+    it("stores the caller's bytes of concurrent large sets (sent from the caller's string)", function()
+        local key = "k" .. math.random(1e9) .. "-"
+        local values = {}
+        for i = 1, 20 do
+            values[i] = "\r\n$-1\r\n*2\r\n" .. string.rep(string.char(64 + i), 100 * i) .. "\0end"
+        end
+        local out = run("content", [[
+            local s = H.storage(ARGS.cfg, "large")
+            local threads = {}
+            for i, value in ipairs(ARGS.values) do
+                threads[i] = ngx.thread.spawn(function()
+                    local m = i % 2 == 0 and { audiences = { "web" }, subjects = { ARGS.key .. "u" .. i } } or nil
+                    local ok, err = s:set("session", ARGS.key .. i, value, 300, ngx.time(), nil, nil, m)
+                    return ok or err
+                end)
+            end
+            local results = {}
+            for i = 1, #threads do
+                local ok, r = ngx.thread.wait(threads[i])
+                results[i] = ok and r or ("thread failed: " .. tostring(r))
+            end
+            -- the lanes' runners stay a moment after their last batch: later specs
+            -- want calls that go direct
+            local pipeline = require "resty.session.hiredis.pipeline"
+            local deadline = ngx.now() + 2
+            while not pipeline.idle() and ngx.now() < deadline do
+                ngx.sleep(0.01)
+                ngx.update_time()
+            end
+            assert(pipeline.idle(), "a lane's runner still runs after 2 s")
+            return results
+        ]], { cfg = kit.config({ prefix = "large" }), values = values, key = key })
+        for i, value in ipairs(values) do
+            assert.equal(true, out[i], "set " .. i)
+            local redis_key = "large:session:" .. key .. i
+            assert.is_true(kit.key_call(redis_key, "GET", redis_key) == value, "value " .. i)
+        end
+        local zset = "large:session:web:" .. key .. "u2"
+        assert.equal(1, kit.key_call(zset, "ZCARD", zset))
+    end)
+
     it("runs every node of a call in parallel light threads and fails cleanly", function()
         local out = run("content", [[
             local s = H.hiredis.new(ARGS.cfg)

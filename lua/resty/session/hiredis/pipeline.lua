@@ -21,6 +21,7 @@ local recycler = require "resty.session.hiredis.recycler"
 local stats = require "resty.session.hiredis.stats"
 local semaphore = require "ngx.semaphore"
 
+local pairs = pairs
 local new_semaphore = semaphore.new
 local new_reader = core.reader
 local timer_at = ngx.timer.at
@@ -231,6 +232,17 @@ end
 function _M.busy(pool)
   local lane = lanes[pool]
   return lane ~= nil and lane.running
+end
+
+-- For the specs: true when no lane's runner runs (each exits IDLE_SECONDS after
+-- its last batch, pooling its connection), so that later calls go direct again.
+function _M.idle()
+  for _, lane in pairs(lanes) do
+    if lane.running then
+      return false
+    end
+  end
+  return true
 end
 
 ---
