@@ -181,6 +181,34 @@ TEST(ClusterOperation, SetSplitsIntoAddPhaseThenRemovePhase) {
     EXPECT_EQ(op.result().kind, Result::Kind::Ok);
 }
 
+// The batch that carries a set's large value marks where it is (the cosocket
+// driver sends it from the caller's string); the other batches mark nothing.
+TEST(ClusterOperation, MarksALargeValueInItsBatch) {
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    const string value(rsh::Operation::kSeparateValue, 'v');
+    auto& args = loaded.start_set(naming);
+    args.name = "session";
+    args.key = "abc";
+    args.value = value;
+    args.ttl = 60;
+    args.current_time = 1000;
+    args.metadata = rsh::Metadata{{{"web", "alice"}}};
+    ClusterOperation op;
+    op.start(loaded, naming, three_masters(), {});
+    ASSERT_TRUE(op.plan_round());
+    ASSERT_EQ(op.batches().size(), 2u);
+    rsh::Operation raw;
+    raw.start_raw(op.batches()[0].commands);  // node b: the SET
+    const std::string_view request = *raw.next_request(0);
+    ASSERT_NE(raw.value_offset(), rsh::CommandBuffer::kNone);
+    EXPECT_EQ(raw.value_size(), value.size());
+    EXPECT_EQ(request.substr(raw.value_offset(), raw.value_size()), value);
+    raw.start_raw(op.batches()[1].commands);  // node c: the metadata
+    raw.next_request(0);
+    EXPECT_EQ(raw.value_offset(), rsh::CommandBuffer::kNone);
+}
+
 TEST(ClusterOperation, PhaseTwoNeverRunsAfterAFailedPhaseOne) {
     auto naming = prefix("sessions");
     rsh::Operation loaded;
