@@ -122,15 +122,7 @@ describe("cluster in nginx", function()
                 local ok, r = ngx.thread.wait(threads[i])
                 results[i] = ok and r or ("thread failed: " .. tostring(r))
             end
-            -- the lanes' runners stay a moment after their last batch: later specs
-            -- want calls that go direct
-            local pipeline = require "resty.session.hiredis.pipeline"
-            local deadline = ngx.now() + 2
-            while not pipeline.idle() and ngx.now() < deadline do
-                ngx.sleep(0.01)
-                ngx.update_time()
-            end
-            assert(pipeline.idle(), "a lane's runner still runs after 2 s")
+            H.wait_pipelines_idle()  -- later specs want calls that go direct
             return results
         ]], { cfg = kit.config({ prefix = "large" }), values = values, key = key })
         for i, value in ipairs(values) do

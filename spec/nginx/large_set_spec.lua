@@ -25,15 +25,7 @@ local SETS = [[
         local ok, r1, r2 = ngx.thread.wait(threads[i])
         out[i] = ok and (r1 and "ok" or tostring(r2)) or ("thread failed: " .. tostring(r1))
     end
-    -- the lanes' runners stay a moment after their last batch: later specs
-    -- want calls that go direct
-    local pipeline = require "resty.session.hiredis.pipeline"
-    local deadline = ngx.now() + 2
-    while not pipeline.idle() and ngx.now() < deadline do
-        ngx.sleep(0.01)
-        ngx.update_time()
-    end
-    assert(pipeline.idle(), "a lane's runner still runs after 2 s")
+    H.wait_pipelines_idle()  -- later specs want calls that go direct
     return out, require("resty.session.hiredis").stats().pipeline.calls
 ]]
 

@@ -453,6 +453,18 @@ local KIT_INIT = [==[
         return H.hiredis.new(cfg)
     end
 
+    -- Waits (up to 2 s) until no auto-pipelining lane's runner runs: one stays
+    -- 0.1 s after its last batch, and would carry the next spec's direct calls.
+    function H.wait_pipelines_idle()
+        local pipeline = require "resty.session.hiredis.pipeline"
+        local deadline = ngx.now() + 2
+        while not pipeline.idle() and ngx.now() < deadline do
+            ngx.sleep(0.01)
+            ngx.update_time()
+        end
+        assert(pipeline.idle(), "a lane's runner still runs after 2 s")
+    end
+
     local function pack(...)
         return { n = select("#", ...), ... }
     end
