@@ -16,6 +16,7 @@ struct DriverOperation {
     Operation loader;
     ClusterOperation op;
     stats::CallMeter meter;
+    bool holds_value = false;  // its environment holds the call's set value (hold_call_value)
 };
 
 DriverOperation* check_driver_op(lua_State* L, int idx) {
@@ -138,13 +139,15 @@ int driver_op_new(lua_State* L) {
     return 1;
 }
 
-// The cluster operation at stack index 1 holds (value_index > 0) or lets go of
-// (0) the call's set value.
-void hold_call_value(lua_State* L, int value_index) {
+// The cluster operation self, at stack index 1, holds the call's set value (at
+// value_index), or lets go of it (0; nothing to do unless it holds one).
+void hold_call_value(lua_State* L, DriverOperation* self, int value_index) {
+    if (value_index == 0 && !self->holds_value) return;
     lua_getfenv(L, 1);
     if (value_index > 0) lua_pushvalue(L, value_index); else lua_pushnil(L);
     lua_rawseti(L, -2, 1);
     lua_pop(L, 1);
+    self->holds_value = value_index > 0;
 }
 
 // Loads `batch` into op (at stack index op_index; the cluster operation at 1) as
@@ -177,14 +180,14 @@ int driver_op_begin(lua_State* L) {
     ClusterInstance* inst = check_cluster(L, 2);
     Operation* op = check_operation(L, 3);
     const lua_Integer method = lua_tointeger(L, 4);
-    if (method >= 1 && method <= 4) self->meter.start(static_cast<std::size_t>(method - 1));
+    start_meter(self->meter, method);
     const int n = lua_barrier(L, OnError::ReturnNilErr, [&] {
         if (method < 1 || method > 4) throw ArgumentError("invalid method");
         const TrimOnExit trim(self->loader);  // its arguments are in the cluster op once started
         load_operation(L, self->loader, static_cast<Method>(method), inst->naming, 5,
                        inst->client.config().base.reader_limits().max_reply_bytes);
         const SetArgs* set = self->loader.set_args();
-        if (set && set->value.size() >= Operation::kSeparateValue) hold_call_value(L, 7);  // name, key, value from 5
+        if (set && set->value.size() >= Operation::kSeparateValue) hold_call_value(L, self, 7);  // name, key, value from 5
         self->op.start(self->loader, inst->naming, inst->client.topology(), inst->client.policy());
         if (inst->client.topology()->take_refresh()) {
             lua_pushboolean(L, 0);
@@ -228,7 +231,7 @@ int driver_op_finish(lua_State* L) {
     if (n == 2 && lua_isnil(L, -2)) return finish_meter(L, self->meter, n);  // a broken reply
     if (lua_toboolean(L, -n)) {                                               // finished
         finish_meter(L, self->meter, n - 1);
-        hold_call_value(L, 0);
+        hold_call_value(L, self, 0);
     }
     return n;
 }
@@ -308,7 +311,7 @@ int driver_op_fail(lua_State* L) {
 // cop:result() -> the storage method's results.
 int driver_op_result(lua_State* L) {
     DriverOperation* self = check_driver_op(L, 1);
-    hold_call_value(L, 0);
+    hold_call_value(L, self, 0);
     return finish_meter(L, self->meter, lua_barrier(L, OnError::ReturnNilErr, [&] {
         const int n = push_result(L, self->op.result());
         self->op.trim();

@@ -98,7 +98,7 @@ int instance_check_call(lua_State* L) {
     Instance* self = check_instance(L, 1);
     const lua_Integer method = lua_tointeger(L, 2);
     stats::CallMeter meter;
-    if (method >= 1 && method <= 4) meter.start(static_cast<std::size_t>(method - 1));
+    start_meter(meter, method);
     const double started = meter.running() ? meter.started_ms() : 0;
     const int n = lua_barrier(L, OnError::ReturnNilErr, [&] {
         if (method < 1 || method > 4) throw ArgumentError("invalid method");
@@ -154,7 +154,7 @@ int operation_start(lua_State* L) {
     Instance* inst = check_instance(L, 2);
     const lua_Integer method = lua_tointeger(L, 3);
     const long version = static_cast<long>(lua_tonumber(L, 4));
-    if (inst->metered && method >= 1 && method <= 4) op->meter.start(static_cast<std::size_t>(method - 1));
+    if (inst->metered) start_meter(op->meter, method);
     const int n = lua_barrier(L, OnError::ReturnNilErr, [&] {
         if (method < 1 || method > 4) throw ArgumentError("invalid method");
         const ReaderLimits limits = inst->config.reader_limits();

@@ -1,5 +1,7 @@
 #include "lua_stats.hpp"
 
+#include <string_view>
+
 #include "stats.hpp"
 
 namespace rsh {
@@ -50,15 +52,8 @@ int stats_record(lua_State* L) {
     const lua_Integer method = lua_tointeger(L, 1);
     const double started = lua_tonumber(L, 2);
     if (method < 1 || method > static_cast<lua_Integer>(stats::kMethods) || started <= 0) return 0;
-    const auto index = static_cast<std::size_t>(method - 1);
-    if (lua_isnil(L, 3) && lua_type(L, 4) == LUA_TSTRING) {
-        std::size_t len = 0;
-        const char* err = lua_tolstring(L, 4, &len);
-        const std::string_view message(err, len);
-        stats::record_since(index, started, &message);
-    } else {
-        stats::record_since(index, started, nullptr);
-    }
+    std::string_view err;
+    stats::record_since(static_cast<std::size_t>(method - 1), started, failed_with(L, 3, &err) ? &err : nullptr);
     return 0;
 }
 
