@@ -25,7 +25,7 @@ T& reuse_or_add(std::vector<T>& into, std::vector<T>& spares) {
 
 }  // namespace
 
-// Empties phases_ (and merged_tail_) into the spares: each group reset, its
+// Empties phases_ into the spares: each group reset, its
 // parts emptied into spare_parts_, each phase vector kept with its capacity.
 void ClusterOperation::recycle_phases() {
     auto recycle_group = [this](Group& group) {
@@ -35,7 +35,7 @@ void ClusterOperation::recycle_phases() {
             spare_parts_.push_back(std::move(part));
         }
         group.parts.clear();
-        group.commands.clear();
+        group.count = 0;
         group.ask.reset();
         group.slot = 0;
         group.done = false;
@@ -49,10 +49,7 @@ void ClusterOperation::recycle_phases() {
         spare_phases_.push_back(std::move(groups));
     }
     phases_.clear();
-    if (merged_tail_) {
-        recycle_group(*merged_tail_);
-        merged_tail_.reset();
-    }
+    merged_tail_ = 0;
 }
 
 void ClusterOperation::recycle_batches() {
@@ -72,8 +69,7 @@ void ClusterOperation::add(std::size_t phase, std::string_view key, std::initial
     auto it = std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.slot == slot; });
     Group& group = it != groups.end() ? *it : reuse_or_add(groups, spare_groups_);
     group.slot = slot;
-    if (!marking_.empty()) group.commands.mark(marking_);
-    group.commands.add(args);
+    ++group.count;
     if (group.parts.empty() || group.parts.back().key != key) reuse_or_add(group.parts, spare_parts_).key.assign(key);
     if (!marking_.empty()) group.parts.back().commands.mark(marking_);
     group.parts.back().commands.add(args);
@@ -81,15 +77,19 @@ void ClusterOperation::add(std::size_t phase, std::string_view key, std::initial
 
 // Replaces group index (of the current phase) by one group per key.
 bool ClusterOperation::split_by_key(std::size_t index) {
-    if (merged_tail_ && phase_ == 0) {
+    if (merged_tail_ > 0 && phase_ == 0) {
         // A one-slot call split up: its add and remove phases come back apart.
+        Group& tail = reuse_or_add(reuse_or_add(phases_, spare_phases_), spare_groups_);
         Group& whole = phases_[0][index];
-        whole.parts.resize(whole.parts.size() - merged_tail_->parts.size());
-        whole.commands.clear();
-        for (const auto& part : whole.parts) whole.commands.append(part.commands);
-        phases_.emplace_back();
-        phases_[1].push_back(std::move(*merged_tail_));
-        merged_tail_.reset();
+        tail.slot = whole.slot;
+        const std::size_t first_tail = whole.parts.size() - merged_tail_;
+        for (std::size_t i = first_tail; i < whole.parts.size(); ++i) {
+            tail.count += whole.parts[i].commands.count();
+            tail.parts.push_back(std::move(whole.parts[i]));
+        }
+        whole.parts.resize(first_tail);
+        whole.count -= tail.count;
+        merged_tail_ = 0;
     }
     auto& groups = phases_[phase_];
     Group whole = std::move(groups[index]);
@@ -103,7 +103,7 @@ bool ClusterOperation::split_by_key(std::size_t index) {
             it->slot = whole.slot;
             it->connection_failures = whole.connection_failures;
         }
-        it->commands.append(part.commands);
+        it->count += part.commands.count();
         it->parts.push_back(std::move(part));
     }
     groups[index] = std::move(by_key.front());
@@ -195,18 +195,20 @@ void ClusterOperation::build() {
     }
 
     // One slot for everything: one phase, one transaction (the atomic option).
-    merged_tail_.reset();
+    merged_tail_ = 0;
     if (phases_.size() == 2 && phases_[0].size() == 1 && phases_[1].size() == 1 &&
         phases_[0][0].slot == phases_[1][0].slot) {
         Group& whole = phases_[0][0];
-        merged_tail_ = std::move(phases_[1][0]);  // kept to restore the phases (split_by_key)
+        Group& tail = phases_[1][0];
+        merged_tail_ = tail.parts.size();  // split_by_key takes them back out
+        whole.count += tail.count;
+        for (Part& part : tail.parts) whole.parts.push_back(std::move(part));
+        tail.parts.clear();
+        tail.count = 0;
+        spare_groups_.push_back(std::move(tail));
+        phases_[1].clear();
+        spare_phases_.push_back(std::move(phases_[1]));
         phases_.pop_back();
-        whole.commands.append(merged_tail_->commands);
-        for (const auto& part : merged_tail_->parts) {
-            Part& copy = reuse_or_add(whole.parts, spare_parts_);
-            copy.key = part.key;
-            copy.commands.append(part.commands);
-        }
     }
 }
 
@@ -236,9 +238,9 @@ bool ClusterOperation::plan_round() {
             batch = batches_.end() - 1;
         }
         if (group.ask) batch->commands.add({"ASKING"});
-        const bool multi = group.commands.count() > 1;
+        const bool multi = group.count > 1;
         if (multi) batch->commands.add({"MULTI"});
-        batch->commands.append(group.commands);
+        for (const Part& part : group.parts) batch->commands.append(part.commands);
         if (multi) batch->commands.add({"EXEC"});
         batch->groups.push_back(i);
         group.pending_send = true;
@@ -341,8 +343,8 @@ void ClusterOperation::take_value(Reply& reply) {
 
 // Reads one group's replies from replies[at...] (advancing at).
 ClusterOperation::Verdict ClusterOperation::judge(Group& group, std::vector<ReplyPtr>& replies, std::size_t& at) {
-    const bool multi = group.commands.count() > 1;
-    const std::size_t count = (group.ask ? 1 : 0) + group.commands.count() + (multi ? 2 : 0);
+    const bool multi = group.count > 1;
+    const std::size_t count = (group.ask ? 1 : 0) + group.count + (multi ? 2 : 0);
     const std::size_t first = at;
     at += count;
     if (group.ask) {
@@ -483,13 +485,11 @@ void ClusterOperation::trim() noexcept {
     // start() recycles the groups, parts and batches; only oversized buffers go
     // (a large value's commands), as in Operation::trim.
     auto trim_group = [](Group& group) noexcept {
-        group.commands.trim(Operation::kKeep);
         for (Part& part : group.parts) part.commands.trim(Operation::kKeep);
     };
     for (auto& groups : phases_) {
         for (Group& group : groups) trim_group(group);
     }
-    if (merged_tail_) trim_group(*merged_tail_);
     for (NodeBatch& batch : batches_) batch.commands.trim(Operation::kKeep);
     if (result_.text.capacity() > Operation::kKeep) std::string().swap(result_.text);
 }

@@ -94,7 +94,7 @@ private:
     };
     struct Group {
         int slot = 0;
-        CommandBuffer commands;  // every part's, in order
+        std::size_t count = 0;  // commands in its parts (each encoded once, in its part)
         std::vector<Part> parts;
         std::optional<NodeAddress> ask;  // ASK target for the next send
         bool done = false;
@@ -121,7 +121,7 @@ private:
     void build();
 
     std::vector<std::size_t> to_split_;  // groups that got ASK with several keys
-    std::optional<Group> merged_tail_;   // the remove phase folded into a one-slot call
+    std::size_t merged_tail_ = 0;  // parts of the remove phase folded into a one-slot call (the last ones)
     // Groups, parts, phase vectors and node batches of earlier calls, emptied
     // with their buffers kept: a call like the one before allocates nothing.
     std::vector<Group> spare_groups_;

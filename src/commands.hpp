@@ -42,7 +42,6 @@ public:
     std::string take() { count_ = 0; mark_ = nullptr; marked_offset_ = kNone; return std::move(bytes_); }
 
 private:
-    void append_length(char type, std::size_t n);
     std::string bytes_;
     std::size_t count_ = 0;
     const char* mark_ = nullptr;

@@ -95,7 +95,7 @@ describe("cluster in nginx", function()
             assert.is_true(read.deleted)
             assert.is_nil(read.old)
             -- one side on cosockets, the other native
-            assert.is_true((wres.tcp == 0) ~= (rres.tcp == 0))
+            assert.is_true((wres.cosocket == 0) ~= (rres.cosocket == 0))
             local redis_key = "nginx:session:" .. args.key
             assert.is_true(kit.key_call(redis_key, "TTL", redis_key) > 290)
         end)
@@ -161,7 +161,7 @@ describe("cluster in nginx", function()
                 local s = H.storage(ARGS.cfg, ARGS.name)
                 return { { s:set("session", ARGS.key, ARGS.value, 600, ngx.time()) }, { s:get("session", ARGS.key) } }
             ]], args)
-            assert.is_true(res.tcp > 0, "served over cosockets")
+            assert.is_true(res.cosocket > 0, "served over cosockets")
             return out
         end, "ngxstall", args.key)
     end)
@@ -173,6 +173,7 @@ describe("cluster in nginx", function()
             local s = H.storage(ARGS.cfg, ARGS.name)
             assert(s:set("session", "k", "v", 600))
             assert(s:get("session", "k") == "v")  -- warm: slot map loaded, connection pooled
+            H.wait_pipelines_idle()  -- an earlier spec's lane would carry these calls
             -- count every C method of the cluster and single-node operations, and spawns
             local counts, saved = {}, {}
             local function wrap(index)
@@ -202,6 +203,54 @@ describe("cluster in nginx", function()
         out.counts.read, out.counts.read_from = nil, nil
         assert.same({ begin = 10, finish = 10 }, out.counts)
         assert.equal(10, reads, "one read per call: the reply in one chunk")
+    end)
+
+    -- the auto-pipeline runs only on Redis >= 7 pools (one round trip per operation)
+    require("helpers").it_since(70000, "auto-pipelining",
+        "queues a round's node batches on the nodes' auto-pipelines, with no light thread", function()
+        local core = require "resty.session.hiredis.core"
+        -- metadata keys on the two masters that do not hold the session key
+        local key = "k" .. math.random(1e9)
+        local owner = kit.owner(core.key_slot("ngxround:session:" .. key))
+        local subjects, masters = {}, { [owner] = true }
+        for i = 1, 1e5 do
+            local subject = "s" .. i
+            local node = kit.owner(core.key_slot("ngxround:session:web:" .. subject))
+            if not masters[node] then
+                masters[node] = true
+                subjects[#subjects + 1] = subject
+                if #subjects == 2 then break end
+            end
+        end
+        local args = { cfg = kit.config({ prefix = "ngxround" }), name = "round" .. math.random(1e9),
+                       key = key, subjects = subjects, now = NOW }
+        local out = run("content", [=[
+            local s = H.storage(ARGS.cfg, ARGS.name)
+            local m = { audiences = { "web", "web" }, subjects = ARGS.subjects }
+            assert(s:set("session", "old", "v", 600, ARGS.now, nil, nil, m))  -- warm: every node's pool proven
+            local spawned, submitted = 0, H.pipelined
+            local spawn = ngx.thread.spawn
+            ngx.thread.spawn = function(...)
+                spawned = spawned + 1
+                return spawn(...)
+            end
+            local results = {}
+            for i = 1, 5 do results[i] = { s:set("session", ARGS.key .. i, "v" .. i, 600, ARGS.now, "old", 10, m) } end
+            ngx.thread.spawn = spawn
+            local listed = {}
+            for i = 1, 2 do listed[i] = s:read_metadata("session", "web", ARGS.subjects[i], ARGS.now) end
+            return { results = results, spawned = spawned, submitted = H.pipelined - submitted, listed = listed }
+        ]=], args)
+        for i = 1, 5 do assert.same({ true }, out.results[i]) end
+        assert.equal(0, out.spawned, "no light thread")
+        -- per call: the add round's three node batches, the remove round's
+        assert.is_true(out.submitted >= 5 * 5, "batches queued on pipelines: " .. out.submitted)
+        for i = 1, 2 do
+            for j = 1, 5 do
+                assert.equal(tostring(NOW + 600), out.listed[i][key .. j])
+            end
+            assert.is_nil(out.listed[i].old)
+        end
     end)
 
     -- the auto-pipeline runs only on Redis >= 7 pools (one round trip per operation)
@@ -248,7 +297,7 @@ describe("cluster in nginx", function()
             local value = H.storage(ARGS.cfg, ARGS.name):get("session", ARGS.key)
             return { before = before, after = H.hiredis.stats(), value = value }
         ]], args)
-        assert.is_true(res.tcp > 0, "served over cosockets")
+        assert.is_true(res.cosocket > 0, "served over cosockets")
         assert.equal("v", out.value)
         local d = sd.delta(out.before, out.after)
         assert.equal(1, d["cluster.moved"])

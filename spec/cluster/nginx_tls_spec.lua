@@ -76,9 +76,9 @@ describe("cluster over TLS in nginx", function()
 
             local out, res = run(phase, ROUND_TRIP, args)
             if transport == "cosockets" then
-                assert.is_true(res.tcp > 0)
+                assert.is_true(res.cosocket > 0)
             else
-                assert.equal(0, res.tcp)
+                assert.equal(0, res.cosocket)
             end
             local expected = {}
             for i = 1, args.count do
@@ -119,7 +119,7 @@ describe("cluster over TLS in nginx", function()
             return { ok = ok, err = err, v = v, gerr = gerr }
         ]], { cfg = kit.config({ prefix = "ntls-wrong-ca" }), now = NOW })
         assert.is_true(res.ok, tostring(res[1]))
-        assert.is_true(res.tcp > 0)
+        assert.is_true(res.cosocket > 0)
         assert.is_nil(res[1].ok)
         assert.is_nil(res[1].v)
         -- lua-nginx-module 0.10.23 (Debian 12) sometimes loses the handshake error

@@ -53,13 +53,13 @@ describe("nginx configuration", function()
                       read_timeout = "2000", send_timeout = "2000", pool_size = "5", backlog = "3" }
         local out, res = run("content", SET, { cfg = cfg, name = name, value = "cosocket" })
         assert.same({ true }, out)
-        assert.is_true(res.tcp > 0)
+        assert.is_true(res.cosocket > 0)
         local r3 = h.raw(h.port, { database = 3 })
         assert.equal("cosocket", r3:call("GET", name .. ":k"))
         local native
         native, res = run("log", GET, { cfg = cfg, name = name })
         assert.same({ "cosocket" }, native)
-        assert.equal(0, res.tcp)
+        assert.equal(0, res.cosocket)
         r3:close()
     end)
 

@@ -123,7 +123,7 @@ describe("durability in nginx", function()
                 if out.concurrent then
                     for i = 1, 8 do assert.same({ 0, 1, 20 }, shortfall(out.concurrent[i][2])) end
                 end
-                if case.phase == "content" then assert.is_true(res.tcp > 0) else assert.equal(0, res.tcp) end
+                if case.phase == "content" then assert.is_true(res.cosocket > 0) else assert.equal(0, res.cosocket) end
             end)
 
         it("the sentinel group, " .. case.label .. ": writes acknowledged once the replica has them", function()

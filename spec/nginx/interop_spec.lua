@@ -56,7 +56,7 @@ describe("nginx interop", function()
             assert.same({ key = tostring(NOW + 300) }, read.meta1)
             assert.same({ key = tostring(NOW + 300) }, read.meta2)
             -- one side went through cosockets, the other did not
-            assert.is_true((wres.tcp == 0) ~= (rres.tcp == 0))
+            assert.is_true((wres.cosocket == 0) ~= (rres.cosocket == 0))
         end)
     end
 

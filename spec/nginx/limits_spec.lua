@@ -60,7 +60,7 @@ describe("max_reply_size in nginx", function()
                 return { s:set("n", "k", string.rep("x", 1025), 60, ngx.time()) }
             ]], { cfg = cfg })
             assert.same({ nil, REFUSED_1025 }, out)
-            assert.equal(0, res.tcp)
+            assert.equal(0, res.cosocket)
         end
     end)
 

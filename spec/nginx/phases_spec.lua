@@ -122,7 +122,7 @@ describe("nginx phases", function()
         ]], { port = h.port, name = name })
         assert.is_true(res.ok, tostring(res[1]))
         assert.same({ true, "v" }, res[1])
-        assert.equal(0, res.tcp)
+        assert.equal(0, res.cosocket)
     end)
 
     it("transport = 'cosocket' in a phase without cosockets fails cleanly", function()

@@ -80,9 +80,9 @@ describe("sentinel in nginx", function()
                 assert.same({ true }, out.delete)
                 assert.same({}, out.after)
                 if case.cosocket then
-                    assert.is_true(res.tcp > 0)
+                    assert.is_true(res.cosocket > 0)
                 else
-                    assert.equal(0, res.tcp)
+                    assert.equal(0, res.cosocket)
                 end
             end)
     end

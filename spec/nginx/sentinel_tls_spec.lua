@@ -58,7 +58,7 @@ describe("sentinel over TLS in nginx", function()
     local function run(server, code, args)
         local res = server:run("content", code, args)
         assert.is_true(res.ok, tostring(res[1]))
-        assert.is_true(res.tcp > 0, "served over cosockets")
+        assert.is_true(res.cosocket > 0, "served over cosockets")
         return res[1]
     end
 

@@ -57,7 +57,7 @@ describe("stats in nginx", function()
         assert.equal("OK", r:call("SET", prefix .. ":session:k", "v"))
         r:close()
         local res = run("content", GETS, { cfg = cfg, storage = h.unique("s"), key = "k", n = 20 })
-        assert.is_true(res.tcp > 0, "served over cosockets")
+        assert.is_true(res.cosocket > 0, "served over cosockets")
         for i = 1, 20 do assert.equal("v", res[3][i]) end
         local d = sd.delta(res[1], res[2])
         assert.equal(20, d["get.calls"])
@@ -103,7 +103,7 @@ describe("stats in nginx", function()
         local before = run("content", "return H.hiredis.stats()")[1]
         local res = run("log", "return { H.storage(ARGS.cfg):set('session', 'k', 'v', 60) }", { cfg = cfg })
         assert.same({ true }, res[1])
-        assert.equal(0, res.tcp, "served natively")
+        assert.equal(0, res.cosocket, "served natively")
         local after = run("content", "return H.hiredis.stats()")[1]
         local d = sd.delta(before, after)
         assert.equal(1, d["set.calls"])

@@ -136,7 +136,7 @@ describe("nginx TLS", function()
         ]], { cfg = verified(tls_port), name = name })
         assert.is_true(native.ok, tostring(native[1]))
         assert.same({ "both ways" }, native[1])
-        assert.equal(0, native.tcp)
+        assert.equal(0, native.cosocket)
     end)
 
     it("rejects a certificate for another name", function()

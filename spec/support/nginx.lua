@@ -401,7 +401,8 @@ end
 --
 --   local srv = nginx.start_kit({ vars = {...}, http = "...", init_worker = "..." })
 --   local res = srv:run("content", "return H.storage(ARGS.cfg):get('n', 'k')", { cfg = {...} })
---   --> { ok = true, n = 2, [1] = ..., [2] = ..., tcp = <ngx.socket.tcp() calls>, phase = "content" }
+--   --> { ok = true, n = 2, [1] = ..., [2] = ..., tcp = <ngx.socket.tcp() calls>,
+--         cosocket = <tcp + operations queued on auto-pipelines: > 0 when cosockets served>, phase = "content" }
 --
 -- Phases: content, access, rewrite (answer in the response); set (code in a header);
 -- header_filter, body_filter, log, timer (answer stored in a shared dict, polled).
@@ -409,12 +410,20 @@ local KIT_INIT = [==[
     H = {}
     H.hiredis = require "resty.session.hiredis"
     H.cosocket = require "resty.session.hiredis.cosocket"
-    -- counts ngx.socket.tcp() calls, to tell which transport served a call
+    -- counts ngx.socket.tcp() calls, and operations queued on an auto-pipeline
+    -- (whose runner may hold its socket already), to tell which transport served a call
     H.tcp_calls = 0
     local tcp = ngx.socket.tcp
     ngx.socket.tcp = function(...)
         H.tcp_calls = H.tcp_calls + 1
         return tcp(...)
+    end
+    H.pipelined = 0
+    local pipeline = require "resty.session.hiredis.pipeline"
+    local submit = pipeline.submit
+    pipeline.submit = function(...)
+        H.pipelined = H.pipelined + 1
+        return submit(...)
     end
 
     local function literal(v, depth)
@@ -470,7 +479,7 @@ local KIT_INIT = [==[
     end
 
     function H.run(src, args)
-        local before = H.tcp_calls
+        local before, pipelined_before = H.tcp_calls, H.pipelined
         local phase = ngx.get_phase()
         local f, err = loadstring("local ARGS = ...\n" .. src, "=spec")
         local out
@@ -482,6 +491,7 @@ local KIT_INIT = [==[
             for i = 2, res.n do out[i - 1] = res[i] end
         end
         out.tcp = H.tcp_calls - before
+        out.cosocket = out.tcp + H.pipelined - pipelined_before
         out.phase = phase
         return literal(out)
     end

@@ -2,8 +2,8 @@
 -- The cosocket driver of `resty.session.hiredis.cluster` (internal). It drives
 -- the core's cluster operation (src/cluster_operation.hpp: slot groups, phases,
 -- MOVED/ASK/TRYAGAIN/CLUSTERDOWN) over `ngx.socket.tcp`: each round's node
--- batches run in parallel (one light thread per node), each on that node's own
--- pool through the single-node driver (`resty.session.hiredis.cosocket`), so
+-- batches run in parallel, each on that node's own pool through the
+-- single-node driver (`resty.session.hiredis.cosocket`), so
 -- handshakes, TLS, stale pooled connections and pool names work as for one node.
 -- The slot map lives in the core, per worker process, shared with the native
 -- transport of the same process.
@@ -13,8 +13,10 @@
 -- call), and `finish` (absorb, end_round and the results): a call to one node (a
 -- `get`, or a `set` without metadata) crosses into C there and in the round
 -- trip's reads only, and spawns no light thread. Other rounds: `plan`, a
--- `load_batch`/`absorb` pair per node (in parallel light threads), `end_round`,
--- and `result` at the end.
+-- `load_batch`/`absorb` pair per node, `end_round`, and `result` at the end. A
+-- round of several node batches queues each on its node's auto-pipeline, then
+-- awaits them in turn (no light thread); only a node whose pool does not
+-- pipeline (yet: its first connection; or pipelining = false) gets a light thread.
 --
 -- @module resty.session.hiredis.cluster_driver
 -- @local
@@ -28,10 +30,14 @@ local find = string.find
 local new_cluster_operation = core.cluster_operation
 local new_operation = core.operation
 local round_trip = cosocket.round_trip
+local submit = cosocket.submit
+local await = cosocket.await
 
 local ngx = type(_G.ngx) == "table" and _G.ngx or nil
-local spawn = ngx and ngx.thread and ngx.thread.spawn
-local wait = ngx and ngx.thread and ngx.thread.wait
+-- (ngx.thread.spawn is looked up per use, a table read: a wrapper installed
+-- later, as the specs' counting one, is honoured)
+local ngx_thread = ngx and ngx.thread
+local wait = ngx_thread and ngx_thread.wait
 local sleep = ngx and ngx.sleep
 local now = ngx and ngx.now
 local update_time = ngx and ngx.update_time
@@ -138,14 +144,8 @@ local function batch_failed(cop, i, op, err, lent)
   end
 end
 
-local function run_batch(cinst, view, cop, i)
-  local op = take_op()
-  local request, host, port = cop:load_batch(i, op)
-  if not request then
-    cop:failed(i, host, false)
-    return
-  end
-  local node = node_of(view, cinst, host, port)
+-- Sends batch i, loaded in op, to its node and hands the replies to the call.
+local function run_loaded(cop, i, node, op, request)
   local ok, err, lent = send(node, op, request, function()
     return (cop:load_batch(i, op))
   end)
@@ -156,20 +156,65 @@ local function run_batch(cinst, view, cop, i)
   give_op(op)
 end
 
--- Runs the round's n batches (n planned already), in parallel light threads
--- when there are several.
+-- Loads batch i into a new op -> node, op, request; or nil after telling the
+-- call why (an invalid batch).
+local function load(cinst, view, cop, i)
+  local op = take_op()
+  local request, host, port = cop:load_batch(i, op)
+  if not request then
+    give_op(op)
+    cop:failed(i, host, false)
+    return nil
+  end
+  return node_of(view, cinst, host, port), op, request
+end
+
+-- Per round of several batches: [i] batch i's waiting record (its node's
+-- pipeline) or light thread, [n + i] its op.
+local take_round, give_round = recycler.new(function() return {} end, 64)
+
+-- Runs the round's n batches (n planned already). Several batches go out
+-- together: each on its node's pipeline (queued, then awaited in turn: no
+-- light thread), or, to a node that does not pipeline (yet), in a light thread.
 local function run_round(cinst, view, cop, n)
   if n == 1 then
-    run_batch(cinst, view, cop, 1)
-  elseif n > 1 then
-    local threads = {}
-    for i = 1, n do
-      threads[i] = spawn(run_batch, cinst, view, cop, i)
+    local node, op, request = load(cinst, view, cop, 1)
+    if node then
+      run_loaded(cop, 1, node, op, request)
     end
-    for i = 1, n do
-      wait(threads[i])
+    return
+  end
+  if n < 1 then
+    return
+  end
+  local round = take_round()
+  for i = 1, n do
+    local node, op, request = load(cinst, view, cop, i)
+    if node then
+      round[n + i] = op
+      round[i] = submit(node.inst, node.view, op, request) or ngx_thread.spawn(run_loaded, cop, i, node, op, request)
+    else
+      round[i] = false
     end
   end
+  local started = now()
+  for i = 1, n do
+    local waiting = round[i]
+    if type(waiting) == "thread" then
+      wait(waiting)
+    elseif waiting then
+      local op = round[n + i]
+      local ok, err, _, lent = await(waiting, (now() - started) * 1000)
+      if ok then
+        cop:absorb(i, op)  -- trims op
+        give_op(op)
+      else
+        batch_failed(cop, i, op, err, lent)
+      end
+    end
+    round[i], round[n + i] = nil, nil
+  end
+  give_round(round)
 end
 
 local function results(cop, r1, r2)

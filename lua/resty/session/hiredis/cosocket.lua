@@ -422,13 +422,18 @@ end
 -- only when another one is already under way, so an idle worker adds no latency.
 local direct_calls = {}
 
+-- Whether the view's calls may share its pool's pipeline: a proven Redis >= 7
+-- pool (one round trip per operation), no AUTH per call.
+local function pipelines(view)
+  return view.pipelining and not view.force_auth and (versions[view.pool] or 0) >= REDIS_7
+end
+
 -- Runs a started operation: on the pool's pipeline when that pays off and is
--- safe (a proven Redis >= 7 pool: one round trip per operation; no AUTH per
--- call), else on a connection of its own. A fourth result, true, says that the
--- operation stays with the pipeline (its caller timed out).
+-- safe (see pipelines), else on a connection of its own. A fourth result, true,
+-- says that the operation stays with the pipeline (its caller timed out).
 local function run(inst, view, op, request)
   local pool = view.pool
-  if view.pipelining and not view.force_auth and (versions[pool] or 0) >= REDIS_7 then
+  if pipelines(view) then
     local direct = direct_calls[pool] or 0
     if direct > 0 or pipeline.busy(view.lane) then
       return pipeline.call(inst, view, op, request, open_for_lane)
@@ -513,6 +518,26 @@ end
 -- (the caller timed out in a pipeline whose runner still holds op: never reuse it)
 function _M.round_trip(inst, view, op, request)
   return round_trip_results(run(inst, view, op, request))
+end
+
+---
+-- Queues a round trip built in `op` on the view's pipeline without waiting,
+-- when the view pipelines (see `round_trip`): a caller with round trips to
+-- several nodes queues them all, then awaits each, in one light thread.
+-- @return the waiting record for `await`, or nil: run it with `round_trip`
+function _M.submit(inst, view, op, request)
+  if pipelines(view) then
+    return pipeline.submit(inst, view, op, request, open_for_lane)
+  end
+  return nil
+end
+
+---
+-- The results of a submitted round trip, as `round_trip` gives them.
+-- @param rec what `submit` returned
+-- @tparam[opt] number spent_ms milliseconds its caller waited already
+function _M.await(rec, spent_ms)
+  return round_trip_results(pipeline.await(rec, spent_ms))
 end
 
 ---

@@ -246,15 +246,16 @@ function _M.idle()
 end
 
 ---
--- Runs an operation whose request is built, on the pool's shared connection.
+-- Queues an operation whose request is built on the pool's shared connection,
+-- without waiting (a cluster round queues its node batches, then waits for each:
+-- no light thread per node).
 -- @param inst the core instance
 -- @tparam table view the driver view (pool, timeouts, ...)
 -- @param op the operation, started
--- @tparam string request its request bytes
+-- @tparam string|table request its request bytes (a string, or pieces)
 -- @tparam function open opens a set-up connection: open(inst, view) -> sock | nil, err
--- @return status, r1, r2 as op:read does (DONE, results), or nil, err; a
--- fourth value, true, when the caller timed out and the runner keeps the operation
-function _M.call(inst, view, op, request, open)
+-- @return the waiting record, for `await`
+function _M.submit(inst, view, op, request, open)
   local pool = view.lane  -- the pool name and max_reply_size
   local lane = lanes[pool]
   if not lane then
@@ -278,16 +279,6 @@ function _M.call(inst, view, op, request, open)
 
   local rec = take_record()
   rec.op, rec.request, rec.abandoned = op, request, false
-  local n = lane.count + 1
-  lane.count = n
-  lane.queue[n] = rec
-  if not lane.running then
-    start(lane)
-  elseif lane.idle then
-    lane.idle = false
-    lane.work:post(1)
-  end
-
   -- the caller's own read_timeout bounds its wait (connect_timeout too while the
   -- lane has no connection yet)
   local wait_ms = view.read_timeout
@@ -297,6 +288,32 @@ function _M.call(inst, view, op, request, open)
   if wait_ms == 0 or wait_ms > MAX_WAIT_MS then
     wait_ms = MAX_WAIT_MS
   end
+  rec.wait_ms = wait_ms
+  local n = lane.count + 1
+  lane.count = n
+  lane.queue[n] = rec
+  if not lane.running then
+    start(lane)
+  elseif lane.idle then
+    lane.idle = false
+    lane.work:post(1)
+  end
+  return rec
+end
+
+---
+-- Waits for a submitted operation's results.
+-- @param rec what `submit` returned
+-- @tparam[opt] number spent_ms milliseconds of its wait spent already (waiting
+-- for other records of the same caller)
+-- @return status, r1, r2 as op:read does (DONE, results), or nil, err; a
+-- fourth value, true, when the caller timed out and the runner keeps the operation
+local function await(rec, spent_ms)
+  local wait_ms = rec.wait_ms
+  if spent_ms then
+    wait_ms = wait_ms > spent_ms and wait_ms - spent_ms or 0
+  end
+  -- (a record answered already was posted: no yield)
   local ok, err = rec.sema:wait(wait_ms / 1000)
   if not ok then
     rec.abandoned = true
@@ -305,6 +322,16 @@ function _M.call(inst, view, op, request, open)
   local status, r1, r2 = rec.status, rec.r1, rec.r2
   give_record(rec)
   return status, r1, r2
+end
+_M.await = await
+
+---
+-- Runs an operation whose request is built, on the pool's shared connection:
+-- `submit` and `await`.
+-- @return status, r1, r2 as op:read does (DONE, results), or nil, err; a
+-- fourth value, true, when the caller timed out and the runner keeps the operation
+function _M.call(inst, view, op, request, open)
+  return await(_M.submit(inst, view, op, request, open))
 end
 
 return _M
