@@ -62,10 +62,10 @@ void ClusterOperation::recycle_batches() {
     batches_.clear();
 }
 
-void ClusterOperation::add(std::size_t phase, std::string_view key, std::initializer_list<std::string_view> args) {
+void ClusterOperation::add(std::size_t phase, std::string_view key, int slot,
+                           std::initializer_list<std::string_view> args) {
     while (phases_.size() <= phase) reuse_or_add(phases_, spare_phases_);
     auto& groups = phases_[phase];
-    const int slot = key_slot(key);
     auto it = std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.slot == slot; });
     Group& group = it != groups.end() ? *it : reuse_or_add(groups, spare_groups_);
     group.slot = slot;
@@ -145,52 +145,56 @@ void ClusterOperation::build() {
     if (const SetArgs* set = loaded.set_args()) {
         const NumberText ttl(static_cast<double>(set->ttl));
         naming.session_key_into(key_, set->name, set->key);
+        int slot = key_slot(key_);  // (once per key: every command of the key is in its slot)
         // the node batch that carries a large value marks where (Operation::value_offset)
         if (set->value.size() >= Operation::kSeparateValue) marking_ = set->value;
-        add(0, key_, {"SET", key_, set->value, "EX", ttl.view()});
+        add(0, key_, slot, {"SET", key_, set->value, "EX", ttl.view()});
         marking_ = {};
         if (set->metadata) {
             const NumberText score(set->current_time - 1);
             const NumberText new_score(set->current_time + static_cast<double>(set->ttl));
             for (const auto& [audience, subject] : set->metadata->entries) {
                 naming.metadata_key_into(meta_key_, set->name, audience, subject);
-                add(0, meta_key_, {"ZREMRANGEBYSCORE", meta_key_, "0", score.view()});
-                add(0, meta_key_, {"ZADD", meta_key_, new_score.view(), set->key});
+                slot = key_slot(meta_key_);
+                add(0, meta_key_, slot, {"ZREMRANGEBYSCORE", meta_key_, "0", score.view()});
+                add(0, meta_key_, slot, {"ZADD", meta_key_, new_score.view(), set->key});
                 // Never shorten the zset's life: a short session must not expire long ones.
-                ttl_script::add_extend([&](std::initializer_list<std::string_view> args) { add(0, meta_key_, args); },
+                ttl_script::add_extend([&](std::initializer_list<std::string_view> args) { add(0, meta_key_, slot, args); },
                                        meta_key_, ttl.view(), built_for_redis7_);
             }
         }
         if (set->old_key) {
             const NumberText stale(static_cast<double>(set->stale_ttl));
             naming.session_key_into(key_, set->name, *set->old_key);
-            ttl_script::add_shorten([&](std::initializer_list<std::string_view> args) { add(1, key_, args); },
+            slot = key_slot(key_);
+            ttl_script::add_shorten([&](std::initializer_list<std::string_view> args) { add(1, key_, slot, args); },
                                     key_, stale.view(), built_for_redis7_);
             if (set->metadata) {
                 for (const auto& [audience, subject] : set->metadata->entries) {
                     naming.metadata_key_into(meta_key_, set->name, audience, subject);
-                    add(1, meta_key_, {"ZREM", meta_key_, *set->old_key});
+                    add(1, meta_key_, key_slot(meta_key_), {"ZREM", meta_key_, *set->old_key});
                 }
             }
         }
     } else if (const GetArgs* get = loaded.get_args()) {
         naming.session_key_into(key_, get->name, get->key);
-        add(0, key_, {"GET", key_});
+        add(0, key_, key_slot(key_), {"GET", key_});
         answer_ = Answer::Value;
     } else if (const DeleteArgs* del = loaded.delete_args()) {
         naming.session_key_into(key_, del->name, del->key);
-        add(0, key_, {"UNLINK", key_});
+        add(0, key_, key_slot(key_), {"UNLINK", key_});
         if (del->metadata) {
             const NumberText score(del->current_time - 1);
             for (const auto& [audience, subject] : del->metadata->entries) {
                 naming.metadata_key_into(meta_key_, del->name, audience, subject);
-                add(1, meta_key_, {"ZREMRANGEBYSCORE", meta_key_, "0", score.view()});
-                add(1, meta_key_, {"ZREM", meta_key_, del->key});
+                const int slot = key_slot(meta_key_);
+                add(1, meta_key_, slot, {"ZREMRANGEBYSCORE", meta_key_, "0", score.view()});
+                add(1, meta_key_, slot, {"ZREM", meta_key_, del->key});
             }
         }
     } else if (const ReadMetadataArgs* read = loaded.read_metadata_args()) {
         naming.metadata_key_into(meta_key_, read->name, read->audience, read->subject);
-        add(0, meta_key_, {"ZRANGEBYSCORE", meta_key_, NumberText(read->current_time).view(), "+inf", "WITHSCORES"});
+        add(0, meta_key_, key_slot(meta_key_), {"ZRANGEBYSCORE", meta_key_, NumberText(read->current_time).view(), "+inf", "WITHSCORES"});
         answer_ = Answer::Value;
     }
 

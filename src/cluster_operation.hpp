@@ -103,7 +103,8 @@ private:
     };
     enum class Verdict { Done, Retry, Failed };
 
-    void add(std::size_t phase, std::string_view key, std::initializer_list<std::string_view> args);
+    // Adds a command of key (in slot, its key_slot) to its group of the phase.
+    void add(std::size_t phase, std::string_view key, int slot, std::initializer_list<std::string_view> args);
     Verdict judge(Group& group, std::vector<ReplyPtr>& replies, std::size_t& at);
     Verdict redirect(Group& group, const std::string& error);
     bool split_by_key(std::size_t index);

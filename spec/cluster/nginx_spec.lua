@@ -209,25 +209,31 @@ describe("cluster in nginx", function()
     require("helpers").it_since(70000, "auto-pipelining",
         "queues a round's node batches on the nodes' auto-pipelines, with no light thread", function()
         local core = require "resty.session.hiredis.core"
-        -- metadata keys on the two masters that do not hold the session key
-        local key = "k" .. math.random(1e9)
-        local owner = kit.owner(core.key_slot("ngxround:session:" .. key))
-        local subjects, masters = {}, { [owner] = true }
+        local function owner(key) return kit.owner(core.key_slot("ngxround:session:" .. key)) end
+        -- metadata keys on two masters, the session keys (old and new) on the third
+        local subjects, masters = {}, {}
         for i = 1, 1e5 do
-            local subject = "s" .. i
-            local node = kit.owner(core.key_slot("ngxround:session:web:" .. subject))
+            local node = owner("web:s" .. i)
             if not masters[node] then
                 masters[node] = true
-                subjects[#subjects + 1] = subject
+                subjects[#subjects + 1] = "s" .. i
                 if #subjects == 2 then break end
             end
         end
+        local keys = {}
+        for i = 1, 1e5 do
+            if not masters[owner("k" .. i)] then
+                keys[#keys + 1] = "k" .. i
+                if #keys == 6 then break end
+            end
+        end
         local args = { cfg = kit.config({ prefix = "ngxround" }), name = "round" .. math.random(1e9),
-                       key = key, subjects = subjects, now = NOW }
+                       keys = keys, subjects = subjects, now = NOW }
         local out = run("content", [=[
             local s = H.storage(ARGS.cfg, ARGS.name)
             local m = { audiences = { "web", "web" }, subjects = ARGS.subjects }
-            assert(s:set("session", "old", "v", 600, ARGS.now, nil, nil, m))  -- warm: every node's pool proven
+            local old = ARGS.keys[6]
+            assert(s:set("session", old, "v", 600, ARGS.now, nil, nil, m))  -- warm: every node's pool proven
             local spawned, submitted = 0, H.pipelined
             local spawn = ngx.thread.spawn
             ngx.thread.spawn = function(...)
@@ -235,22 +241,72 @@ describe("cluster in nginx", function()
                 return spawn(...)
             end
             local results = {}
-            for i = 1, 5 do results[i] = { s:set("session", ARGS.key .. i, "v" .. i, 600, ARGS.now, "old", 10, m) } end
+            for i = 1, 5 do results[i] = { s:set("session", ARGS.keys[i], "v" .. i, 600, ARGS.now, old, 10, m) } end
             ngx.thread.spawn = spawn
+            submitted = H.pipelined - submitted
             local listed = {}
             for i = 1, 2 do listed[i] = s:read_metadata("session", "web", ARGS.subjects[i], ARGS.now) end
-            return { results = results, spawned = spawned, submitted = H.pipelined - submitted, listed = listed }
+            return { results = results, spawned = spawned, submitted = submitted, listed = listed }
         ]=], args)
         for i = 1, 5 do assert.same({ true }, out.results[i]) end
         assert.equal(0, out.spawned, "no light thread")
-        -- per call: the add round's three node batches, the remove round's
-        assert.is_true(out.submitted >= 5 * 5, "batches queued on pipelines: " .. out.submitted)
+        -- per call: the add round's three node batches, the remove round's three
+        assert.equal(5 * 6, out.submitted, "batches queued on pipelines")
         for i = 1, 2 do
             for j = 1, 5 do
-                assert.equal(tostring(NOW + 600), out.listed[i][key .. j])
+                assert.equal(tostring(NOW + 600), out.listed[i][keys[j]])
             end
-            assert.is_nil(out.listed[i].old)
+            assert.is_nil(out.listed[i][keys[6]])
         end
+    end)
+
+    require("helpers").it_since(70000, "auto-pipelining",
+        "ends a round whose node stalls at the read_timeout, with the other nodes' answers taken", function()
+        local core = require "resty.session.hiredis.core"
+        local function owner(key) return kit.owner(core.key_slot("ngxgroup:session:" .. key)) end
+        local stalled = owner("web:a1")
+        local subjects = { "a1" }
+        for i = 1, 1e5 do
+            if owner("web:b" .. i) ~= stalled then
+                subjects[2] = "b" .. i
+                break
+            end
+        end
+        local args = { cfg = kit.config({ prefix = "ngxgroup", read_timeout = 200 }), name = "group" .. math.random(1e9),
+                       subjects = subjects, now = NOW, key = "k" .. math.random(1e9) }
+        local CALLS = [=[
+            local s = H.storage(ARGS.cfg, ARGS.name)
+            local m = { audiences = { "web", "web" }, subjects = ARGS.subjects }
+            local threads = {}
+            for i = 1, 3 do
+                threads[i] = ngx.thread.spawn(function()
+                    return { s:set("session", ARGS.key .. i, "v", 600, ARGS.now, nil, nil, m) }
+                end)
+            end
+            local out = {}
+            for i = 1, 3 do out[i] = select(2, ngx.thread.wait(threads[i])) end
+            return out
+        ]=]
+        assert.same({ { true }, { true }, { true } }, run("content", CALLS, args))  -- pools proven
+        local pid = kit.pid_of(stalled)
+        local stopped = os.execute("kill -STOP " .. pid)
+        assert.is_true(stopped == 0 or stopped == true, "kill -STOP " .. pid)
+        local ok, err = pcall(function()
+            assert.same({ { nil, "timeout" }, { nil, "timeout" }, { nil, "timeout" } }, run("content", CALLS, args))
+        end)
+        os.execute("kill -CONT " .. pid)
+        if not ok then error(err, 0) end
+        -- the node is suspect (a lone PING first), then the calls go through again
+        local out
+        for _ = 1, 20 do
+            out = run("content", CALLS, args)
+            if out[1][1] then break end
+        end
+        assert.same({ { true }, { true }, { true } }, out)
+        local listed = run("content", [[
+            return H.storage(ARGS.cfg, ARGS.name):read_metadata("session", "web", ARGS.subjects[2], ARGS.now)
+        ]], args)
+        for i = 1, 3 do assert.equal(tostring(NOW + 600), listed[args.key .. i]) end
     end)
 
     -- the auto-pipeline runs only on Redis >= 7 pools (one round trip per operation)

@@ -31,7 +31,10 @@ local new_cluster_operation = core.cluster_operation
 local new_operation = core.operation
 local round_trip = cosocket.round_trip
 local submit = cosocket.submit
-local await = cosocket.await
+local pipelines = cosocket.pipelines
+local new_group = cosocket.group
+local await_group = cosocket.await_group
+local take = cosocket.take
 
 local ngx = type(_G.ngx) == "table" and _G.ngx or nil
 -- (ngx.thread.spawn is looked up per use, a table read: a wrapper installed
@@ -66,19 +69,23 @@ function _M.view(cinst, configuration)
   return {
     transport = configuration.transport,
     budget = cinst:retry_budget() / 1000,
-    nodes = {},  -- "host:port" -> { inst = single-node core instance, view = its cosocket view }
+    nodes = {},  -- host -> port -> { inst = single-node core instance, view = its cosocket view }
   }
 end
 
 local function node_of(view, cinst, host, port)
-  local key = host .. ":" .. port
-  local node = view.nodes[key]
+  local by_port = view.nodes[host]  -- (by host, then port: no key string built per call)
+  if not by_port then
+    by_port = {}
+    view.nodes[host] = by_port
+  end
+  local node = by_port[port]
   if not node then
     local inst = cinst:node(host, port)
     local node_view = cosocket.view(inst, inst:fields())
     node_view.transport = view.transport
     node = { inst = inst, view = node_view }
-    view.nodes[key] = node
+    by_port[port] = node
   end
   return node
 end
@@ -174,8 +181,9 @@ end
 local take_round, give_round = recycler.new(function() return {} end, 64)
 
 -- Runs the round's n batches (n planned already). Several batches go out
--- together: each on its node's pipeline (queued, then awaited in turn: no
--- light thread), or, to a node that does not pipeline (yet), in a light thread.
+-- together: each on its node's pipeline, all in one group (the caller is woken
+-- once, when the last is answered: no light thread), or, to a node that does
+-- not pipeline (yet), in a light thread.
 local function run_round(cinst, view, cop, n)
   if n == 1 then
     local node, op, request = load(cinst, view, cop, 1)
@@ -188,23 +196,31 @@ local function run_round(cinst, view, cop, n)
     return
   end
   local round = take_round()
+  local group
   for i = 1, n do
     local node, op, request = load(cinst, view, cop, i)
     if node then
       round[n + i] = op
-      round[i] = submit(node.inst, node.view, op, request) or ngx_thread.spawn(run_loaded, cop, i, node, op, request)
+      local rec
+      if pipelines(node.view) then
+        group = group or new_group()
+        rec = submit(node.inst, node.view, op, request, group)
+      end
+      round[i] = rec or ngx_thread.spawn(run_loaded, cop, i, node, op, request)
     else
       round[i] = false
     end
   end
-  local started = now()
+  if group then
+    await_group(group)  -- (a timeout: take says so per batch)
+  end
   for i = 1, n do
     local waiting = round[i]
     if type(waiting) == "thread" then
       wait(waiting)
     elseif waiting then
       local op = round[n + i]
-      local ok, err, _, lent = await(waiting, (now() - started) * 1000)
+      local ok, err, _, lent = take(waiting)
       if ok then
         cop:absorb(i, op)  -- trims op
         give_op(op)

@@ -427,6 +427,7 @@ local direct_calls = {}
 local function pipelines(view)
   return view.pipelining and not view.force_auth and (versions[view.pool] or 0) >= REDIS_7
 end
+_M.pipelines = pipelines
 
 -- Runs a started operation: on the pool's pipeline when that pays off and is
 -- safe (see pipelines), else on a connection of its own. A fourth result, true,
@@ -522,22 +523,31 @@ end
 
 ---
 -- Queues a round trip built in `op` on the view's pipeline without waiting,
--- when the view pipelines (see `round_trip`): a caller with round trips to
--- several nodes queues them all, then awaits each, in one light thread.
--- @return the waiting record for `await`, or nil: run it with `round_trip`
-function _M.submit(inst, view, op, request)
+-- when the view pipelines (`pipelines(view)`), in a group awaited as one: a
+-- caller with round trips to several nodes queues them all, then is woken
+-- once, when the last is answered.
+-- @tparam table group from `group`
+-- @return the waiting record for `take`, or nil: run it with `round_trip`
+function _M.submit(inst, view, op, request, group)
   if pipelines(view) then
-    return pipeline.submit(inst, view, op, request, open_for_lane)
+    return pipeline.submit(inst, view, op, request, open_for_lane, group)
   end
   return nil
 end
 
+-- A new group for `submit` (then `await_group` and `take`).
+_M.group = pipeline and pipeline.group
+
+---
+-- Waits for every round trip submitted in the group: true, or nil, err when
+-- the wait timed out (then `take` says "timeout" for those not answered).
+_M.await_group = pipeline and pipeline.await_group
+
 ---
 -- The results of a submitted round trip, as `round_trip` gives them.
 -- @param rec what `submit` returned
--- @tparam[opt] number spent_ms milliseconds its caller waited already
-function _M.await(rec, spent_ms)
-  return round_trip_results(pipeline.await(rec, spent_ms))
+function _M.take(rec)
+  return round_trip_results(pipeline.take(rec))
 end
 
 ---

@@ -53,16 +53,32 @@ local take_record, give = recycler.new(function()
 end, 256)
 
 local function give_record(rec)
-  rec.op, rec.request, rec.status, rec.r1, rec.r2 = nil, nil, nil, nil, nil
+  rec.op, rec.request, rec.status, rec.r1, rec.r2, rec.done, rec.group = nil, nil, nil, nil, nil, false, nil
   give(rec)
 end
+
+-- Groups of records one caller awaits together (pending: records not answered
+-- yet; wait_ms: the most patient record's bound). A group whose caller timed out
+-- is never given back: its semaphore may still be posted.
+local take_group, give_group = recycler.new(function()
+  return { sema = new_semaphore(), pending = 0, wait_ms = 0 }
+end, 64)
 
 local function deliver(rec, status, r1, r2)
   if rec.abandoned then
     return  -- its caller timed out and is gone
   end
-  rec.status, rec.r1, rec.r2 = status, r1, r2
-  rec.sema:post(1)
+  rec.status, rec.r1, rec.r2, rec.done = status, r1, r2, true
+  local group = rec.group
+  if not group then
+    rec.sema:post(1)
+    return
+  end
+  local pending = group.pending - 1
+  group.pending = pending
+  if pending == 0 then
+    group.sema:post(1)  -- one wake-up for the whole group
+  end
 end
 
 local function fail(batch, from, to, err)
@@ -247,15 +263,16 @@ end
 
 ---
 -- Queues an operation whose request is built on the pool's shared connection,
--- without waiting (a cluster round queues its node batches, then waits for each:
--- no light thread per node).
+-- without waiting.
 -- @param inst the core instance
 -- @tparam table view the driver view (pool, timeouts, ...)
 -- @param op the operation, started
 -- @tparam string|table request its request bytes (a string, or pieces)
 -- @tparam function open opens a set-up connection: open(inst, view) -> sock | nil, err
--- @return the waiting record, for `await`
-function _M.submit(inst, view, op, request, open)
+-- @tparam[opt] table group a group (see `group`) the operation joins: awaited
+-- with the group's other operations (`await_group`, then `take`), else alone (`await`)
+-- @return the waiting record
+function _M.submit(inst, view, op, request, open, group)
   local pool = view.lane  -- the pool name and max_reply_size
   local lane = lanes[pool]
   if not lane then
@@ -289,6 +306,13 @@ function _M.submit(inst, view, op, request, open)
     wait_ms = MAX_WAIT_MS
   end
   rec.wait_ms = wait_ms
+  if group then
+    rec.group = group
+    group.pending = group.pending + 1
+    if wait_ms > group.wait_ms then
+      group.wait_ms = wait_ms
+    end
+  end
   local n = lane.count + 1
   lane.count = n
   lane.queue[n] = rec
@@ -302,19 +326,12 @@ function _M.submit(inst, view, op, request, open)
 end
 
 ---
--- Waits for a submitted operation's results.
+-- Waits for a submitted operation (not in a group).
 -- @param rec what `submit` returned
--- @tparam[opt] number spent_ms milliseconds of its wait spent already (waiting
--- for other records of the same caller)
 -- @return status, r1, r2 as op:read does (DONE, results), or nil, err; a
 -- fourth value, true, when the caller timed out and the runner keeps the operation
-local function await(rec, spent_ms)
-  local wait_ms = rec.wait_ms
-  if spent_ms then
-    wait_ms = wait_ms > spent_ms and wait_ms - spent_ms or 0
-  end
-  -- (a record answered already was posted: no yield)
-  local ok, err = rec.sema:wait(wait_ms / 1000)
+local function await(rec)
+  local ok, err = rec.sema:wait(rec.wait_ms / 1000)
   if not ok then
     rec.abandoned = true
     return nil, err, nil, true
@@ -326,10 +343,43 @@ end
 _M.await = await
 
 ---
+-- A new group: operations submitted with it are awaited together, with one
+-- wake-up of their caller (a cluster round's node batches).
+_M.group = take_group
+
+---
+-- Waits until every operation of the group is answered, or the most patient
+-- one's bound passed; then `take` each of them. Gives the group back unless
+-- the wait timed out.
+-- @return true, or nil, err
+function _M.await_group(group)
+  -- (answered already, also by a lane that failed to start: posted, no yield)
+  local ok, err = group.sema:wait(group.wait_ms / 1000)
+  if not ok then
+    return nil, err
+  end
+  group.wait_ms = 0
+  give_group(group)
+  return true
+end
+
+---
+-- The results of a grouped operation, after `await_group`.
+-- @return as `await`
+function _M.take(rec)
+  if not rec.done then
+    rec.abandoned = true
+    return nil, "timeout", nil, true
+  end
+  local status, r1, r2 = rec.status, rec.r1, rec.r2
+  give_record(rec)
+  return status, r1, r2
+end
+
+---
 -- Runs an operation whose request is built, on the pool's shared connection:
 -- `submit` and `await`.
--- @return status, r1, r2 as op:read does (DONE, results), or nil, err; a
--- fourth value, true, when the caller timed out and the runner keeps the operation
+-- @return as `await`
 function _M.call(inst, view, op, request, open)
   return await(_M.submit(inst, view, op, request, open))
 end
