@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <optional>
+#include <string_view>
 
 #include "errors.hpp"
 
@@ -55,17 +57,40 @@ SentinelQuery::SentinelQuery(Ask ask, std::string_view master_name, const std::o
     // one write, so the sentinel answers both from the same state of its failover
     commands_.add({"SENTINEL", "MASTER", master_name});
     if (ask != Ask::Master) commands_.add({"SENTINEL", "REPLICAS", master_name});
+    flat_path_ = ask == Ask::Master && !authenticates_;
 }
 
 bool SentinelQuery::feed(const char* data, std::size_t len) {
     if (answer_) throw ProtocolError("protocol error: unexpected data from the sentinel");
-    reader_.feed(data, len);
+    if (flat_path_) {
+        // A pooled lookup's one reply, read where it lies: the reader builds a
+        // reply object per element (some forty), the largest cost of a lookup in
+        // a worker's profile, for the four fields we use.
+        if (flat_.empty()) {  // (a whole reply in one chunk: no copy)
+            const Flat flat = read_flat_master(std::string_view(data, len));
+            if (flat == Flat::Done) return true;
+            if (flat == Flat::NeedMore) {
+                flat_.assign(data, len);
+                return false;
+            }
+        } else {
+            flat_.append(data, len);
+            const Flat flat = read_flat_master(flat_);
+            if (flat == Flat::Done) return true;
+            if (flat == Flat::NeedMore && ++flat_chunks_ < kMaxFlatChunks) return false;
+            data = flat_.data();
+            len = flat_.size();
+        }
+        flat_path_ = false;  // the reader takes it from here, from the first byte
+    }
+    reader().feed(data, len);
+    flat_.clear();
     while (replies_.size() < commands_.count()) {
-        ReplyPtr reply = reader_.next();
+        ReplyPtr reply = reader_->next();
         if (!reply) return false;
         replies_.push_back(std::move(reply));
     }
-    if (reader_.has_pending_bytes()) throw ProtocolError("protocol error: unexpected data from the sentinel");
+    if (reader_->has_pending_bytes()) throw ProtocolError("protocol error: unexpected data from the sentinel");
     conclude();
     return true;
 }
@@ -100,21 +125,13 @@ void SentinelQuery::conclude() {
     answer_ = std::move(replicas);
 }
 
-SentinelAnswer parse_master(const Reply& reply) {
+namespace {
+
+// SENTINEL MASTER's answer from its fields (nullptr: absent).
+SentinelAnswer master_answer(const std::string* ip, const std::string* port, const std::string* epoch,
+                             const std::string* flags) {
     SentinelAnswer answer;
-    // Redis answers an unknown name with this error (older sentinels: nil)
-    if (reply.type == Reply::Type::Nil ||
-        (reply.is_error() && reply.str.find("No such master") != std::string::npos)) {
-        answer.kind = SentinelAnswer::Kind::UnknownMaster;
-        return answer;
-    }
-    if (reply.is_error()) return failure(reply.str);
     const char* unexpected = "unexpected reply to SENTINEL MASTER";
-    if (reply.type != Reply::Type::Array || reply.elements.size() % 2 != 0) return failure(unexpected);
-    const std::string* ip = field(reply, "ip");
-    const std::string* port = field(reply, "port");
-    const std::string* epoch = field(reply, "config-epoch");
-    const std::string* flags = field(reply, "flags");
     if (!ip || ip->empty() || !port || !valid_port(*port, answer.address.port)) return failure(unexpected);
     if (epoch) {
         char* end = nullptr;
@@ -125,6 +142,92 @@ SentinelAnswer parse_master(const Reply& reply) {
     answer.address.host = *ip;
     answer.failover_in_progress = flags && has_flag(*flags, "failover_in_progress");
     return answer;
+}
+
+}  // namespace
+
+SentinelAnswer parse_master(const Reply& reply) {
+    SentinelAnswer answer;
+    // Redis answers an unknown name with this error (older sentinels: nil)
+    if (reply.type == Reply::Type::Nil ||
+        (reply.is_error() && reply.str.find("No such master") != std::string::npos)) {
+        answer.kind = SentinelAnswer::Kind::UnknownMaster;
+        return answer;
+    }
+    if (reply.is_error()) return failure(reply.str);
+    if (reply.type != Reply::Type::Array || reply.elements.size() % 2 != 0) {
+        return failure("unexpected reply to SENTINEL MASTER");
+    }
+    return master_answer(field(reply, "ip"), field(reply, "port"), field(reply, "config-epoch"), field(reply, "flags"));
+}
+
+namespace {
+
+// A canonical RESP length line at text[pos...]: digits ("0", or no leading
+// zero), CRLF. The length, pos after the CRLF; -1: incomplete; -2: anything else.
+long long length_line(std::string_view text, std::size_t& pos) {
+    long long n = 0;
+    std::size_t i = pos;
+    for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
+        if (i - pos >= 9) return -2;  // more than the fast path takes
+        n = n * 10 + (text[i] - '0');
+    }
+    if (i == text.size()) return -1;
+    if (i == pos || (text[pos] == '0' && i - pos > 1) || text[i] != '\r') return -2;
+    if (i + 1 == text.size()) return -1;
+    if (text[i + 1] != '\n') return -2;
+    pos = i + 2;
+    return n;
+}
+
+}  // namespace
+
+SentinelQuery::Flat SentinelQuery::read_flat_master(std::string_view text) {
+    // Only a flat array of bulk strings, complete and alone, canonical and
+    // small; anything else goes to the reader, which answers it as ever.
+    constexpr std::size_t kMaxBytes = 64 * 1024;
+    constexpr long long kMaxElements = 1024;
+    if (text.size() > kMaxBytes) return Flat::Fallback;
+    if (text.empty()) return Flat::NeedMore;
+    if (text[0] != '*') return Flat::Fallback;
+    std::size_t pos = 1;
+    const long long count = length_line(text, pos);
+    if (count == -1) return Flat::NeedMore;
+    if (count < 0 || count > kMaxElements || count % 2 != 0) return Flat::Fallback;
+    std::string_view name;
+    std::optional<std::string_view> ip, port, epoch, flags;
+    for (long long i = 0; i < count; ++i) {
+        if (pos == text.size()) return Flat::NeedMore;
+        if (text[pos] != '$') return Flat::Fallback;
+        ++pos;
+        const long long len = length_line(text, pos);
+        if (len == -1) return Flat::NeedMore;
+        if (len < 0) return Flat::Fallback;
+        const auto size = static_cast<std::size_t>(len);
+        if (text.size() - pos < size + 2) return Flat::NeedMore;
+        if (text[pos + size] != '\r' || text[pos + size + 1] != '\n') return Flat::Fallback;
+        const std::string_view value = text.substr(pos, size);
+        pos += size + 2;
+        if (i % 2 == 0) {
+            name = value;
+            continue;
+        }
+        // the first of each name, as field() takes it
+        if (name == "ip" && !ip) ip = value;
+        else if (name == "port" && !port) port = value;
+        else if (name == "config-epoch" && !epoch) epoch = value;
+        else if (name == "flags" && !flags) flags = value;
+    }
+    if (pos != text.size()) return Flat::Fallback;  // trailing bytes: the reader's error
+    std::string ip_text, port_text, epoch_text, flags_text;
+    auto text_of = [](const std::optional<std::string_view>& view, std::string& into) -> const std::string* {
+        if (!view) return nullptr;
+        into.assign(view->data(), view->size());
+        return &into;
+    };
+    answer_ = master_answer(text_of(ip, ip_text), text_of(port, port_text), text_of(epoch, epoch_text),
+                            text_of(flags, flags_text));
+    return Flat::Done;
 }
 
 SentinelAnswer parse_replicas(const Reply& reply) {

@@ -68,11 +68,26 @@ public:
 
 private:
     void conclude();
+    // The fast path of a lone SENTINEL MASTER (no AUTH before it): its flat
+    // array of bulk strings read in place from flat_, without reply objects.
+    // Anything it does not take whole (an error, a nil, a non-canonical or
+    // oversized reply, bytes after it) goes to reader_, which answers as ever.
+    enum class Flat { Done, NeedMore, Fallback };
+    Flat read_flat_master(std::string_view text);
+    static constexpr int kMaxFlatChunks = 16;  // then the reader takes over (no quadratic rescans)
+    bool flat_path_ = false;
+    std::string flat_;
+    int flat_chunks_ = 0;
 
     Ask ask_;
     CommandBuffer commands_;
     bool authenticates_ = false;
-    ReplyReader reader_;
+    // Made when first needed: a pooled lookup read in place never makes one.
+    std::optional<ReplyReader> reader_;
+    ReplyReader& reader() {
+        if (!reader_) reader_.emplace();
+        return *reader_;
+    }
     std::vector<ReplyPtr> replies_;
     std::optional<SentinelAnswer> answer_;
 };

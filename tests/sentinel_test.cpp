@@ -4,6 +4,7 @@
 // ROLE checked in a handshake.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <initializer_list>
 #include <string>
 
@@ -129,6 +130,50 @@ TEST(SentinelQuery, ExtraBytesAreAProtocolError) {
     SentinelQuery query(SentinelQuery::Ask::Master, "m", std::nullopt, std::nullopt, false);
     const string reply = "*-1\r\n+OK\r\n";
     EXPECT_THROW(query.feed(reply.data(), reply.size()), rsh::ProtocolError);
+}
+
+// A pooled lookup (no AUTH) reads SENTINEL MASTER's answer in place; after AUTH
+// the reader builds it: both must answer every reply alike, whole or in pieces.
+TEST(SentinelQuery, ReadsTheMasterInPlaceAsTheReaderDoes) {
+    const string dup_ip = array({bulk("ip"), bulk("127.0.0.1"), bulk("port"), bulk("6380"), bulk("ip"), bulk("10.0.0.1"),
+                                 bulk("port"), bulk("1")});
+    const string long_len = "*2\r\n$2\r\nip\r\n$0010\r\n127.0.0.1\r\n";  // non-canonical length
+    for (const string& reply :
+         {master_reply("127.0.0.1", "6380", "master", "7"), master_reply("::1", "6380", "master,failover_in_progress", "0"),
+          master_reply("127.0.0.1", "0", "master", "1"), master_reply("127.0.0.1", "6379", "master", "-1"), dup_ip,
+          array({}), array({bulk("ip"), string(":1\r\n")}), string("*-1\r\n"), string("$-1\r\n"),
+          string("-ERR No such master with that name\r\n"), master_reply("127.0.0.1", "6380", "master", "7") + "+OK\r\n",
+          long_len, string("*3\r\n$2\r\nip\r\n$1\r\na\r\n$1\r\nb\r\n")}) {
+        for (std::size_t piece : {reply.size(), std::size_t{7}, std::size_t{1}}) {
+            SentinelQuery fast(SentinelQuery::Ask::Master, "m", std::nullopt, string("pw"), false);
+            SentinelQuery read(SentinelQuery::Ask::Master, "m", std::nullopt, string("pw"), true);
+            ASSERT_FALSE(read.feed("+OK\r\n", 5));
+            auto feed = [&](SentinelQuery& query) -> string {
+                try {
+                    bool done = false;
+                    for (std::size_t at = 0; at < reply.size(); at += piece) {
+                        done = query.feed(reply.data() + at, std::min(piece, reply.size() - at));
+                    }
+                    return done ? "done" : "pending";
+                } catch (const rsh::ProtocolError&) {
+                    return "throws";
+                }
+            };
+            const string state = feed(fast);
+            ASSERT_EQ(state, feed(read)) << reply << " in pieces of " << piece;
+            if (state != "done") continue;
+            EXPECT_EQ(fast.answer().kind, read.answer().kind) << reply;
+            EXPECT_EQ(fast.answer().address, read.answer().address) << reply;
+            EXPECT_EQ(fast.answer().config_epoch, read.answer().config_epoch) << reply;
+            EXPECT_EQ(fast.answer().failover_in_progress, read.answer().failover_in_progress) << reply;
+            EXPECT_EQ(fast.answer().error, read.answer().error) << reply;
+        }
+    }
+    // the first of a field given twice, as the reader's lookup takes it
+    SentinelQuery query(SentinelQuery::Ask::Master, "m", std::nullopt, std::nullopt, false);
+    ASSERT_TRUE(query.feed(dup_ip.data(), dup_ip.size()));
+    ASSERT_EQ(query.answer().kind, SentinelAnswer::Kind::Master);
+    EXPECT_EQ(query.answer().address, (rsh::SentinelAddress{"127.0.0.1", 6380}));
 }
 
 TEST(SentinelQuery, KeepsOnlyHealthyReplicasWithTheMastersEpoch) {
