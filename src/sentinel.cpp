@@ -166,14 +166,15 @@ namespace {
 // A canonical RESP length line at text[pos...]: digits ("0", or no leading
 // zero), CRLF. The length, pos after the CRLF; -1: incomplete; -2: anything else.
 long long length_line(std::string_view text, std::size_t& pos) {
+    // (a byte the reader would refuse is refused as soon as it is here, as the reader does)
     long long n = 0;
     std::size_t i = pos;
     for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
-        if (i - pos >= 9) return -2;  // more than the fast path takes
+        if (i - pos >= 9 || (i > pos && text[pos] == '0')) return -2;  // long, or a leading zero
         n = n * 10 + (text[i] - '0');
     }
     if (i == text.size()) return -1;
-    if (i == pos || (text[pos] == '0' && i - pos > 1) || text[i] != '\r') return -2;
+    if (i == pos || text[i] != '\r') return -2;
     if (i + 1 == text.size()) return -1;
     if (text[i + 1] != '\n') return -2;
     pos = i + 2;
@@ -202,10 +203,12 @@ SentinelQuery::Flat SentinelQuery::read_flat_master(std::string_view text) {
         ++pos;
         const long long len = length_line(text, pos);
         if (len == -1) return Flat::NeedMore;
-        if (len < 0) return Flat::Fallback;
+        if (len < 0 || len > static_cast<long long>(kMaxBytes)) return Flat::Fallback;  // (the reader's limits)
         const auto size = static_cast<std::size_t>(len);
-        if (text.size() - pos < size + 2) return Flat::NeedMore;
-        if (text[pos + size] != '\r' || text[pos + size + 1] != '\n') return Flat::Fallback;
+        const std::size_t left = text.size() - pos;
+        if (left > size && text[pos + size] != '\r') return Flat::Fallback;
+        if (left > size + 1 && text[pos + size + 1] != '\n') return Flat::Fallback;
+        if (left < size + 2) return Flat::NeedMore;
         const std::string_view value = text.substr(pos, size);
         pos += size + 2;
         if (i % 2 == 0) {

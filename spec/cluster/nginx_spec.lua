@@ -272,8 +272,9 @@ describe("cluster in nginx", function()
                 break
             end
         end
-        local args = { cfg = kit.config({ prefix = "ngxgroup", read_timeout = 200 }), name = "group" .. math.random(1e9),
-                       subjects = subjects, now = NOW, key = "k" .. math.random(1e9) }
+        local args = { cfg = kit.config({ prefix = "ngxgroup", read_timeout = 200 }),
+                       name = "group" .. math.random(1e9), subjects = subjects, now = NOW,
+                       key = "k" .. math.random(1e9) }
         local CALLS = [=[
             local s = H.storage(ARGS.cfg, ARGS.name)
             local m = { audiences = { "web", "web" }, subjects = ARGS.subjects }

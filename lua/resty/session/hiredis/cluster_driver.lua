@@ -90,14 +90,24 @@ local function node_of(view, cinst, host, port)
   return node
 end
 
--- Sends request (rebuilt by reload after a stale pooled connection); true or
--- nil, err, lent (op stays with a pipeline runner: never reuse it).
-local function send(node, op, request, reload)
+-- Builds op's request again: batch i of the cluster operation `source`, or
+-- (no i) the topology query of the cluster instance `source`.
+local function reload(source, i, op)
+  if i then
+    return (source:load_batch(i, op))
+  end
+  return (source:load_topology_query(op))
+end
+
+-- Sends request (rebuilt by reload(source, i, op) after a stale pooled
+-- connection: no closure per call); true or nil, err, lent (op stays with a
+-- pipeline runner: never reuse it).
+local function send(node, op, request, source, i)
   local ok, err, stale, lent = round_trip(node.inst, node.view, op, request)
   local retries = 0
   while not ok and stale and retries < MAX_STALE_RETRIES do
     retries = retries + 1
-    ok, err, stale, lent = round_trip(node.inst, node.view, op, reload())
+    ok, err, stale, lent = round_trip(node.inst, node.view, op, reload(source, i, op))
   end
   return ok, err, lent
 end
@@ -110,11 +120,8 @@ local function refresh(cinst, view)
   for j = 1, #candidates, 2 do
     local host, port = candidates[j], candidates[j + 1]
     local node = node_of(view, cinst, host, port)
-    local function reload()
-      return (cinst:load_topology_query(op))
-    end
     for _ = 1, 2 do  -- a second time with CLUSTER SLOTS when SHARDS is unknown
-      local ok, err, lent = send(node, op, reload(), reload)
+      local ok, err, lent = send(node, op, reload(cinst, nil, op), cinst)
       if lent then
         op = take_op()  -- a pipeline runner still holds the other one
       end
@@ -153,9 +160,7 @@ end
 
 -- Sends batch i, loaded in op, to its node and hands the replies to the call.
 local function run_loaded(cop, i, node, op, request)
-  local ok, err, lent = send(node, op, request, function()
-    return (cop:load_batch(i, op))
-  end)
+  local ok, err, lent = send(node, op, request, cop, i)
   if not ok then
     return batch_failed(cop, i, op, err, lent)
   end
@@ -270,9 +275,7 @@ function _M.call(cinst, view, method, a, b, c, d, e, f, g, h, j)
     -- one node batch (a get, a set without metadata...): begin, the node's
     -- round trip and finish are the call's crossings into C
     local node = node_of(view, cinst, host, port)
-    local ok, err, lent = send(node, op, request, function()
-      return (cop:load_batch(1, op))
-    end)
+    local ok, err, lent = send(node, op, request, cop, 1)
     if ok then
       local r1, r2
       finished, r1, r2 = cop:finish(op)
