@@ -338,6 +338,35 @@ describe("cluster in nginx", function()
             "calls share writes: %d calls in %d batches", d["pipeline.calls"], d["pipeline.batches"]))
     end)
 
+    require("helpers").it_since(70000, "auto-pipelining",
+        "follows a MOVED of a metadata key's slot in a round of several nodes", function()
+        local core = require "resty.session.hiredis.core"
+        local sd = require "stats_delta"
+        local args = { cfg = kit.config({ prefix = "ngxmovedmeta" }), name = "movedmeta" .. math.random(1e9),
+                       key = "k" .. math.random(1e9), subject = "s" .. math.random(1e9), now = NOW }
+        local meta_slot = core.key_slot("ngxmovedmeta:session:web:" .. args.subject)
+        local CALL = [[
+            local s = H.storage(ARGS.cfg, ARGS.name)
+            local m = { audiences = { "web", "api" }, subjects = { ARGS.subject, ARGS.subject } }
+            local before = H.hiredis.stats()
+            local ok, err = s:set("session", ARGS.key, "v", 600, ARGS.now, nil, nil, m)
+            return { ok = ok, err = err, before = before, after = H.hiredis.stats(),
+                     listed = s:read_metadata("session", "web", ARGS.subject, ARGS.now) }
+        ]]
+        assert.is_true(run("content", CALL, args).ok)  -- the map loaded, the pools proven
+        local from = kit.owner(meta_slot)
+        kit.move_slot(meta_slot, from, kit.other_master(from))
+        args.key = args.key .. "b"
+        local out, res = run("content", CALL, args)
+        assert.is_true(res.cosocket > 0, "served over cosockets")
+        assert.is_true(out.ok, tostring(out.err))
+        local d = sd.delta(out.before, out.after)
+        assert.equal(1, d["cluster.moved"])
+        assert.equal(1, d["set.calls"])
+        assert.equal(0, d["set.errors"])
+        assert.equal(tostring(NOW + 600), out.listed[args.key])
+    end)
+
     it("counts a MOVED followed over cosockets in stats(), the call once", function()
         local core = require "resty.session.hiredis.core"
         local sd = require "stats_delta"
