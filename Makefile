@@ -34,7 +34,7 @@ DEB_PACKAGES := build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libh
 	liblua5.1-0-dev
 
 .PHONY: deps build test unit spec stress hiredis1 servers leak-lua51 demo asan valgrind bench bench-deps bench-profile \
-	bench-profile-deps bench-readme bench-micro bench-stats-cost fuzz rock-check lint docs clean
+	bench-profile-deps bench-readme bench-micro bench-stats-cost bench-cost fuzz rock-check lint docs clean
 
 deps:
 	@missing=""; \
@@ -190,6 +190,12 @@ bench-profile: bench-profile-deps build
 STATS_COST ?= 32 3
 bench-stats-cost: deps build
 	bench/stats_cost.sh $(STATS_COST)
+
+# What a call costs single node, cluster and sentinel, in user-space instructions per
+# request (callgrind on a real nginx worker, cosockets): COST="CONNECTIONS OPS".
+COST ?= 32 get,set_meta,read_metadata
+bench-cost: deps build
+	bench/cost.sh $(COST)
 
 # The latest bench/results/results.md and chart into README.md.
 bench-readme:
