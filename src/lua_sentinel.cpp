@@ -101,6 +101,18 @@ int round_new(lua_State* L) {
     });
 }
 
+// round:reset(ask, master_name, now_ms): a new round in this object (its queries
+// and buffers kept: the cosocket driver reuses its rounds)
+int round_reset(lua_State* L) {
+    SentinelRound* round = check_round(L);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        std::size_t len = 0;
+        const char* master = luaL_checklstring(L, 3, &len);
+        round->reset(ask_of(L, 2), std::string_view(master, len), luaL_checknumber(L, 4));
+        return 0;
+    });
+}
+
 // round:add(retry) -> index
 int round_add(lua_State* L) {
     SentinelRound* round = check_round(L);
@@ -296,6 +308,7 @@ int retire(lua_State* L) {
 }
 
 const luaL_Reg kRoundMethods[] = {
+    {"reset", round_reset},
     {"add", round_add},
     {"prepare", round_prepare},
     {"feed", round_feed},

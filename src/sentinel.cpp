@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <optional>
+#include <stdexcept>
 #include <string_view>
 
 #include "errors.hpp"
@@ -47,8 +48,15 @@ bool has_flag(const std::string& flags, std::string_view flag) {
 }  // namespace
 
 SentinelQuery::SentinelQuery(Ask ask, std::string_view master_name, const std::optional<std::string>& username,
-                             const std::optional<std::string>& password, bool authenticate)
-    : ask_(ask) {
+                             const std::optional<std::string>& password, bool authenticate) {
+    reset(ask, master_name, username, password, authenticate);
+}
+
+void SentinelQuery::reset(Ask ask, std::string_view master_name, const std::optional<std::string>& username,
+                          const std::optional<std::string>& password, bool authenticate) {
+    ask_ = ask;
+    commands_.clear();
+    authenticates_ = false;
     if (authenticate && password) {
         if (username) commands_.add({"AUTH", *username, *password});
         else commands_.add({"AUTH", *password});
@@ -58,6 +66,11 @@ SentinelQuery::SentinelQuery(Ask ask, std::string_view master_name, const std::o
     commands_.add({"SENTINEL", "MASTER", master_name});
     if (ask != Ask::Master) commands_.add({"SENTINEL", "REPLICAS", master_name});
     flat_path_ = ask == Ask::Master && !authenticates_;
+    flat_.clear();
+    flat_chunks_ = 0;
+    if (reader_) reader_.reset();  // (used: it may hold bytes, or have failed)
+    replies_.clear();
+    answer_.reset();
 }
 
 bool SentinelQuery::feed(const char* data, std::size_t len) {
@@ -333,29 +346,52 @@ SentinelChoice choose_answer(const std::vector<const SentinelAnswer*>& answers) 
     return choice;
 }
 
-SentinelRound::SentinelRound(SentinelQuery::Ask ask, std::string master_name, double start_ms)
-    : ask_(ask), master_name_(std::move(master_name)), start_ms_(start_ms) {
+SentinelRound::SentinelRound(SentinelQuery::Ask ask, std::string master_name, double start_ms) {
     entries_.reserve(4);
+    reset(ask, master_name, start_ms);
+}
+
+void SentinelRound::reset(SentinelQuery::Ask ask, std::string_view master_name, double start_ms) {
+    ask_ = ask;
+    master_name_.assign(master_name.data(), master_name.size());
+    start_ms_ = start_ms;
+    used_ = 0;
 }
 
 std::size_t SentinelRound::add(bool retry) {
-    entries_.emplace_back();
-    entries_.back().retry = retry;
-    return entries_.size() - 1;
+    if (used_ == entries_.size()) entries_.emplace_back();
+    Entry& entry = entries_[used_];  // a reused entry keeps its query (and its buffers) for prepare
+    entry.retry = retry;
+    entry.state = State::Pending;
+    entry.error.clear();
+    entry.prepared = false;
+    return used_++;
+}
+
+SentinelRound::Entry& SentinelRound::entry(std::size_t i) {
+    if (i >= used_) throw std::out_of_range("sentinel index");
+    return entries_[i];
+}
+
+const SentinelRound::Entry& SentinelRound::entry(std::size_t i) const {
+    if (i >= used_) throw std::out_of_range("sentinel index");
+    return entries_[i];
 }
 
 std::string_view SentinelRound::prepare(std::size_t i, const std::optional<std::string>& username,
                                         const std::optional<std::string>& password, bool authenticate) {
-    Entry& entry = entries_.at(i);
-    entry.query.emplace(ask_, master_name_, username, password, authenticate);
-    entry.state = State::Pending;
-    entry.error.clear();
-    return entry.query->request();
+    Entry& e = entry(i);
+    if (e.query) e.query->reset(ask_, master_name_, username, password, authenticate);
+    else e.query.emplace(ask_, master_name_, username, password, authenticate);
+    e.prepared = true;
+    e.state = State::Pending;
+    e.error.clear();
+    return e.query->request();
 }
 
 bool SentinelRound::feed(std::size_t i, const char* data, std::size_t len) {
-    Entry& entry = entries_.at(i);
-    if (entry.state != State::Pending || !entry.query) {
+    Entry& entry = this->entry(i);
+    if (entry.state != State::Pending || !entry.prepared) {
         throw ProtocolError("protocol error: unexpected data from the sentinel");
     }
     try {
@@ -375,13 +411,14 @@ bool SentinelRound::feed(std::size_t i, const char* data, std::size_t len) {
 }
 
 void SentinelRound::fail(std::size_t i, std::string error) {
-    Entry& entry = entries_.at(i);
+    Entry& entry = this->entry(i);
     entry.state = State::Failed;
     entry.error = std::move(error);
 }
 
 std::optional<double> SentinelRound::retry_budget_ms(double now_ms) const {
-    for (const Entry& entry : entries_) {
+    for (std::size_t i = 0; i < used_; ++i) {
+        const Entry& entry = entries_[i];
         if (!entry.retry && entry.state == State::Answered) {
             const double spent = now_ms - start_ms_;
             return std::max(kRetryFloorMs, 2 * spent) - spent;
@@ -391,13 +428,13 @@ std::optional<double> SentinelRound::retry_budget_ms(double now_ms) const {
 }
 
 SentinelChoice SentinelRound::choose() const {
-    std::vector<const SentinelAnswer*> answers(entries_.size(), nullptr);
-    for (std::size_t i = 0; i < entries_.size(); ++i) {
-        if (entries_[i].state == State::Answered) answers[i] = &entries_[i].query->answer();
+    answers_.assign(used_, nullptr);  // (kept between rounds: no allocation)
+    for (std::size_t i = 0; i < used_; ++i) {
+        if (entries_[i].state == State::Answered) answers_[i] = &entries_[i].query->answer();
     }
-    SentinelChoice choice = choose_answer(answers);
+    SentinelChoice choice = choose_answer(answers_);
     if (choice.kind == SentinelChoice::Kind::NoAnswer) {
-        for (std::size_t i = entries_.size(); i-- > 0;) {
+        for (std::size_t i = used_; i-- > 0;) {
             if (entries_[i].state == State::Failed) {
                 choice.error = entries_[i].error;
                 break;

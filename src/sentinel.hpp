@@ -57,6 +57,9 @@ public:
     // is true: on a new connection, or on every call with force_auth.
     SentinelQuery(Ask ask, std::string_view master_name, const std::optional<std::string>& username,
                   const std::optional<std::string>& password, bool authenticate);
+    // The same query afresh, keeping its buffers (a reused round's).
+    void reset(Ask ask, std::string_view master_name, const std::optional<std::string>& username,
+               const std::optional<std::string>& password, bool authenticate);
 
     // The request bytes (one write).
     std::string_view request() const { return std::string_view(commands_.bytes()); }
@@ -137,11 +140,14 @@ SentinelChoice choose_answer(const std::vector<const SentinelAnswer*>& answers);
 class SentinelRound {
 public:
     SentinelRound(SentinelQuery::Ask ask, std::string master_name, double start_ms);
+    // A new round in this object, keeping its entries' queries and buffers: a
+    // driver that reuses its rounds allocates nothing per lookup.
+    void reset(SentinelQuery::Ask ask, std::string_view master_name, double start_ms);
 
     // Registers a sentinel (in the caller's order); returns its index.
     std::size_t add(bool retry);
-    std::size_t size() const { return entries_.size(); }
-    bool retry(std::size_t i) const { return entries_.at(i).retry; }
+    std::size_t size() const { return used_; }
+    bool retry(std::size_t i) const { return entry(i).retry; }
     // Builds sentinel i's query once its connection is known (AUTH on a new one,
     // or with force_auth), again for a replacement connection; the request bytes.
     std::string_view prepare(std::size_t i, const std::optional<std::string>& username,
@@ -153,11 +159,11 @@ public:
     bool feed(std::size_t i, const char* data, std::size_t len);
     // Sentinel i could not be reached, timed out or was given up on.
     void fail(std::size_t i, std::string error);
-    bool done(std::size_t i) const { return entries_.at(i).state != State::Pending; }
-    bool failed(std::size_t i) const { return entries_.at(i).state == State::Failed; }
-    const std::string& error(std::size_t i) const { return entries_.at(i).error; }
+    bool done(std::size_t i) const { return entry(i).state != State::Pending; }
+    bool failed(std::size_t i) const { return entry(i).state == State::Failed; }
+    const std::string& error(std::size_t i) const { return entry(i).error; }
     // The answer of sentinel i; valid when done and not failed.
-    const SentinelAnswer& answer(std::size_t i) const { return entries_.at(i).query->answer(); }
+    const SentinelAnswer& answer(std::size_t i) const { return entry(i).query->answer(); }
 
     // Called once every other sentinel is done: the milliseconds the driver may
     // still spend on the retries (connect, send and read included), or nullopt
@@ -174,16 +180,22 @@ public:
 private:
     enum class State { Pending, Answered, Failed };
     struct Entry {
-        std::optional<SentinelQuery> query;
+        std::optional<SentinelQuery> query;  // kept across rounds; this round's once prepared
+        bool prepared = false;
         bool retry = false;
         State state = State::Pending;
         std::string error;
     };
+    // Entry i of this round (std::out_of_range beyond it).
+    Entry& entry(std::size_t i);
+    const Entry& entry(std::size_t i) const;
 
-    SentinelQuery::Ask ask_;
+    SentinelQuery::Ask ask_ = SentinelQuery::Ask::Master;
     std::string master_name_;
-    double start_ms_;
-    std::vector<Entry> entries_;
+    double start_ms_ = 0;
+    std::vector<Entry> entries_;  // [0, used_): this round's; the others wait for reuse
+    std::size_t used_ = 0;
+    mutable std::vector<const SentinelAnswer*> answers_;  // choose()'s, kept
 };
 
 }  // namespace rsh

@@ -7,11 +7,13 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
+#include <optional>
 #include <string>
 
 #include "cluster_operation.hpp"
 #include "operation.hpp"
 #include "resp.hpp"
+#include "sentinel.hpp"
 #include "slots.hpp"
 #include "stats.hpp"
 
@@ -202,6 +204,34 @@ TEST(SteadyState, ClusterGetAndPlainSetAllocateNothing) {
 }
 
 // Counting a call (stats: the meter, the histogram, an error's class) allocates nothing.
+// A cosocket sentinel lookup reuses its round (the driver's recycler): three
+// sentinels asked and answered (the pooled SENTINEL MASTER, read in place) and the
+// answer chosen allocate nothing. (An address over 15 characters would: its strings.)
+TEST(SteadyState, ReusedSentinelLookupAllocatesNothing) {
+    using rsh::SentinelQuery;
+    string reply = "*20\r\n";
+    for (const char* field : {"name", "mymaster", "ip", "127.0.0.1", "port", "6380", "runid",
+                              "cb4786117a683771c459a89fe2490a99fef19c11", "flags", "master", "link-pending-commands",
+                              "0", "last-ping-sent", "0", "role-reported", "master", "config-epoch", "7", "quorum",
+                              "2"}) {
+        reply += bulk(field);
+    }
+    rsh::SentinelRound round(SentinelQuery::Ask::Master, "mymaster", 0);
+    const std::optional<string> none;
+    const long n = allocations_per_call_after_warm_up([&] {
+        round.reset(SentinelQuery::Ask::Master, "mymaster", 0);
+        for (int i = 0; i < 3; ++i) round.add(false);
+        for (std::size_t i = 0; i < 3; ++i) {
+            round.prepare(i, none, none, false);
+            ASSERT_TRUE(round.feed(i, reply.data(), reply.size()));
+        }
+        const rsh::SentinelChoice choice = round.choose();
+        ASSERT_EQ(choice.kind, rsh::SentinelChoice::Kind::Master);
+        ASSERT_EQ(choice.address.port, 6380);
+    });
+    EXPECT_EQ(n, 0);
+}
+
 TEST(SteadyState, CountingCallsAllocatesNothing) {
     rsh::stats::enabled = true;
     const string err = "WRONGTYPE Operation against a key holding the wrong kind of value";

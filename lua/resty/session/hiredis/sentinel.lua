@@ -162,6 +162,7 @@
 
 local core = require "resty.session.hiredis.core"
 local cosocket = require "resty.session.hiredis.cosocket"
+local recycler = require "resty.session.hiredis.recycler"
 local stats = require "resty.session.hiredis.stats"
 
 local type = type
@@ -335,6 +336,19 @@ local function milliseconds()
   return ngx.now() * 1000
 end
 
+-- Lookup rounds, reused: a round keeps its queries and their buffers, so a
+-- cosocket lookup allocates nothing in the core (a round whose caller went away
+-- mid-lookup is simply not given back).
+local take_round, give_round = recycler.new(function()
+  return core.sentinel_round("master", "", 0)
+end, 16)
+
+local function new_round(ask, master)
+  local round = take_round()
+  round:reset(ask, master, milliseconds())
+  return round
+end
+
 -- A configured timeout (0: nginx's default) bounded by what is left of a budget.
 local function bounded(configured, left)
   if not left then
@@ -457,7 +471,7 @@ local function cosocket_round(ask, master, asked)
   if not (ngx and ngx.socket) then
     return nil, "cosocket transport unavailable: not running inside nginx"
   end
-  local round = core.sentinel_round(ask, master, milliseconds())
+  local round = new_round(ask, master)
   local socks = {}
   local retries = false
   for i = 1, #asked do
@@ -472,6 +486,7 @@ local function cosocket_round(ask, master, asked)
       if sock then
         socks[i] = sock
       elseif is_unavailable(err) then
+        give_round(round)
         return nil, err
       elseif not reused then
         round:fail(i, err)
@@ -517,6 +532,7 @@ local function ask_over_cosocket(ask, master, asked)
     asked[i].failure = round:failed(i)
   end
   local kind, a, b, from = round:choose()
+  give_round(round)
   if kind ~= "failover" then
     return kind, a, b, from
   end
@@ -525,10 +541,11 @@ local function ask_over_cosocket(ask, master, asked)
   local leaders = from
   for n = 1, #leaders do
     local leader = leaders[n]
-    local follow_up = core.sentinel_round("promoted", master, milliseconds())
+    local follow_up = new_round("promoted", master)
     follow_up:add(false)
     exchange(follow_up, 1, asked[leader])
     local host, port, promoted = follow_up:promoted(1)
+    give_round(follow_up)
     if host and (promoted or host ~= a or port ~= b) then
       return "master", host, port, leader, promoted
     end
