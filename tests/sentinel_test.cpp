@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <initializer_list>
+#include <stdexcept>
 #include <string>
 
 #include "config.hpp"
@@ -337,6 +338,38 @@ TEST(SentinelRound, ProtocolErrorsFailOneSentinel) {
     EXPECT_TRUE(round.feed(i, garbage.data(), garbage.size()));
     EXPECT_TRUE(round.failed(i));
     EXPECT_NE(round.error(i).find("protocol error"), string::npos);
+}
+
+// The cosocket driver reuses its rounds: whatever the last round left (a failed
+// reader, a reply read through the reader, AUTH, another ask, more sentinels),
+// the next one starts afresh.
+TEST(SentinelRound, AReusedRoundStartsAfresh) {
+    rsh::SentinelRound round(SentinelQuery::Ask::Master, "m", 0);
+    for (int i = 0; i < 3; ++i) round.add(false);
+    const string garbage = "?bogus\r\n";
+    round.prepare(0, std::nullopt, std::nullopt, false);
+    EXPECT_TRUE(round.feed(0, garbage.data(), garbage.size()));  // its reader failed
+    round.prepare(1, std::nullopt, string("pw"), true);          // AUTH, then through the reader
+    const string authed = "+OK\r\n" + master_reply("10.0.0.1", "6379", "master", "3");
+    ASSERT_TRUE(round.feed(1, authed.data(), authed.size()));
+    round.prepare(2, std::nullopt, std::nullopt, false);
+    const string partial = master_reply("10.0.0.2", "6379", "master", "3").substr(0, 20);
+    EXPECT_FALSE(round.feed(2, partial.data(), partial.size()));  // left half read
+
+    round.reset(SentinelQuery::Ask::Master, "other", 0);
+    EXPECT_EQ(round.size(), 0u);
+    EXPECT_THROW(round.failed(0), std::out_of_range);
+    for (int i = 0; i < 2; ++i) round.add(false);
+    for (std::size_t i = 0; i < 2; ++i) {
+        EXPECT_EQ(round.prepare(i, std::nullopt, std::nullopt, false), cmd({"SENTINEL", "MASTER", "other"}));
+        const string reply = master_reply("127.0.0.1", std::to_string(7000 + i), "master", std::to_string(5 + i));
+        ASSERT_TRUE(round.feed(i, reply.data(), reply.size()));
+        ASSERT_FALSE(round.failed(i));
+    }
+    const rsh::SentinelChoice choice = round.choose();
+    ASSERT_EQ(choice.kind, rsh::SentinelChoice::Kind::Master);
+    EXPECT_EQ(choice.address, (rsh::SentinelAddress{"127.0.0.1", 7001}));  // the higher epoch
+    EXPECT_EQ(choice.from, 1u);
 }
 
 TEST(SentinelRound, RetriesAreBoundedOnlyOnceAnotherAnswered) {
