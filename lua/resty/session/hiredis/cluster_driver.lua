@@ -14,9 +14,10 @@
 -- `get`, or a `set` without metadata) crosses into C there and in the round
 -- trip's reads only, and spawns no light thread. Other rounds: `plan`, a
 -- `load_batch`/`absorb` pair per node, `end_round`, and `result` at the end. A
--- round of several node batches queues each on its node's auto-pipeline, then
--- awaits them in turn (no light thread); only a node whose pool does not
--- pipeline (yet: its first connection; or pipelining = false) gets a light thread.
+-- round of several node batches queues each on its node's auto-pipeline and is
+-- woken once, when the last is answered (no light thread); only a node whose
+-- pool does not pipeline (yet: its first connection; or pipelining = false)
+-- gets a light thread.
 --
 -- @module resty.session.hiredis.cluster_driver
 -- @local
@@ -206,12 +207,12 @@ local function run_round(cinst, view, cop, n)
     local node, op, request = load(cinst, view, cop, i)
     if node then
       round[n + i] = op
-      local rec
       if pipelines(node.view) then
         group = group or new_group()
-        rec = submit(node.inst, node.view, op, request, group)
+        round[i] = submit(node.inst, node.view, op, request, group)
+      else
+        round[i] = ngx_thread.spawn(run_loaded, cop, i, node, op, request)
       end
-      round[i] = rec or ngx_thread.spawn(run_loaded, cop, i, node, op, request)
     else
       round[i] = false
     end

@@ -522,17 +522,15 @@ function _M.round_trip(inst, view, op, request)
 end
 
 ---
--- Queues a round trip built in `op` on the view's pipeline without waiting,
--- when the view pipelines (`pipelines(view)`), in a group awaited as one: a
--- caller with round trips to several nodes queues them all, then is woken
--- once, when the last is answered.
+-- Queues a round trip built in `op` on the view's pipeline without waiting, in
+-- a group awaited as one: a caller with round trips to several nodes queues
+-- them all, then is woken once, when the last is answered. Only for a view that
+-- pipelines (`pipelines(view)`, which the caller asks first: the others go by
+-- `round_trip`).
 -- @tparam table group from `group`
--- @return the waiting record for `take`, or nil: run it with `round_trip`
+-- @return the waiting record for `take`
 function _M.submit(inst, view, op, request, group)
-  if pipelines(view) then
-    return pipeline.submit(inst, view, op, request, open_for_lane, group)
-  end
-  return nil
+  return pipeline.submit(inst, view, op, request, open_for_lane, group)
 end
 
 -- A new group for `submit` (then `await_group` and `take`).

@@ -340,7 +340,6 @@ local function await(rec)
   give_record(rec)
   return status, r1, r2
 end
-_M.await = await
 
 ---
 -- A new group: operations submitted with it are awaited together, with one
