@@ -346,7 +346,7 @@ SentinelChoice choose_answer(const std::vector<const SentinelAnswer*>& answers) 
     return choice;
 }
 
-SentinelRound::SentinelRound(SentinelQuery::Ask ask, std::string master_name, double start_ms) {
+SentinelRound::SentinelRound(SentinelQuery::Ask ask, std::string_view master_name, double start_ms) {
     entries_.reserve(4);
     reset(ask, master_name, start_ms);
 }

@@ -139,7 +139,7 @@ SentinelChoice choose_answer(const std::vector<const SentinelAnswer*>& answers);
 // timeout once, not on every retry.
 class SentinelRound {
 public:
-    SentinelRound(SentinelQuery::Ask ask, std::string master_name, double start_ms);
+    SentinelRound(SentinelQuery::Ask ask, std::string_view master_name, double start_ms);
     // A new round in this object, keeping its entries' queries and buffers: a
     // driver that reuses its rounds allocates nothing per lookup.
     void reset(SentinelQuery::Ask ask, std::string_view master_name, double start_ms);
