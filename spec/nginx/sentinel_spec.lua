@@ -279,6 +279,95 @@ describe("sentinel in nginx", function()
         assert.same({ { "v" }, { nil, "role mismatch: expected master, got slave" } }, out)
     end)
 
+    -- A call that finds the next lookup not begun parks on it: its request goes out on
+    -- the master's pipeline when that lookup names the server it was built for.
+    h.it_since(70000, "auto-pipelining",
+        "sends the calls parked on a shared lookup on the master's pipeline, in one write", function()
+        local _, fake_port, stop, name = slow_sentinel(100, "ngx-parked")
+        local out = run_slow(fake_port, stop, [[
+            local s = H.storage(ARGS.cfg, ARGS.label)
+            assert(s:get(ARGS.name, "k") == "v")  -- the master followed, its pool proven
+            local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
+            ngx.sleep(0.02)
+            local before = H.hiredis.stats()
+            -- the first waits for the first call's lookup and then asks; 19 park on its lookup
+            local threads = {}
+            for i = 1, 20 do
+                threads[i] = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
+            end
+            local values = {}
+            for i = 1, 20 do
+                local ok, value, err = ngx.thread.wait(threads[i])
+                values[i] = ok and (value or tostring(err)) or false
+            end
+            local _, first_value = ngx.thread.wait(first)
+            return { first = first_value, values = values, before = before, after = H.hiredis.stats() }
+        ]], { name = name })
+        assert.equal("v", out.first)
+        for i = 1, 20 do assert.equal("v", out.values[i]) end
+        local d = require("stats_delta").delta(out.before, out.after)
+        assert.equal(1, d["sentinel.lookups"])
+        -- the 19 parked calls and the lookup's own call, sent together once it was answered
+        -- (without parking, the lookup's caller goes direct and the 19 follow it)
+        assert.equal(1, d["pipeline.batches"])
+        assert.equal(20, d["pipeline.calls"])
+    end)
+
+    h.it_since(70000, "auto-pipelining",
+        "routes a parked call by the lookup it parked on when that names another server", function()
+        local replica, fake_port, stop, name = slow_sentinel(300, "ngx-parked-moved")
+        local out = run_slow(fake_port, stop, [[
+            local s = H.storage(ARGS.cfg, ARGS.label)
+            assert(s:get(ARGS.name, "k") == "v")  -- the master followed, its pool proven
+            local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
+            ngx.sleep(0.1)
+            -- while the first call's lookup is under way, the sentinel names the replica
+            local c = ngx.socket.tcp()
+            assert(c:connect("127.0.0.1", ARGS.fake))
+            local replica = tostring(ARGS.replica)
+            assert(c:send("*4\r\n$8\r\nSENTINEL\r\n$10\r\nSET-ANSWER\r\n$" .. #replica .. "\r\n"
+                          .. replica .. "\r\n$1\r\n2\r\n"))
+            assert(c:receive() == "+OK")
+            c:close()
+            local second = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
+            local third = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)  -- parks
+            local _, v1, e1 = ngx.thread.wait(first)
+            local _, v2, e2 = ngx.thread.wait(second)
+            local _, v3, e3 = ngx.thread.wait(third)
+            return { { v1, e1 }, { v2, e2 }, { v3, e3 } }
+        ]], { name = name, fake = fake_port, replica = replica })
+        -- the parked call was built for the master, and is sent to the replica the lookup
+        -- named (refused by its ROLE), never to the master it was built for
+        local refused = { nil, "role mismatch: expected master, got slave" }
+        assert.same({ { "v" }, refused, refused }, out)
+    end)
+
+    h.it_since(70000, "auto-pipelining",
+        "serves a call parked on a lookup whose caller was killed, and does not wait for it again", function()
+        local _, fake_port, stop, name = slow_sentinel(300, "ngx-parked-killed")
+        local out = run_slow(fake_port, stop, [[
+            local s = H.storage(ARGS.cfg, ARGS.label)
+            assert(s:get(ARGS.name, "k") == "v")  -- the master followed, its pool proven
+            local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
+            ngx.sleep(0.05)
+            -- the next lookup's caller, killed while it waits for the first call's lookup
+            local second = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
+            assert(ngx.thread.kill(second))
+            local third = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)  -- parks
+            local _, v1, e1 = ngx.thread.wait(first)
+            local _, v3, e3 = ngx.thread.wait(third)
+            ngx.update_time()
+            local started = ngx.now()
+            local fourth = { s:get(ARGS.name, "k") }
+            ngx.update_time()
+            return { { v1, e1 }, { v3, e3 }, fourth, ngx.now() - started }
+        ]], { name = name }, { connect_timeout = 500, send_timeout = 500, read_timeout = 500 })
+        -- the parked call waits at most 2 x 1.5 s + 1 s (and its own bound), then asks itself;
+        -- the next call begins a lookup of its own (300 ms), not another wait for the dead one
+        assert.same({ { "v" }, { "v" }, { "v" } }, { out[1], out[2], out[3] })
+        assert.is_true(out[4] < 2, "the call after it took " .. out[4] .. " s")
+    end)
+
     it("serves the calls after a shared lookup whose caller was killed mid-lookup", function()
         local _, fake_port, stop, name = slow_sentinel(300, "ngx-killed")
         local out = run_slow(fake_port, stop, [[

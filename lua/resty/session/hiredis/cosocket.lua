@@ -549,6 +549,59 @@ function _M.take(rec)
 end
 
 ---
+-- Parks a storage call on a lookup under way (the sentinel driver): its
+-- operation is validated and built now for the view's pool, and then either
+-- sent on the pool's pipeline by `launch`, once the lookup named that server,
+-- or handed back by `unpark`. Only for a view that pipelines (`pipelines(view)`).
+-- @return the parked call, or nil, err
+function _M.park(inst, view, method, a, b, c, d, e, f, g, h, j)
+  local op = take_operation()
+  local request, err = op:start(inst, method, versions[view.pool] or REDIS_7, a, b, c, d, e, f, g, h, j)
+  if not request then
+    return give_back_failed(op, err)
+  end
+  return pipeline.park(view, op, request)
+end
+
+---
+-- Sends a parked call on the view's pipeline (the view it was parked for).
+-- @return true, or false when its caller stopped waiting
+function _M.launch(parked, inst, view)
+  return pipeline.queue(parked, inst, view, open_for_lane)
+end
+
+---
+-- Wakes a parked call unsent: `await_parked` returns false.
+_M.unpark = pipeline and pipeline.release
+
+---
+-- Waits for a parked call.
+-- @tparam number extra seconds it may wait for the lookup, beyond its own bound
+-- @return the method's results, as `call`; or false when it was not sent
+-- (unparked, or the lookup did not end in time)
+function _M.await_parked(parked, extra)
+  local op = parked.op
+  local status, r1, r2, lent = pipeline.await(parked, extra)
+  if status == false or (status == nil and lent == false) then
+    op:trim()
+    give_back(op)
+    return false
+  end
+  if lent then
+    op:failed(r1)  -- the runner keeps it
+    return nil, r1
+  end
+  if status ~= DONE then
+    return give_back_failed(op, r1)
+  end
+  give_back(op)
+  if r2 == nil then
+    return r1
+  end
+  return r1, r2
+end
+
+---
 -- The same on a connection of its own, never pipelined (a probe whose answer
 -- must come from its own round trip).
 function _M.lone_round_trip(inst, view, op, request)

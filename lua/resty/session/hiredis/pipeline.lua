@@ -53,7 +53,8 @@ local take_record, give = recycler.new(function()
 end, 256)
 
 local function give_record(rec)
-  rec.op, rec.request, rec.status, rec.r1, rec.r2, rec.done, rec.group = nil, nil, nil, nil, nil, false, nil
+  rec.op, rec.request, rec.status, rec.r1, rec.r2, rec.done, rec.group, rec.queued =
+    nil, nil, nil, nil, nil, false, nil, nil
   give(rec)
 end
 
@@ -261,18 +262,9 @@ function _M.idle()
   return true
 end
 
----
--- Queues an operation whose request is built on the pool's shared connection,
--- without waiting.
--- @param inst the core instance
--- @tparam table view the driver view (pool, timeouts, ...)
--- @param op the operation, started
--- @tparam string|table request its request bytes (a string, or pieces)
--- @tparam function open opens a set-up connection: open(inst, view) -> sock | nil, err
--- @tparam[opt] table group a group (see `group`) the operation joins: awaited
--- with the group's other operations (`await_group`, then `take`), else alone (`await`)
--- @return the waiting record
-function _M.submit(inst, view, op, request, open, group)
+-- The lane of a view's pool, made on first use; it opens its connections with
+-- the most patient timeouts of the views that use it.
+local function lane_of(inst, view, open)
   local pool = view.lane  -- the pool name and max_reply_size
   local lane = lanes[pool]
   if not lane then
@@ -293,26 +285,24 @@ function _M.submit(inst, view, op, request, open, group)
   if more_patient(view.read_timeout, lane.read_timeout) then
     lane.read_timeout = view.read_timeout
   end
+  return lane
+end
 
-  local rec = take_record()
-  rec.op, rec.request, rec.abandoned = op, request, false
-  -- the caller's own read_timeout bounds its wait (connect_timeout too while the
-  -- lane has no connection yet)
+-- How long a caller waits for its operation: its own read_timeout (connect_timeout
+-- too while the lane has no connection yet).
+local function wait_bound(view, lane)
   local wait_ms = view.read_timeout
-  if not lane.connected then
+  if not (lane and lane.connected) then
     wait_ms = view.connect_timeout ~= 0 and wait_ms ~= 0 and wait_ms + view.connect_timeout or 0
   end
   if wait_ms == 0 or wait_ms > MAX_WAIT_MS then
     wait_ms = MAX_WAIT_MS
   end
-  rec.wait_ms = wait_ms
-  if group then
-    rec.group = group
-    group.pending = group.pending + 1
-    if wait_ms > group.wait_ms then
-      group.wait_ms = wait_ms
-    end
-  end
+  return wait_ms
+end
+
+local function enqueue(lane, rec)
+  rec.queued = true
   local n = lane.count + 1
   lane.count = n
   lane.queue[n] = rec
@@ -322,24 +312,93 @@ function _M.submit(inst, view, op, request, open, group)
     lane.idle = false
     lane.work:post(1)
   end
+end
+
+---
+-- Queues an operation whose request is built on the pool's shared connection,
+-- without waiting.
+-- @param inst the core instance
+-- @tparam table view the driver view (pool, timeouts, ...)
+-- @param op the operation, started
+-- @tparam string|table request its request bytes (a string, or pieces)
+-- @tparam function open opens a set-up connection: open(inst, view) -> sock | nil, err
+-- @tparam[opt] table group a group (see `group`) the operation joins: awaited
+-- with the group's other operations (`await_group`, then `take`), else alone (`await`)
+-- @return the waiting record
+function _M.submit(inst, view, op, request, open, group)
+  local lane = lane_of(inst, view, open)
+  local rec = take_record()
+  rec.op, rec.request, rec.abandoned = op, request, false
+  local wait_ms = wait_bound(view, lane)
+  rec.wait_ms = wait_ms
+  if group then
+    rec.group = group
+    group.pending = group.pending + 1
+    if wait_ms > group.wait_ms then
+      group.wait_ms = wait_ms
+    end
+  end
+  enqueue(lane, rec)
   return rec
 end
 
 ---
--- Waits for a submitted operation (not in a group).
--- @param rec what `submit` returned
+-- A record for an operation built for the view's pool whose sending somebody
+-- else decides later (a sentinel call parked on a shared lookup): `queue` sends
+-- it on the pool's pipeline, `release` hands it back unsent; its caller `await`s
+-- it either way, once.
+-- @param view the view it is built for
+-- @param op the operation, started
+-- @tparam string|table request its request bytes
+-- @return the record
+function _M.park(view, op, request)
+  local rec = take_record()
+  rec.op, rec.request, rec.abandoned, rec.queued = op, request, false, false
+  rec.wait_ms = wait_bound(view, lanes[view.lane])
+  return rec
+end
+
+---
+-- Sends a parked operation on the pool's pipeline (as `submit`). Nothing is
+-- sent for a record whose caller stopped waiting.
+-- @return true when queued
+function _M.queue(rec, inst, view, open)
+  if rec.abandoned then
+    return false
+  end
+  enqueue(lane_of(inst, view, open), rec)
+  return true
+end
+
+---
+-- Wakes the caller of a parked operation without sending it (`await` returns
+-- false).
+function _M.release(rec)
+  if not rec.abandoned then
+    deliver(rec, false)
+  end
+end
+
+---
+-- Waits for a submitted (or parked) operation, not in a group.
+-- @param rec what `submit` (or `park`) returned
+-- @tparam[opt] number extra seconds of waiting beyond the operation's bound (a
+-- parked operation's caller waits for the lookup first)
 -- @return status, r1, r2 as op:read does (DONE, results), or nil, err; a
--- fourth value, true, when the caller timed out and the runner keeps the operation
-local function await(rec)
-  local ok, err = rec.sema:wait(rec.wait_ms / 1000)
+-- fourth value, true, when the caller timed out and the runner keeps the
+-- operation (false: a parked one never sent); false when a parked operation
+-- was released unsent
+local function await(rec, extra)
+  local ok, err = rec.sema:wait(rec.wait_ms / 1000 + (extra or 0))
   if not ok then
     rec.abandoned = true
-    return nil, err, nil, true
+    return nil, err, nil, rec.queued
   end
   local status, r1, r2 = rec.status, rec.r1, rec.r2
   give_record(rec)
   return status, r1, r2
 end
+_M.await = await
 
 ---
 -- A new group: operations submitted with it are awaited together, with one

@@ -186,6 +186,8 @@ local sub = string.sub
 local serves = cosocket.serves
 local cosocket_call = cosocket.call
 local lone_round_trip = cosocket.lone_round_trip
+local pipelines = cosocket.pipelines
+local park, launch, unpark, await_parked = cosocket.park, cosocket.launch, cosocket.unpark, cosocket.await_parked
 local new_operation = core.operation
 local start_tls = cosocket.start_tls
 local SET, GET, DELETE, READ_METADATA = cosocket.SET, cosocket.GET, cosocket.DELETE, cosocket.READ_METADATA
@@ -593,6 +595,39 @@ local function ask_counted(self, ask, over_cosocket)
   return ask_sentinels(self, ask, over_cosocket)
 end
 
+-- A lookup not begun in time: its caller went away while it waited for the one
+-- under way (its request ended). The next call begins a new one rather than
+-- wait for it too.
+local function forget(self, flight)
+  if self.pending == flight then
+    self.pending = nil
+  end
+end
+
+-- The calls parked on a flight (see parked_call) go out once it ended: on the
+-- master's pipeline when the lookup named the server they were built for,
+-- else back to their callers unsent, which then follow the flight's answer
+-- the usual way.
+local function launch_parked(self, flight)
+  local parked = flight.parked
+  if not parked then
+    return
+  end
+  local host, port, promoted = flight.r1, flight.r2, flight.r3
+  local current = self.current
+  local named = host and not promoted and current and current.host == host and current.port == port
+                and not current.suspect and pipelines(current.view)
+  local entries = flight.entries
+  for i = 1, #parked do
+    local call = parked[i]
+    if named and entries[i] == current then
+      launch(call, current.inst, current.view)
+    else
+      unpark(call)
+    end
+  end
+end
+
 -- A lookup shared by the concurrent cosocket calls of a worker (single flight),
 -- but only by calls that arrived before it began: a lookup already under way may
 -- have been answered before a failover that a call arriving now must see. So a
@@ -610,6 +645,7 @@ local function lookup(self, ask, over_cosocket)
     if pending.done:wait(self.flight_wait) then
       return pending.r1, pending.r2, pending.r3
     end
+    forget(self, pending)
     return ask_counted(self, ask, true)
   end
   local flight = { done = new_semaphore(), waiting = 0 }
@@ -624,10 +660,11 @@ local function lookup(self, ask, over_cosocket)
   end
   self.running = flight
   local r1, r2, r3 = ask_counted(self, ask, true)
-  flight.r1, flight.r2, flight.r3 = r1, r2, r3
+  flight.r1, flight.r2, flight.r3, flight.ended = r1, r2, r3, true
   if self.running == flight then
     self.running = nil
   end
+  launch_parked(self, flight)
   if flight.waiting > 0 then
     flight.done:post(flight.waiting)
   end
@@ -637,15 +674,26 @@ end
 -- ---------------------------------------------------------------------------
 -- The call
 
--- The server to use: host, port, promoted, or nil, err.
-local function resolve(self, over_cosocket)
+-- A call parked on a lookup that did not end in time looks up on its own.
+local ALONE = {}
+
+-- The server to use: host, port, promoted, or nil, err. `flight`: an ended
+-- lookup that began after the call arrived (it parked there), whose answer
+-- routes it, or ALONE.
+local function resolve(self, over_cosocket, flight)
   local cached = self.cached
   if cached and now() < cached.expires then
     return cached.host, cached.port
   end
   local host, port, promoted
   if self.role == "master" then
-    host, port, promoted = lookup(self, "master", over_cosocket)
+    if flight == ALONE then
+      host, port, promoted = ask_counted(self, "master", over_cosocket)
+    elseif flight then
+      host, port, promoted = flight.r1, flight.r2, flight.r3
+    else
+      host, port, promoted = lookup(self, "master", over_cosocket)
+    end
     if not host then
       return nil, port
     end
@@ -727,8 +775,8 @@ end
 -- answers what waited in its socket before the sentinels demote it, so a write
 -- sent then is acknowledged and lost once it resyncs from the promoted replica.
 -- It gets a lone PING first, and the call follows a lookup begun after the answer.
-local function route(self, over_cosocket)
-  local host, port, promoted = resolve(self, over_cosocket)
+local function route(self, over_cosocket, flight)
+  local host, port, promoted = resolve(self, over_cosocket, flight)
   if not host then
     return nil, port
   end
@@ -771,20 +819,68 @@ end
 -- Method ids of the cosocket driver -> the core's native methods.
 local NATIVE = { [SET] = "set", [GET] = "get", [DELETE] = "delete", [READ_METADATA] = "read_metadata" }
 
+-- A cosocket call that finds the next lookup not begun yet (its leader waits for
+-- the one under way) parks there instead of waiting for it: its operation is
+-- built for the master followed now and goes out on that master's pipeline as
+-- soon as the lookup names the same server (one wake-up for the call, not one
+-- for the lookup and one for its reply). The call is still routed by a lookup
+-- that began after it arrived. Returns the server and the call's results; or
+-- nil and the ended flight, when it was not sent (another server was named);
+-- or nothing, when it could not park.
+local function parked_call(self, method, a, b, c, d, e, f, g, h, j)
+  local flight = self.pending
+  local entry = self.current
+  if not flight or not entry or entry.suspect or self.role ~= "master" or not pipelines(entry.view) then
+    return
+  end
+  local cached = self.cached
+  if cached and now() < cached.expires then
+    return
+  end
+  local call, err = park(entry.inst, entry.view, method, a, b, c, d, e, f, g, h, j)
+  if not call then
+    return entry, nil, err
+  end
+  local parked = flight.parked
+  if not parked then
+    parked = {}
+    flight.parked, flight.entries = parked, {}
+  end
+  local n = #parked + 1
+  parked[n], flight.entries[n] = call, entry
+  local r1, r2 = await_parked(call, self.flight_wait)
+  if r1 ~= false then
+    return entry, r1, r2
+  end
+  if flight.ended then
+    return nil, flight
+  end
+  forget(self, flight)
+  return nil, ALONE  -- its leader went away: the call looks up on its own
+end
+
 -- A checked call: routed by a lookup, retried once on a refusal that changed nothing.
 local function routed_call(self, method, a, b, c, d, e, f, g, h, j)
   local over_cosocket = serves(self.transport_view)
   for attempt = 1, 2 do
-    local entry, promoted = route(self, over_cosocket)
-    if not entry then
-      return nil, promoted
+    local entry, promoted, r1, r2, flight
+    if over_cosocket and attempt == 1 then
+      entry, r1, r2 = parked_call(self, method, a, b, c, d, e, f, g, h, j)
+      if not entry then
+        flight = r1
+      end
     end
-    local r1, r2
-    if over_cosocket then
-      r1, r2 = cosocket_call(entry.inst, entry.view, method, a, b, c, d, e, f, g, h, j)
-    else
-      local inst = entry.inst
-      r1, r2 = inst[NATIVE[method]](inst, a, b, c, d, e, f, g, h, j)
+    if not entry then
+      entry, promoted = route(self, over_cosocket, flight)
+      if not entry then
+        return nil, promoted
+      end
+      if over_cosocket then
+        r1, r2 = cosocket_call(entry.inst, entry.view, method, a, b, c, d, e, f, g, h, j)
+      else
+        local inst = entry.inst
+        r1, r2 = inst[NATIVE[method]](inst, a, b, c, d, e, f, g, h, j)
+      end
     end
     if r2 == nil then
       return r1  -- one value, as the single-node module returns
