@@ -198,6 +198,8 @@ local record = stats.record
 local ngx = type(_G.ngx) == "table" and _G.ngx or nil
 local now = ngx and ngx.now or os.time
 local new_semaphore = ngx and require("ngx.semaphore").new
+local timer_at = ngx and ngx.timer and ngx.timer.at
+local worker_exiting = ngx and ngx.worker and ngx.worker.exiting
 
 local RECEIVE_SIZE = 16384
 
@@ -363,25 +365,36 @@ local function bounded(configured, left)
   return configured
 end
 
--- Connects to sentinel i of the round (a pooled connection, else a new one) and
--- sends its request. Returns sock, or nil, err, reused (a pooled connection the
--- sentinel had closed: worth one more try).
-local function send_query(round, i, target, left)
-  local created, sock, err = pcall(ngx.socket.tcp)
-  if not created then
-    return nil, "cosocket transport unavailable: " .. tostring(sock)
+-- Connects to sentinel i of the round (the lookup runner's own connection to it,
+-- else a pooled one, else a new one) and sends its request. Returns sock, or nil,
+-- err, reused (a kept connection the sentinel had closed: worth one more try).
+-- `held`: the runner's connections by sentinel (taken here, kept again by read_answer).
+local function send_query(round, i, target, left, held)
+  local sock = held and held[target]
+  local reused, err
+  if sock then
+    held[target] = nil
+    reused = true
+    sock:settimeouts(bounded(target.connect_timeout, left), bounded(target.send_timeout, left),
+                     bounded(target.read_timeout, left))
+  else
+    local created
+    created, sock, err = pcall(ngx.socket.tcp)
+    if not created then
+      return nil, "cosocket transport unavailable: " .. tostring(sock)
+    end
+    if not sock then
+      return nil, err
+    end
+    sock:settimeouts(bounded(target.connect_timeout, left), bounded(target.send_timeout, left),
+                     bounded(target.read_timeout, left))
+    local ok
+    ok, err = sock:connect(target.host, target.port, target.connect_options)
+    if not ok then
+      return nil, err
+    end
+    reused = sock:getreusedtimes() > 0
   end
-  if not sock then
-    return nil, err
-  end
-  sock:settimeouts(bounded(target.connect_timeout, left), bounded(target.send_timeout, left),
-                   bounded(target.read_timeout, left))
-  local ok
-  ok, err = sock:connect(target.host, target.port, target.connect_options)
-  if not ok then
-    return nil, err
-  end
-  local reused = sock:getreusedtimes() > 0
   if target.ssl and not reused then
     local shaken, terr = start_tls(sock, target.tls_view)
     if not shaken then
@@ -402,9 +415,10 @@ end
 -- Errors that mean "the sentinel closed this pooled connection".
 local CLOSED_ERRORS = { ["closed"] = true, ["broken pipe"] = true, ["connection reset by peer"] = true }
 
--- Reads sentinel i's answer into the round; pools the connection after a clean
--- one. A pooled connection found closed before any byte is replaced once.
-local function read_answer(round, i, target, sock, left)
+-- Reads sentinel i's answer into the round; keeps the connection after a clean
+-- one (the runner's, else pooled). A kept connection found closed before any
+-- byte is replaced once.
+local function read_answer(round, i, target, sock, left, held)
   local received, replaced = false, false
   while true do
     local data, err = sock:receiveany(RECEIVE_SIZE)
@@ -415,7 +429,7 @@ local function read_answer(round, i, target, sock, left)
         return
       end
       local serr
-      sock, serr = send_query(round, i, target, left)
+      sock, serr = send_query(round, i, target, left, held)
       if not sock then
         round:fail(i, serr)
         return
@@ -431,7 +445,9 @@ local function read_answer(round, i, target, sock, left)
       end
       if done then
         if round:failed(i) then
-          sock:close()  -- a refused AUTH, an error reply: never pooled
+          sock:close()  -- a refused AUTH, an error reply: never kept
+        elseif held then
+          held[target] = sock
         elseif not sock:setkeepalive(target.keepalive_timeout, target.pool_size) then
           sock:close()
         end
@@ -442,21 +458,21 @@ local function read_answer(round, i, target, sock, left)
 end
 
 -- One target's whole exchange (a retry: all of it within the budget left).
-local function exchange(round, i, target, left)
+local function exchange(round, i, target, left, held)
   local deadline = left and milliseconds() + left
-  local sock, err, reused = send_query(round, i, target, left)
+  local sock, err, reused = send_query(round, i, target, left, held)
   if sock then
     if deadline then
       left = deadline - milliseconds()
       sock:settimeout(bounded(target.read_timeout, left))
     end
-    return read_answer(round, i, target, sock, left)
+    return read_answer(round, i, target, sock, left, held)
   end
   if reused then
-    -- a pooled connection the sentinel had closed: once more on a new one
-    sock, err = send_query(round, i, target, left)
+    -- a kept connection the sentinel had closed: once more on a new one
+    sock, err = send_query(round, i, target, left, held)
     if sock then
-      return read_answer(round, i, target, sock, left)
+      return read_answer(round, i, target, sock, left, held)
     end
   end
   round:fail(i, err)
@@ -469,7 +485,7 @@ end
 -- The round over cosockets: every healthy sentinel's request sent, then their
 -- answers read; the retries after them within the round's budget. Returns the
 -- round, or nil, err when cosockets are unavailable.
-local function cosocket_round(ask, master, asked)
+local function cosocket_round(ask, master, asked, held)
   if not (ngx and ngx.socket) then
     return nil, "cosocket transport unavailable: not running inside nginx"
   end
@@ -484,7 +500,7 @@ local function cosocket_round(ask, master, asked)
     if target.retry then
       retries = true
     else
-      local sock, err, reused = send_query(round, i, target)
+      local sock, err, reused = send_query(round, i, target, nil, held)
       if sock then
         socks[i] = sock
       elseif is_unavailable(err) then
@@ -500,9 +516,9 @@ local function cosocket_round(ask, master, asked)
     if not target.retry then
       local sock = socks[i]
       if sock then
-        read_answer(round, i, target, sock)
+        read_answer(round, i, target, sock, nil, held)
       elseif not round:failed(i) then
-        exchange(round, i, target)  -- its pooled connection was closed
+        exchange(round, i, target, nil, held)  -- its kept connection was closed
       end
     end
   end
@@ -516,7 +532,7 @@ local function cosocket_round(ask, master, asked)
         if left and left <= 0 then
           round:fail(i, "timeout")
         else
-          exchange(round, i, target, left)
+          exchange(round, i, target, left, held)
         end
       end
     end
@@ -525,8 +541,8 @@ local function cosocket_round(ask, master, asked)
 end
 
 -- The lookup over cosockets, with the same results as core.ask_sentinels.
-local function ask_over_cosocket(ask, master, asked)
-  local round, err = cosocket_round(ask, master, asked)
+local function ask_over_cosocket(ask, master, asked, held)
+  local round, err = cosocket_round(ask, master, asked, held)
   if not round then
     return "unavailable", err
   end
@@ -545,7 +561,7 @@ local function ask_over_cosocket(ask, master, asked)
     local leader = leaders[n]
     local follow_up = new_round("promoted", master)
     follow_up:add(false)
-    exchange(follow_up, 1, asked[leader])
+    exchange(follow_up, 1, asked[leader], nil, held)
     local host, port, promoted = follow_up:promoted(1)
     give_round(follow_up)
     if host and (promoted or host ~= a or port ~= b) then
@@ -557,13 +573,14 @@ end
 
 -- Asks the sentinels; follows the answer with the newest configuration.
 -- Returns host, port, promoted | replicas | nil, err.
-local function ask_sentinels(self, ask, over_cosocket)
-  local asked = self.asked
+-- `runner`: the lookup runner's own list and connections (see run_lookups).
+local function ask_sentinels(self, ask, over_cosocket, runner)
+  local asked = runner and runner.asked or self.asked
   local t = now()
   plan(self.order, asked, t)
   local kind, a, b, from, promoted
   if over_cosocket then
-    kind, a, b, from, promoted = ask_over_cosocket(ask, self.master, asked)
+    kind, a, b, from, promoted = ask_over_cosocket(ask, self.master, asked, runner and runner.held)
     if kind == "unavailable" then
       return nil, a
     end
@@ -590,19 +607,25 @@ local function ask_sentinels(self, ask, over_cosocket)
 end
 
 -- One lookup asked of the sentinels, counted.
-local function ask_counted(self, ask, over_cosocket)
+local function ask_counted(self, ask, over_cosocket, runner)
   counted_sentinel.lookups = counted_sentinel.lookups + counts.step
-  return ask_sentinels(self, ask, over_cosocket)
+  return ask_sentinels(self, ask, over_cosocket, runner)
 end
 
--- A lookup not begun in time: its caller went away while it waited for the one
--- under way (its request ended). The next call begins a new one rather than
--- wait for it too.
-local function forget(self, flight)
-  if self.pending == flight then
-    self.pending = nil
-  end
-end
+-- ---------------------------------------------------------------------------
+-- Shared lookups (cosockets)
+--
+-- The concurrent cosocket calls of a worker share lookups (single flight), but a
+-- call only takes the answer of a lookup that began after it arrived: one under
+-- way may have been answered before a failover that the call must see. Per
+-- storage and worker, a runner (a timer, as a pipeline lane's) runs the lookups
+-- one after another on connections to the sentinels that it keeps between them:
+-- a call joins the next flight, not begun yet, and the runner begins it as soon
+-- as the one under way ended, for every call that joined it. A call then waits
+-- for its flight (lookup) or parks on it (parked_call).
+
+-- How long an idle runner keeps its sentinel connections before pooling them and exiting.
+local IDLE_SECONDS = 0.1
 
 -- The calls parked on a flight (see parked_call) go out once it ended: on the
 -- master's pipeline when the lookup named the server they were built for,
@@ -628,47 +651,106 @@ local function launch_parked(self, flight)
   end
 end
 
--- A lookup shared by the concurrent cosocket calls of a worker (single flight),
--- but only by calls that arrived before it began: a lookup already under way may
--- have been answered before a failover that a call arriving now must see. So a
--- call that finds one under way waits for its end and then takes part in the next
--- one, which begins at that moment for every call that waited. A lookup whose
--- caller went away (its request ended) is waited for at most `flight_wait`.
--- Returns what ask_sentinels returns.
+local start_lookups
+
+local function run_lookups(premature, self)
+  local runner = { held = {}, asked = {} }
+  local ask = self.role == "master" and "master" or "replicas"
+  while true do
+    local flight = self.next
+    if not flight then
+      if premature or worker_exiting() then
+        break
+      end
+      self.idle = true
+      self.work:wait(IDLE_SECONDS)
+      self.idle = false
+      flight = self.next
+      if not flight then
+        break
+      end
+    end
+    self.next = nil  -- begun: a call arriving from now on joins the next one
+    local ok, r1, r2, r3 = pcall(ask_counted, self, ask, true, runner)
+    if not ok then
+      r1, r2, r3 = nil, "sentinel lookup failed: " .. tostring(r1), nil
+    end
+    flight.r1, flight.r2, flight.r3, flight.ended = r1, r2, r3, true
+    launch_parked(self, flight)
+    if flight.waiting > 0 then
+      flight.done:post(flight.waiting)
+    end
+  end
+  for target, sock in pairs(runner.held) do
+    if not sock:setkeepalive(target.keepalive_timeout, target.pool_size) then
+      sock:close()
+    end
+  end
+  self.looking = false
+  if self.next then
+    start_lookups(self)  -- a call joined while this runner was giving up
+  end
+end
+
+start_lookups = function(self)
+  if not self.work then
+    self.work = new_semaphore()
+  end
+  if not timer_at(0, run_lookups, self) then
+    return false
+  end
+  self.looking = true
+  return true
+end
+
+-- The next flight (not begun), which the call joins; nil when no runner can start
+-- (then the call looks up on its own).
+local function next_flight(self)
+  local flight = self.next
+  if flight then
+    return flight
+  end
+  flight = { done = new_semaphore(), waiting = 0 }
+  self.next = flight
+  if not self.looking then
+    if not start_lookups(self) then
+      self.next = nil
+      return nil
+    end
+  elseif self.idle then
+    self.idle = false
+    self.work:post(1)
+  end
+  return flight
+end
+
+-- A flight that did not end in time (a runner that cannot go on): the next call
+-- starts another runner rather than wait for it too.
+local function forget(self, flight)
+  if self.next == flight then
+    self.next = nil
+  end
+  if not flight.ended then
+    self.looking = false
+  end
+end
+
+-- A lookup for a call: shared over cosockets (see above), the call's own
+-- natively. Returns what ask_sentinels returns.
 local function lookup(self, ask, over_cosocket)
   if not over_cosocket then
     return ask_counted(self, ask, false)
   end
-  local pending = self.pending
-  if pending then  -- not begun yet: its answer routes this call too
-    pending.waiting = pending.waiting + 1
-    if pending.done:wait(self.flight_wait) then
-      return pending.r1, pending.r2, pending.r3
-    end
-    forget(self, pending)
+  local flight = next_flight(self)
+  if not flight then
     return ask_counted(self, ask, true)
   end
-  local flight = { done = new_semaphore(), waiting = 0 }
-  local running = self.running
-  if running then  -- begun before this call: this call's lookup begins after it ends
-    self.pending = flight
-    running.waiting = running.waiting + 1
-    running.done:wait(self.flight_wait)
-    if self.pending == flight then
-      self.pending = nil
-    end
+  flight.waiting = flight.waiting + 1
+  if flight.done:wait(self.flight_wait) then
+    return flight.r1, flight.r2, flight.r3
   end
-  self.running = flight
-  local r1, r2, r3 = ask_counted(self, ask, true)
-  flight.r1, flight.r2, flight.r3, flight.ended = r1, r2, r3, true
-  if self.running == flight then
-    self.running = nil
-  end
-  launch_parked(self, flight)
-  if flight.waiting > 0 then
-    flight.done:post(flight.waiting)
-  end
-  return r1, r2, r3
+  forget(self, flight)
+  return ask_counted(self, ask, true)
 end
 
 -- ---------------------------------------------------------------------------
@@ -819,22 +901,24 @@ end
 -- Method ids of the cosocket driver -> the core's native methods.
 local NATIVE = { [SET] = "set", [GET] = "get", [DELETE] = "delete", [READ_METADATA] = "read_metadata" }
 
--- A cosocket call that finds the next lookup not begun yet (its leader waits for
--- the one under way) parks there instead of waiting for it: its operation is
--- built for the master followed now and goes out on that master's pipeline as
--- soon as the lookup names the same server (one wake-up for the call, not one
--- for the lookup and one for its reply). The call is still routed by a lookup
--- that began after it arrived. Returns the server and the call's results; or
--- nil and the ended flight, when it was not sent (another server was named);
--- or nothing, when it could not park.
+-- A cosocket call to a master already followed parks on the next lookup rather
+-- than wait for it: its operation is built for that master now and goes out on
+-- its pipeline as soon as the lookup names the same server (one wake-up for the
+-- call, not one for the lookup and one for its reply). The call is still routed
+-- by a lookup that began after it arrived. Returns the server and the call's
+-- results; or nil and the ended flight, when it was not sent (another server was
+-- named); or nothing, when it could not park.
 local function parked_call(self, method, a, b, c, d, e, f, g, h, j)
-  local flight = self.pending
   local entry = self.current
-  if not flight or not entry or entry.suspect or self.role ~= "master" or not pipelines(entry.view) then
+  if not entry or entry.suspect or self.role ~= "master" or not pipelines(entry.view) then
     return
   end
   local cached = self.cached
   if cached and now() < cached.expires then
+    return
+  end
+  local flight = next_flight(self)
+  if not flight then
     return
   end
   local call, err = park(entry.inst, entry.view, method, a, b, c, d, e, f, g, h, j)
@@ -1082,8 +1166,10 @@ local function build(conf)
     current = nil,     -- role "master": the server followed, its pools of this generation
     cached = nil,      -- { host, port, expires } with sentinel_cache_ttl
     answered = nil,    -- the entry of order whose answer was followed last
-    running = nil,     -- cosockets: the lookup under way, shared by the calls that wait for it
-    pending = nil,     -- and the next one, not begun, shared by the calls that arrived since
+    next = nil,        -- cosockets: the next shared lookup, not begun, joined by the calls arriving
+    looking = false,   -- whether its runner runs (see run_lookups)
+    idle = false,      -- and waits for work, on:
+    work = nil,        -- its semaphore
     flight_wait = flight_wait,
     transport_view = { transport = fields.transport },
     checker = inst,    -- validates a call's arguments as the data instances load them
