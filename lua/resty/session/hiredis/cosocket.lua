@@ -549,7 +549,7 @@ function _M.take(rec)
 end
 
 ---
--- Parks a storage call on a lookup under way (the sentinel driver): its
+-- Parks a storage call on a lookup not begun yet (the sentinel driver): its
 -- operation is validated and built now for the view's pool, and then either
 -- sent on the pool's pipeline by `launch`, once the lookup named that server,
 -- or handed back by `unpark`. Only for a view that pipelines (`pipelines(view)`).

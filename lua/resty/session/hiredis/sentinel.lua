@@ -14,7 +14,8 @@
 --    (cosockets: one socket per sentinel, no light threads; native: the same,
 --    with blocking reads after all the sends). The query is `SENTINEL MASTER`
 --    (`SENTINEL MASTER` and `SENTINEL REPLICAS` in one write with `role = "slave"`),
---    on a pooled connection authenticated once with the sentinel's credentials only;
+--    on a connection authenticated once with the sentinel's credentials only
+--    (pooled; over cosockets, kept between lookups by the worker's lookup runner);
 -- 2. follows the answer with the highest `config-epoch`: a sentinel that has not
 --    heard of a failover yet (they learn of it up to seconds apart) names the old
 --    master at an older epoch and is ignored. Ties go to the first in the list;
@@ -59,9 +60,11 @@
 -- old master keeps accepting writes for seconds (until the sentinels reconfigure
 -- it), and a client that cached its address would write to a dataset that is about
 -- to be discarded. Over cosockets, concurrent calls of a worker share lookups,
--- each still routed by one that began after it arrived: a call that finds a lookup
--- under way waits for its end and takes part in the next one, which begins then
--- for every call that waited. `sentinel_cache_ttl` trades that for fewer round trips. Any
+-- each still routed by one that began after it arrived: a runner per storage and
+-- worker runs them one after another, and a call joins the next one, not begun
+-- yet (see "Shared lookups" below). A call to the master already followed parks
+-- on it: its command goes out on the master's pipeline once the lookup named that
+-- master. `sentinel_cache_ttl` trades that for fewer round trips. Any
 -- connection error, `READONLY`, `LOADING`, `MASTERDOWN` or role mismatch drops the
 -- cached address.
 --
@@ -199,6 +202,7 @@ local ngx = type(_G.ngx) == "table" and _G.ngx or nil
 local now = ngx and ngx.now or os.time
 local new_semaphore = ngx and require("ngx.semaphore").new
 local timer_at = ngx and ngx.timer and ngx.timer.at
+local sleep = ngx and ngx.sleep
 local worker_exiting = ngx and ngx.worker and ngx.worker.exiting
 
 local RECEIVE_SIZE = 16384
@@ -670,6 +674,9 @@ local function run_lookups(premature, self)
         break
       end
     end
+    -- one turn of the event loop first: the requests it reads join this flight
+    -- (at 32 connections, about 15 calls per lookup instead of 9)
+    sleep(0)
     self.next = nil  -- begun: a call arriving from now on joins the next one
     local ok, r1, r2, r3 = pcall(ask_counted, self, ask, true, runner)
     if not ok then
