@@ -231,21 +231,29 @@ describe("sentinel in nginx", function()
         return res[1]
     end
 
-    it("shares one lookup among the concurrent cosocket calls that arrived before it began", function()
-        -- each lookup takes 100 ms: the first call's is under way while the 19 others arrive
-        local _, fake_port, stop, name = slow_sentinel(100, "ngx-flight")
-        local out = run_slow(fake_port, stop, [[
-            local s = H.storage(ARGS.cfg, ARGS.label)
-            local before = H.hiredis.stats()
+    -- A handler's function: n concurrent s:get(ARGS.name, "k") in light threads, their
+    -- values (or errors).
+    local CONCURRENT_GETS = [[
+        local function concurrent_gets(s, n)
             local threads = {}
-            for i = 1, 20 do
+            for i = 1, n do
                 threads[i] = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
             end
             local values = {}
-            for i = 1, 20 do
+            for i = 1, n do
                 local ok, value, err = ngx.thread.wait(threads[i])
                 values[i] = ok and (value or tostring(err)) or false
             end
+            return values
+        end
+    ]]
+
+    it("shares one lookup among the concurrent cosocket calls that arrived before it began", function()
+        local _, fake_port, stop, name = slow_sentinel(100, "ngx-flight")
+        local out = run_slow(fake_port, stop, CONCURRENT_GETS .. [[
+            local s = H.storage(ARGS.cfg, ARGS.label)
+            local before = H.hiredis.stats()
+            local values = concurrent_gets(s, 20)
             return { values = values, before = before, after = H.hiredis.stats() }
         ]], { name = name })
         for i = 1, 20 do assert.equal("v", out.values[i]) end
@@ -256,13 +264,10 @@ describe("sentinel in nginx", function()
         assert.equal(1, d["sentinel.lookups"])
     end)
 
-    it("routes a cosocket call by a lookup begun after it arrived, not by one under way", function()
-        local replica, fake_port, stop, name = slow_sentinel(300, "ngx-after")
-        local out = run_slow(fake_port, stop, [[
-            local s = H.storage(ARGS.cfg, ARGS.label)
-            local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
-            ngx.sleep(0.1)
-            -- while the first call's lookup is under way, the sentinel names the replica
+    -- A handler's function: the fake sentinel (ARGS.fake) names the replica (ARGS.replica)
+    -- from now on.
+    local NAME_THE_REPLICA = [[
+        local function name_the_replica()
             local c = ngx.socket.tcp()
             assert(c:connect("127.0.0.1", ARGS.fake))
             local replica = tostring(ARGS.replica)
@@ -270,6 +275,16 @@ describe("sentinel in nginx", function()
                           .. replica .. "\r\n$1\r\n2\r\n"))
             assert(c:receive() == "+OK")
             c:close()
+        end
+    ]]
+
+    it("routes a cosocket call by a lookup begun after it arrived, not by one under way", function()
+        local replica, fake_port, stop, name = slow_sentinel(300, "ngx-after")
+        local out = run_slow(fake_port, stop, NAME_THE_REPLICA .. [[
+            local s = H.storage(ARGS.cfg, ARGS.label)
+            local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
+            ngx.sleep(0.1)
+            name_the_replica()  -- while the first call's lookup is under way
             local second = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
             local _, v1, e1 = ngx.thread.wait(first)
             local _, v2, e2 = ngx.thread.wait(second)
@@ -286,22 +301,14 @@ describe("sentinel in nginx", function()
         "sends the calls parked on a shared lookup on the master's pipeline, in one write", function()
         -- (each lookup takes 100 ms: the first call's is under way while the 20 others arrive)
         local _, fake_port, stop, name = slow_sentinel(100, "ngx-parked")
-        local out = run_slow(fake_port, stop, [[
+        local out = run_slow(fake_port, stop, CONCURRENT_GETS .. [[
             local s = H.storage(ARGS.cfg, ARGS.label)
             assert(s:get(ARGS.name, "k") == "v")  -- the master followed, its pool proven
             local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
             ngx.sleep(0.02)
             local before = H.hiredis.stats()
             -- the 20 park on the next lookup, which begins when the first call's has ended
-            local threads = {}
-            for i = 1, 20 do
-                threads[i] = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
-            end
-            local values = {}
-            for i = 1, 20 do
-                local ok, value, err = ngx.thread.wait(threads[i])
-                values[i] = ok and (value or tostring(err)) or false
-            end
+            local values = concurrent_gets(s, 20)
             local _, first_value = ngx.thread.wait(first)
             return { first = first_value, values = values, before = before, after = H.hiredis.stats() }
         ]], { name = name })
@@ -319,19 +326,12 @@ describe("sentinel in nginx", function()
     h.it_since(70000, "auto-pipelining",
         "routes a parked call by the lookup it parked on when that names another server", function()
         local replica, fake_port, stop, name = slow_sentinel(300, "ngx-parked-moved")
-        local out = run_slow(fake_port, stop, [[
+        local out = run_slow(fake_port, stop, NAME_THE_REPLICA .. [[
             local s = H.storage(ARGS.cfg, ARGS.label)
             assert(s:get(ARGS.name, "k") == "v")  -- the master followed, its pool proven
             local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
             ngx.sleep(0.1)
-            -- while the first call's lookup is under way, the sentinel names the replica
-            local c = ngx.socket.tcp()
-            assert(c:connect("127.0.0.1", ARGS.fake))
-            local replica = tostring(ARGS.replica)
-            assert(c:send("*4\r\n$8\r\nSENTINEL\r\n$10\r\nSET-ANSWER\r\n$" .. #replica .. "\r\n"
-                          .. replica .. "\r\n$1\r\n2\r\n"))
-            assert(c:receive() == "+OK")
-            c:close()
+            name_the_replica()  -- while the first call's lookup is under way
             local second = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
             local third = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)  -- parks
             local _, v1, e1 = ngx.thread.wait(first)

@@ -456,6 +456,29 @@ local function give_back_failed(op, err)
   return nil, err
 end
 
+-- A call's operation, validated and built for the view's pool before anything
+-- touches the network: op, request, or nil, err.
+local function start_call(inst, view, method, a, b, c, d, e, f, g, h, j)
+  local op = take_operation()
+  local request, err = op:start(inst, method, versions[view.pool] or REDIS_7, a, b, c, d, e, f, g, h, j)
+  if not request then
+    return give_back_failed(op, err)
+  end
+  return op, request
+end
+
+-- A call's results from its last exchange (status, r1, r2 as op:read gives them).
+local function finish_call(op, status, r1, r2)
+  if status ~= DONE then
+    return give_back_failed(op, r1)
+  end
+  give_back(op)
+  if r2 == nil then
+    return r1  -- true, a value, a table or nil: one value, as the native path returns
+  end
+  return r1, r2
+end
+
 ---
 -- Runs a storage method over cosockets.
 -- @param inst the core instance
@@ -463,11 +486,9 @@ end
 -- @tparam number method one of _M.SET, _M.GET, _M.DELETE, _M.READ_METADATA
 -- @return the method's results
 function _M.call(inst, view, method, a, b, c, d, e, f, g, h, j)
-  local op = take_operation()
-  -- validate (and build) before touching the network
-  local request, err = op:start(inst, method, versions[view.pool] or REDIS_7, a, b, c, d, e, f, g, h, j)
-  if not request then
-    return give_back_failed(op, err)
+  local op, request = start_call(inst, view, method, a, b, c, d, e, f, g, h, j)
+  if not op then
+    return nil, request
   end
 
   local status, r1, r2, lent = run(inst, view, op, request)
@@ -482,20 +503,14 @@ function _M.call(inst, view, method, a, b, c, d, e, f, g, h, j)
     -- bytes), or a first handshake that found an older server than assumed: a
     -- fresh operation on another connection is safe
     retries = retries + 1
+    local err
     request, err = op:start(inst, method, versions[view.pool] or REDIS_7, a, b, c, d, e, f, g, h, j)
     if not request then
       return give_back_failed(op, err)
     end
     status, r1, r2 = run(inst, view, op, request)
   end
-  if status ~= DONE then
-    return give_back_failed(op, r1)
-  end
-  give_back(op)
-  if r2 == nil then
-    return r1  -- true, a value, a table or nil: one value, as the native path returns
-  end
-  return r1, r2
+  return finish_call(op, status, r1, r2)
 end
 
 -- run's or attempt's results as a round trip's (see round_trip).
@@ -555,10 +570,9 @@ end
 -- or handed back by `unpark`. Only for a view that pipelines (`pipelines(view)`).
 -- @return the parked call, or nil, err
 function _M.park(inst, view, method, a, b, c, d, e, f, g, h, j)
-  local op = take_operation()
-  local request, err = op:start(inst, method, versions[view.pool] or REDIS_7, a, b, c, d, e, f, g, h, j)
-  if not request then
-    return give_back_failed(op, err)
+  local op, request = start_call(inst, view, method, a, b, c, d, e, f, g, h, j)
+  if not op then
+    return nil, request
   end
   return pipeline.park(view, op, request)
 end
@@ -591,14 +605,7 @@ function _M.await_parked(parked, extra)
     op:failed(r1)  -- the runner keeps it
     return nil, r1
   end
-  if status ~= DONE then
-    return give_back_failed(op, r1)
-  end
-  give_back(op)
-  if r2 == nil then
-    return r1
-  end
-  return r1, r2
+  return finish_call(op, status, r1, r2)
 end
 
 ---
