@@ -231,6 +231,23 @@ describe("sentinel in nginx", function()
         return res[1]
     end
 
+    -- A handler's function: returns once a lookup begun since `before` (a count of
+    -- sentinel.lookups) is under way (polled; the worker's lookup runner is a timer).
+    local LOOKUP_BEGUN = [[
+        local function lookups()
+            return H.hiredis.stats().sentinel.lookups
+        end
+        local function until_lookup_begun(before)
+            for _ = 1, 2000 do
+                if lookups() > before then
+                    return
+                end
+                ngx.sleep(0.001)
+            end
+            error("no lookup began")
+        end
+    ]]
+
     -- A handler's function: n concurrent s:get(ARGS.name, "k") in light threads, their
     -- values (or errors).
     local CONCURRENT_GETS = [[
@@ -280,10 +297,11 @@ describe("sentinel in nginx", function()
 
     it("routes a cosocket call by a lookup begun after it arrived, not by one under way", function()
         local replica, fake_port, stop, name = slow_sentinel(300, "ngx-after")
-        local out = run_slow(fake_port, stop, NAME_THE_REPLICA .. [[
+        local out = run_slow(fake_port, stop, LOOKUP_BEGUN .. NAME_THE_REPLICA .. [[
             local s = H.storage(ARGS.cfg, ARGS.label)
+            local count = lookups()
             local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
-            ngx.sleep(0.1)
+            until_lookup_begun(count)
             name_the_replica()  -- while the first call's lookup is under way
             local second = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
             local _, v1, e1 = ngx.thread.wait(first)
@@ -301,11 +319,12 @@ describe("sentinel in nginx", function()
         "sends the calls parked on a shared lookup on the master's pipeline, in one write", function()
         -- (each lookup takes 100 ms: the first call's is under way while the 20 others arrive)
         local _, fake_port, stop, name = slow_sentinel(100, "ngx-parked")
-        local out = run_slow(fake_port, stop, CONCURRENT_GETS .. [[
+        local out = run_slow(fake_port, stop, LOOKUP_BEGUN .. CONCURRENT_GETS .. [[
             local s = H.storage(ARGS.cfg, ARGS.label)
             assert(s:get(ARGS.name, "k") == "v")  -- the master followed, its pool proven
+            local count = lookups()
             local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
-            ngx.sleep(0.02)
+            until_lookup_begun(count)
             local before = H.hiredis.stats()
             -- the 20 park on the next lookup, which begins when the first call's has ended
             local values = concurrent_gets(s, 20)
@@ -326,11 +345,12 @@ describe("sentinel in nginx", function()
     h.it_since(70000, "auto-pipelining",
         "routes a parked call by the lookup it parked on when that names another server", function()
         local replica, fake_port, stop, name = slow_sentinel(300, "ngx-parked-moved")
-        local out = run_slow(fake_port, stop, NAME_THE_REPLICA .. [[
+        local out = run_slow(fake_port, stop, LOOKUP_BEGUN .. NAME_THE_REPLICA .. [[
             local s = H.storage(ARGS.cfg, ARGS.label)
             assert(s:get(ARGS.name, "k") == "v")  -- the master followed, its pool proven
+            local count = lookups()
             local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
-            ngx.sleep(0.1)
+            until_lookup_begun(count)
             name_the_replica()  -- while the first call's lookup is under way
             local second = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
             local third = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)  -- parks
@@ -346,14 +366,14 @@ describe("sentinel in nginx", function()
     end)
 
     h.it_since(70000, "auto-pipelining",
-        "serves a call parked on a lookup whose caller was killed, and does not wait for it again", function()
+        "serves the calls around a parked call that was killed, without waiting for it", function()
         local _, fake_port, stop, name = slow_sentinel(300, "ngx-parked-killed")
         local out = run_slow(fake_port, stop, [[
             local s = H.storage(ARGS.cfg, ARGS.label)
             assert(s:get(ARGS.name, "k") == "v")  -- the master followed, its pool proven
             local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
             ngx.sleep(0.05)
-            -- the next lookup's caller, killed while it waits for the first call's lookup
+            -- a call parked on the next lookup, killed while it waits
             local second = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
             assert(ngx.thread.kill(second))
             local third = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)  -- parks
@@ -365,24 +385,24 @@ describe("sentinel in nginx", function()
             ngx.update_time()
             return { { v1, e1 }, { v3, e3 }, fourth, ngx.now() - started }
         ]], { name = name }, { connect_timeout = 500, send_timeout = 500, read_timeout = 500 })
-        -- the parked call waits at most 2 x 1.5 s + 1 s (and its own bound), then asks itself;
-        -- the next call begins a lookup of its own (300 ms), not another wait for the dead one
+        -- the killed call stalls nobody: the call after them waits for one lookup (300 ms),
+        -- not 2 x 1.5 s + 1 s for one that never ends (when a caller led each lookup)
         assert.same({ { "v" }, { "v" }, { "v" } }, { out[1], out[2], out[3] })
         assert.is_true(out[4] < 2, "the call after it took " .. out[4] .. " s")
     end)
 
-    it("serves the calls after a shared lookup whose caller was killed mid-lookup", function()
+    it("serves the calls after one killed while it waited for a shared lookup", function()
         local _, fake_port, stop, name = slow_sentinel(300, "ngx-killed")
         local out = run_slow(fake_port, stop, [[
             local s = H.storage(ARGS.cfg, ARGS.label)
             local first = ngx.thread.spawn(function() return s:get(ARGS.name, "k") end)
             ngx.sleep(0.05)
-            assert(ngx.thread.kill(first))  -- its lookup never ends
+            assert(ngx.thread.kill(first))  -- killed while it waits for its lookup
             local second = { s:get(ARGS.name, "k") }
             local third = { s:get(ARGS.name, "k") }
             return { second, third }
         ]], { name = name }, { connect_timeout = 500, send_timeout = 500, read_timeout = 500 })
-        -- the second call waits for the killed one's lookup at most 2 x 1.5 s + 1 s, then asks itself
+        -- the lookup runner is not the killed call: its lookup ends and serves the others
         assert.same({ { "v" }, { "v" } }, out)
     end)
 
