@@ -375,12 +375,10 @@ end
 -- `held`: the runner's connections by sentinel (taken here, kept again by read_answer).
 local function send_query(round, i, target, left, held)
   local sock = held and held[target]
-  local reused, err
-  if sock then
+  local kept = sock ~= nil
+  local err
+  if kept then
     held[target] = nil
-    reused = true
-    sock:settimeouts(bounded(target.connect_timeout, left), bounded(target.send_timeout, left),
-                     bounded(target.read_timeout, left))
   else
     local created
     created, sock, err = pcall(ngx.socket.tcp)
@@ -390,8 +388,11 @@ local function send_query(round, i, target, left, held)
     if not sock then
       return nil, err
     end
-    sock:settimeouts(bounded(target.connect_timeout, left), bounded(target.send_timeout, left),
-                     bounded(target.read_timeout, left))
+  end
+  sock:settimeouts(bounded(target.connect_timeout, left), bounded(target.send_timeout, left),
+                   bounded(target.read_timeout, left))
+  local reused = kept
+  if not kept then
     local ok
     ok, err = sock:connect(target.host, target.port, target.connect_options)
     if not ok then
@@ -947,7 +948,7 @@ local function parked_call(self, method, a, b, c, d, e, f, g, h, j)
     return nil, flight
   end
   forget(self, flight)
-  return nil, ALONE  -- its leader went away: the call looks up on its own
+  return nil, ALONE  -- its runner did not end the lookup in time: the call looks up on its own
 end
 
 -- A checked call: routed by a lookup, retried once on a refusal that changed nothing.
