@@ -26,12 +26,15 @@ log_dir=${STRESS_LOG_DIR:-build/stress}
 mkdir -p "$log_dir"
 here="$(dirname "$0")"
 
-# The servers a spec file needs, as with-servers.sh arguments (and the sentinel group).
+# The servers a spec file needs, as with-servers.sh arguments (and the sentinel group):
+# the cluster specs start only their cluster; any other spec gets every server, as
+# under make spec (its auth, ACL and TLS cases need them).
 servers_for() {
     case "$1" in
         *sentinel*) echo "--only plain $here/with-sentinels.sh" ;;
-        *tls*) echo "--only plain,tls,cluster_tls" ;;
-        *) echo "--only plain,cluster" ;;
+        spec/cluster/*tls*) echo "--only plain,tls,cluster_tls" ;;
+        spec/cluster/*) echo "--only plain,cluster" ;;
+        *) echo "" ;;
     esac
 }
 
