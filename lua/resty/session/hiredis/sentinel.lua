@@ -201,8 +201,8 @@ local record = stats.record
 local ngx = type(_G.ngx) == "table" and _G.ngx or nil
 local now = ngx and ngx.now or os.time
 local new_semaphore = ngx and require("ngx.semaphore").new
+local turn = ngx and require("resty.session.hiredis.turn")
 local timer_at = ngx and ngx.timer and ngx.timer.at
-local sleep = ngx and ngx.sleep
 local worker_exiting = ngx and ngx.worker and ngx.worker.exiting
 
 local RECEIVE_SIZE = 16384
@@ -660,6 +660,7 @@ local start_lookups
 
 local function run_lookups(premature, self)
   local runner = { held = {}, asked = {} }
+  local turns = turn.start()
   local ask = self.role == "master" and "master" or "replicas"
   while true do
     local flight = self.next
@@ -675,9 +676,9 @@ local function run_lookups(premature, self)
         break
       end
     end
-    -- one turn of the event loop first: the requests it reads join this flight
-    -- (at 32 connections, about 15 calls per lookup instead of 9)
-    sleep(0)
+    -- the rest of the event loop's turn first: the requests it reads join this
+    -- flight (at 32 connections, about 15 calls per lookup instead of 9)
+    turn.next(turns)
     self.next = nil  -- begun: a call arriving from now on joins the next one
     local ok, r1, r2, r3 = pcall(ask_counted, self, ask, true, runner)
     if not ok then
@@ -689,6 +690,7 @@ local function run_lookups(premature, self)
       flight.done:post(flight.waiting)
     end
   end
+  turn.stop(turns)
   for target, sock in pairs(runner.held) do
     if not sock:setkeepalive(target.keepalive_timeout, target.pool_size) then
       sock:close()
