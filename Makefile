@@ -34,7 +34,7 @@ DEB_PACKAGES := build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libh
 	liblua5.1-0-dev
 
 .PHONY: deps build test unit spec stress hiredis1 servers leak-lua51 demo asan valgrind bench bench-deps bench-profile \
-	bench-profile-deps bench-readme bench-micro bench-stats-cost bench-cost fuzz rock-check lint docs clean
+	bench-profile-deps bench-readme bench-micro bench-stats-cost bench-cost bench-flights fuzz rock-check lint docs clean
 
 deps:
 	@missing=""; \
@@ -196,6 +196,13 @@ bench-stats-cost: deps build
 COST ?= 32 get,set_meta,read_metadata
 bench-cost: deps build
 	bench/cost.sh $(COST)
+
+# Where CPU time goes that instructions do not show: the same worker and paths without
+# valgrind, per request: rps, user and system CPU, pipeline flights, calls per flight,
+# sentinel lookups (medians of COST_REPS interleaved runs); COST_STRACE=1 adds system calls.
+bench-flights: build
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) strace"
+	COST_MODE=flights bench/cost.sh $(COST)
 
 # The latest bench/results/results.md and chart into README.md.
 bench-readme:

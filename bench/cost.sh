@@ -9,6 +9,13 @@
 #   bench/cost.sh [connections] [ops]      (make bench-cost COST="32 get,set_meta,read_metadata")
 # Servers: spec/support/with-servers.sh (plain, cluster) and with-sentinels.sh, started here.
 # Per path, the callgrind dump stays in the printed directory for callgrind_annotate.
+#
+# COST_MODE=flights (make bench-flights): where the CPU time goes that instructions do not
+# show. The same worker runs without valgrind; per path, COST_REPS interleaved runs of
+# COST_SECONDS each, medians of: requests per second, the worker's user and system CPU
+# per request (/proc), pipeline flights (one write and its replies on a node's connection)
+# per request and calls per flight, sentinel lookups per request (stats()), and with
+# COST_STRACE=1 one more run per path under strace -c for the system calls per request.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,12 +25,14 @@ fi
 
 CONNS=${1:-32}
 OPS=${2:-get,set_meta,read_metadata}
-SECONDS_PER_PATH=${COST_SECONDS:-8}
+MODE=${COST_MODE:-callgrind}
+SECONDS_PER_PATH=${COST_SECONDS:-$([[ "$MODE" == flights ]] && echo 4 || echo 8)}
+REPS=${COST_REPS:-3}
 ROOT=$PWD
 BUILD=${RSH_BUILD_DIR:-build}
 MODULES=/usr/lib/nginx/modules
 [[ -f "$MODULES/ngx_http_lua_module.so" ]] || { echo "cost: needs libnginx-mod-http-lua" >&2; exit 1; }
-command -v callgrind_control >/dev/null || { echo "cost: needs valgrind" >&2; exit 1; }
+[[ "$MODE" == flights ]] || command -v callgrind_control >/dev/null || { echo "cost: needs valgrind" >&2; exit 1; }
 
 STATE="$(mktemp -d "${TMPDIR:-/tmp}/rsh-cost.XXXXXX")"
 NGINX_PID=""
@@ -108,15 +117,28 @@ http {
       }
     }
     location = /count { content_by_lua_block { ngx.print(N) } }
+    location = /counters {
+      content_by_lua_block {  -- requests, pipeline flights and their calls, sentinel lookups
+        local s = require("resty.session.hiredis").stats()
+        ngx.print(N, " ", s.pipeline.batches, " ", s.pipeline.calls, " ", s.sentinel.lookups)
+      }
+    }
   }
 }
 CONF
 
 requests() { curl -s "http://127.0.0.1:$HTTP_PORT/count"; }
-valgrind --tool=callgrind --callgrind-out-file="$STATE/cg.out" --smc-check=all-non-file \
-    nginx -p "$STATE" -c "$STATE/nginx.conf" 2>"$STATE/valgrind.log" &
+if [[ "$MODE" == flights ]]; then
+    nginx -p "$STATE" -c "$STATE/nginx.conf" &
+else
+    valgrind --tool=callgrind --callgrind-out-file="$STATE/cg.out" --smc-check=all-non-file \
+        nginx -p "$STATE" -c "$STATE/nginx.conf" 2>"$STATE/valgrind.log" &
+fi
 NGINX_PID=$!
-until [[ -n "$(requests 2>/dev/null)" ]]; do sleep 0.5; done
+until [[ -n "$(requests 2>/dev/null)" ]]; do
+    kill -0 "$NGINX_PID" 2>/dev/null || { echo "cost: nginx did not start: $(cat "$STATE"/*.log 2>/dev/null)" >&2; exit 1; }
+    sleep 0.5
+done
 [[ "$(curl -s "http://127.0.0.1:$HTTP_PORT/fill")" == ok ]] || { echo "cost: could not write the sessions" >&2; exit 1; }
 
 paths=()
@@ -131,14 +153,73 @@ measure() { # $1: path
     wrk -t1 -c"$CONNS" -d"${SECONDS_PER_PATH}s" "http://127.0.0.1:$HTTP_PORT/$1" > "$STATE/wrk.$name"
     callgrind_control -d "$NGINX_PID" >/dev/null 2>&1
     after=$(requests)
-    if grep -q "Non-2xx" "$STATE/wrk.$name"; then
-        echo "cost: $1 answered errors: $(grep -m1 -v '^\s*$' "$STATE/error.log" || true)" >&2
-        exit 1
-    fi
+    failed_requests "$1" "$STATE/wrk.$name"
     dump=$(ls -t "$STATE"/cg.out.* | head -1)
     mv "$dump" "$STATE/callgrind.$name"
     echo $(( $(awk '/^(summary|totals):/ { print $2; exit }' "$STATE/callgrind.$name") / (after - before) ))
 }
+
+failed_requests() { # $1: path, $2: wrk output file
+    if grep -q "Non-2xx" "$2"; then
+        echo "cost: $1 answered errors: $(grep -m1 -v '^\s*$' "$STATE/error.log" || true)" >&2
+        exit 1
+    fi
+}
+
+# One run of a path at full speed -> "rps user_us sys_us flights calls_per_flight lookups"
+# (per request; the worker's CPU from /proc/PID/stat, in clock ticks).
+flights_run() { # $1: path
+    local u0 s0 u1 s1 n0 b0 c0 l0 n1 b1 c1 l1 name=${1//\//_}
+    read -r u0 s0 < <(awk '{ print $14, $15 }' "/proc/$NGINX_PID/stat")
+    read -r n0 b0 c0 l0 <<< "$(curl -s "http://127.0.0.1:$HTTP_PORT/counters")"
+    wrk -t1 -c"$CONNS" -d"${SECONDS_PER_PATH}s" "http://127.0.0.1:$HTTP_PORT/$1" > "$STATE/wrk.$name"
+    read -r n1 b1 c1 l1 <<< "$(curl -s "http://127.0.0.1:$HTTP_PORT/counters")"
+    read -r u1 s1 < <(awk '{ print $14, $15 }' "/proc/$NGINX_PID/stat")
+    failed_requests "$1" "$STATE/wrk.$name"
+    awk -v n=$((n1 - n0)) -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v b=$((b1 - b0)) -v c=$((c1 - c0)) \
+        -v l=$((l1 - l0)) -v hz="$(getconf CLK_TCK)" -v t="$SECONDS_PER_PATH" 'BEGIN {
+        printf "%d %.2f %.2f %.3f %.2f %.3f\n", n / t, u * 1e6 / hz / n, s * 1e6 / hz / n, b / n,
+            (b > 0 ? c / b : 0), l / n }'
+}
+
+# The system calls per request of a path, under strace -c (slower: counts, not times).
+syscalls_run() { # $1: path
+    local n0 n1 tracer
+    n0=$(requests)
+    strace -c -f -p "$NGINX_PID" -o "$STATE/strace" 2>/dev/null &
+    tracer=$!
+    sleep 0.5
+    wrk -t1 -c"$CONNS" -d"${SECONDS_PER_PATH}s" "http://127.0.0.1:$HTTP_PORT/$1" >/dev/null
+    kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
+    n1=$(requests)
+    awk -v n=$((n1 - n0)) '$NF ~ /^[a-z_0-9]+$/ && $NF != "total" && NF >= 5 && $4 ~ /^[0-9]+$/ {
+        printf "%s %.3f  ", $NF, $4 / n }' "$STATE/strace" | tr -s ' ' | sed 's/  $//'
+    echo
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+if [[ "$MODE" == flights ]]; then
+    echo "cost: flights, $CONNS connections, $REPS interleaved runs of ${SECONDS_PER_PATH} s per path (medians)"
+    all=(noop/noop "${paths[@]}")
+    for path in "${all[@]}"; do wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$HTTP_PORT/$path" >/dev/null; done
+    declare -A runs
+    for ((rep = 1; rep <= REPS; rep++)); do
+        for path in "${all[@]}"; do runs[$path]+="$(flights_run "$path")"$'\n'; done
+    done
+    printf "%-24s %8s %9s %9s %11s %12s %11s\n" path rps "user us" "sys us" flights/req calls/flight lookups/req
+    for path in "${all[@]}"; do
+        row=()
+        for col in 1 2 3 4 5 6; do row+=("$(printf "%s" "${runs[$path]}" | awk -v c=$col 'NF { print $c }' | median)"); done
+        printf "%-24s %8s %9s %9s %11s %12s %11s\n" "$path" "${row[@]}"
+        if [[ -n "${COST_STRACE:-}" ]]; then
+            command -v strace >/dev/null || { echo "cost: COST_STRACE needs strace" >&2; exit 1; }
+            echo "    syscalls/req: $(syscalls_run "$path")"
+        fi
+    done
+    echo "cost: per request; user and system CPU of the one worker, not less the no-op row's"
+    exit 0
+fi
 
 echo "cost: callgrind, $CONNS connections, ${SECONDS_PER_PATH} s per path; warming up (traces)"
 wrk -t1 -c"$CONNS" -d4s "http://127.0.0.1:$HTTP_PORT/noop/noop" >/dev/null
