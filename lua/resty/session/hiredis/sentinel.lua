@@ -690,7 +690,6 @@ local function run_lookups(premature, self)
       flight.done:post(flight.waiting)
     end
   end
-  turn.stop(turns)
   for target, sock in pairs(runner.held) do
     if not sock:setkeepalive(target.keepalive_timeout, target.pool_size) then
       sock:close()
