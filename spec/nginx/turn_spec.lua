@@ -44,17 +44,15 @@ local function check(srv, timed_on_stock_nginx)
 end
 
 describe("the rest of an event-loop turn", function()
-    it("lets what is due run first and logs nothing, where warnings are logged", function()
-        local srv = nginx.start_kit({ workers = 1, log_level = "info" })
-        local ok, err = pcall(check, srv, true)
-        assert.same({}, srv:shutdown())
-        assert(ok, err)
-    end)
-
-    it("uses ngx.sleep(0) where its warning is not logged", function()
-        local srv = nginx.start_kit({ workers = 1, log_level = "error" })
-        local ok, err = pcall(check, srv, false)
-        assert.same({}, srv:shutdown())
-        assert(ok, err)
-    end)
+    for _, case in ipairs({
+        { "lets what is due run first and logs nothing, where warnings are logged", "info", true },
+        { "uses ngx.sleep(0) where its warning is not logged", "error", false },
+    }) do
+        it(case[1], function()
+            local srv = nginx.start_kit({ workers = 1, log_level = case[2] })
+            local ok, err = pcall(check, srv, case[3])
+            assert.same({}, srv:shutdown())
+            assert(ok, err)
+        end)
+    end
 end)
