@@ -15,7 +15,9 @@
 # COST_SECONDS each, medians of: requests per second, the worker's user and system CPU
 # per request (/proc), pipeline flights (one write and its replies on a node's connection)
 # per request and calls per flight, sentinel lookups per request (stats()), and with
-# COST_STRACE=1 one more run per path under strace -c for the system calls per request.
+# COST_STRACE=1 one more run per path under strace -c for the system calls per request
+# (traced, the worker runs slower and more calls share a flight or a lookup: counts of
+# the socket calls are of that run, not of the timed ones).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
