@@ -7,12 +7,14 @@
 #include "errors.hpp"
 #include "lua_util.hpp"
 #include "sentinel_client.hpp"
+#include "sentinel_watch.hpp"
 #include "session_client.hpp"
 
 namespace rsh {
 namespace {
 
 constexpr const char* kSentinelRoundType = "resty.session.hiredis.core.sentinel_round";
+constexpr const char* kSentinelWatchType = "resty.session.hiredis.core.sentinel_watch";
 
 std::optional<std::string> opt_string(lua_State* L, int idx) {
     if (lua_type(L, idx) != LUA_TSTRING) return std::nullopt;
@@ -307,6 +309,61 @@ int retire(lua_State* L) {
     });
 }
 
+// ---------------------------------------------------------------------------
+// Subscriptions to the sentinels' events (the driver: sentinel_watch.lua)
+
+SentinelWatch* check_watch(lua_State* L) {
+    return static_cast<SentinelWatch*>(luaL_checkudata(L, 1, kSentinelWatchType));
+}
+
+// core.sentinel_watch() -> a subscription's state, reused over its connections
+int watch_new(lua_State* L) {
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        push_object<SentinelWatch>(L, kSentinelWatchType);
+        return 1;
+    });
+}
+
+// watch:subscribe(username, password) -> the request bytes (starts over)
+int watch_subscribe(lua_State* L) {
+    SentinelWatch* watch = check_watch(L);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        const std::string_view request = watch->subscribe(opt_string(L, 2), opt_string(L, 3));
+        lua_pushlstring(L, request.data(), request.size());
+        return 1;
+    });
+}
+
+// watch:ping() -> PING's bytes
+int watch_ping(lua_State* L) {
+    check_watch(L);
+    const std::string_view request = SentinelWatch::ping();
+    lua_pushlstring(L, request.data(), request.size());
+    return 1;
+}
+
+// watch:feed(data) -> subscribed, events, pongs | nil, err (an error reply, or
+// bytes that break the protocol: the connection is to be closed)
+int watch_feed(lua_State* L) {
+    SentinelWatch* watch = check_watch(L);
+    std::size_t len = 0;
+    const char* data = luaL_checklstring(L, 2, &len);
+    return lua_barrier(L, OnError::ReturnNilErr, [&] {
+        const SentinelWatch::Progress progress = watch->feed(data, len);
+        lua_pushboolean(L, watch->subscribed());
+        lua_pushinteger(L, static_cast<lua_Integer>(progress.events));
+        lua_pushinteger(L, static_cast<lua_Integer>(progress.pongs));
+        return 3;
+    });
+}
+
+const luaL_Reg kWatchMethods[] = {
+    {"subscribe", watch_subscribe},
+    {"ping", watch_ping},
+    {"feed", watch_feed},
+    {nullptr, nullptr},
+};
+
 const luaL_Reg kRoundMethods[] = {
     {"reset", round_reset},
     {"add", round_add},
@@ -324,6 +381,7 @@ const luaL_Reg kRoundMethods[] = {
 
 void register_sentinel(lua_State* L) {
     register_type<SentinelRound>(L, kSentinelRoundType, kRoundMethods);
+    register_type<SentinelWatch>(L, kSentinelWatchType, kWatchMethods);
 
     lua_pushcfunction(L, round_new);
     lua_setfield(L, -2, "sentinel_round");
@@ -335,6 +393,8 @@ void register_sentinel(lua_State* L) {
     lua_setfield(L, -2, "sentinel_generation");
     lua_pushcfunction(L, retire);
     lua_setfield(L, -2, "retire_pool");
+    lua_pushcfunction(L, watch_new);
+    lua_setfield(L, -2, "sentinel_watch");
 }
 
 }  // namespace rsh

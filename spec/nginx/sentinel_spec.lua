@@ -120,7 +120,8 @@ describe("sentinel in nginx", function()
             local out = {}
             for i = 1, 6 do out[i] = s:set(ARGS.name, "k", "v", 60, ARGS.now) end
             return out
-        ]], { cfg = group.config({ sentinels = list, read_timeout = 300 }), name = h.unique("hung"), now = NOW })
+        ]], { cfg = group.config({ sentinels = list, read_timeout = 300, sentinel_watch = false }),
+              name = h.unique("hung"), now = NOW })  -- (the lookups' connections alone)
         assert.is_true(res.ok, tostring(res[1]))
         assert.same({ true, true, true, true, true, true }, res[1])
         local connections = 0
@@ -427,7 +428,9 @@ describe("sentinel in nginx", function()
         hung:settimeout(0)
         local list = group.sentinels()
         table.insert(list, 2, { host = "127.0.0.1", port = hung_port })
-        local args = { cfg = group.config({ sentinels = list, read_timeout = 600 }), label = h.unique("ngx-retry") }
+        -- (the lookups' connections alone: sentinel_watch would connect there too)
+        local args = { cfg = group.config({ sentinels = list, read_timeout = 600, sentinel_watch = false }),
+                       label = h.unique("ngx-retry") }
         local TIMED_GET = [[
             local s = H.storage(ARGS.cfg, ARGS.label)
             local started = ngx.now()

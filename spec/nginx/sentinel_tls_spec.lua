@@ -89,6 +89,21 @@ describe("sentinel over TLS in nginx", function()
         assert.is_nil(out[2])
     end)
 
+    it("follows the TLS sentinels' events (sentinel_watch): calls stop looking up", function()
+        local code = [[
+            local s = H.storage(ARGS.cfg, ARGS.label)
+            local before = H.hiredis.stats().sentinel.lookups
+            for _ = 1, ARGS.n do assert(s:get("session", "missing") == nil) end
+            return H.hiredis.stats().sentinel.lookups - before
+        ]]
+        local args = { cfg = cosocket_config(), label = h.unique("ngx-tls-watch"), n = 1 }
+        assert.equal(1, run(srv, code, args))  -- the first call looks up
+        assert.is_true(h.wait_until(function() return run(srv, code, args) == 0 end, 10000),
+                       "calls never stopped looking up")
+        args.n = 10
+        assert.equal(0, run(srv, code, args))
+    end)
+
     it("mixed: TLS to the sentinels (sentinel_ssl), plain data nodes", function()
         local cfg = group.config({ sentinels = tls.mixed_sentinels, sentinel_ssl = true, sentinel_ssl_verify = true,
                                    sentinel_server_name = "localhost" })

@@ -35,7 +35,12 @@ local function writers(run)
     return fk.writers(base, {
         -- sentinel_cache_ttl's trade-off: the cached address is kept until the old
         -- master refuses a write (its losses are reported like the others')
-        extra = { { label = "native+cache", transport = "native", cfg = merged(base, { sentinel_cache_ttl = 3600 }) } },
+        -- and the cosocket writer with a lookup per call (the default one reuses a
+        -- lookup's answer while the sentinels publish no event: sentinel_watch)
+        extra = {
+            { label = "native+cache", transport = "native", cfg = merged(base, { sentinel_cache_ttl = 3600 }) },
+            { label = "cosocket+lookup", transport = "cosocket", cfg = merged(base, { sentinel_watch = false }) },
+        },
         upstream = up, wait = wait_ok,
         name = function(label) return run .. "-" .. label end,
     })

@@ -202,6 +202,7 @@ local ngx = type(_G.ngx) == "table" and _G.ngx or nil
 local now = ngx and ngx.now or os.time
 local new_semaphore = ngx and require("ngx.semaphore").new
 local turn = ngx and require("resty.session.hiredis.turn")
+local sentinel_watch = ngx and require("resty.session.hiredis.sentinel_watch")
 local timer_at = ngx and ngx.timer and ngx.timer.at
 local worker_exiting = ngx and ngx.worker and ngx.worker.exiting
 
@@ -611,10 +612,20 @@ local function ask_sentinels(self, ask, over_cosocket, runner)
   return nil, "no hosts available: " .. tostring(a)
 end
 
--- One lookup asked of the sentinels, counted.
+-- One lookup asked of the sentinels, counted. With the sentinels' events
+-- followed (sentinel_watch), its answer is kept, tagged with the watch's
+-- generation when it began: it routes the calls that come while the generation
+-- stays (no event, every subscription confirmed). A failover's promoted replica
+-- is never kept: each call asks until it is master.
 local function ask_counted(self, ask, over_cosocket, runner)
   counted_sentinel.lookups = counted_sentinel.lookups + counts.step
-  return ask_sentinels(self, ask, over_cosocket, runner)
+  local watch = self.watch
+  local generation = watch and sentinel_watch.generation(watch)
+  local a, b, promoted = ask_sentinels(self, ask, over_cosocket, runner)
+  if generation and a and not promoted then
+    self.watched = { a = a, b = b, generation = generation }
+  end
+  return a, b, promoted
 end
 
 -- ---------------------------------------------------------------------------
@@ -777,6 +788,18 @@ local function resolve(self, over_cosocket, flight)
     return cached.host, cached.port
   end
   local host, port, promoted
+  local watched = self.watched
+  if watched and sentinel_watch.current(self.watch, watched.generation) then
+    if self.role == "master" then
+      return watched.a, watched.b
+    end
+    local replicas = watched.a
+    if #replicas == 0 then
+      return nil, "no slaves available"
+    end
+    local pick = replicas[random(#replicas)]
+    return pick.host, pick.port
+  end
   if self.role == "master" then
     if flight == ALONE then
       host, port, promoted = ask_counted(self, "master", over_cosocket)
@@ -876,7 +899,8 @@ local function route(self, over_cosocket, flight)
     return entry, promoted
   end
   local ok, err = probe(entry, over_cosocket)
-  self.cached = nil  -- (sentinel_cache_ttl) an address looked up before the answer
+  -- (sentinel_cache_ttl, sentinel_watch) an address looked up before the answer
+  self.cached, self.watched = nil, nil
   if not ok then
     return nil, err
   end
@@ -926,6 +950,10 @@ local function parked_call(self, method, a, b, c, d, e, f, g, h, j)
   if cached and now() < cached.expires then
     return
   end
+  local watched = self.watched
+  if watched and sentinel_watch.current(self.watch, watched.generation) then
+    return  -- routed by the answer kept (see resolve)
+  end
   local flight = next_flight(self)
   if not flight then
     return
@@ -955,6 +983,9 @@ end
 -- A checked call: routed by a lookup, retried once on a refusal that changed nothing.
 local function routed_call(self, method, a, b, c, d, e, f, g, h, j)
   local over_cosocket = serves(self.transport_view)
+  if over_cosocket and self.watching and not self.watch then
+    self.watch = sentinel_watch.of(self.order)
+  end
   for attempt = 1, 2 do
     local entry, promoted, r1, r2, flight
     if over_cosocket and attempt == 1 then
@@ -983,7 +1014,7 @@ local function routed_call(self, method, a, b, c, d, e, f, g, h, j)
     end
     local stale, retry, wrong_role = is_stale(r2)
     if stale then
-      self.cached = nil
+      self.cached, self.watched = nil, nil
     end
     if r2 == "timeout" then
       entry.suspect = true
@@ -1073,6 +1104,10 @@ local function build(conf)
   if not cache_ttl or cache_ttl < 0 or cache_ttl ~= cache_ttl then
     invalid("sentinel_cache_ttl", "must be a non-negative number of seconds")
   end
+  local watching = optional_boolean(conf, "sentinel_watch")
+  if watching == nil then
+    watching = true
+  end
   local sentinel_username = optional_string(conf, "sentinel_username")
   local sentinel_password = optional_string(conf, "sentinel_password")
   local pool = optional_string(conf, "pool")
@@ -1098,6 +1133,7 @@ local function build(conf)
   fields.sentinel_username = sentinel_username
   fields.sentinel_password = sentinel_password
   fields.sentinel_cache_ttl = cache_ttl
+  fields.sentinel_watch = watching
   fields.pool = pool
 
   -- TLS to the sentinels: the data nodes' settings (as upstream passes its connection
@@ -1174,6 +1210,9 @@ local function build(conf)
     servers = {},      -- role "slave": "host:port" -> single-node instance and view
     current = nil,     -- role "master": the server followed, its pools of this generation
     cached = nil,      -- { host, port, expires } with sentinel_cache_ttl
+    watching = watching and sentinel_watch ~= nil,
+    watch = nil,       -- the sentinels' events followed (made by the first cosocket call)
+    watched = nil,     -- { a, b, generation }: the answer kept while the watch's generation stays
     answered = nil,    -- the entry of order whose answer was followed last
     next = nil,        -- cosockets: the next shared lookup, not begun, joined by the calls arriving
     looking = false,   -- whether its runner runs (see run_lookups)

@@ -38,7 +38,7 @@ local counts = {
   step = 1,
   connections = { opened = 0, reused = 0, failed = 0 },   -- cosocket side
   pipeline = { batches = 0, calls = 0, max_calls = 0 },
-  sentinel = { lookups = 0, role_mismatches = 0, master_changes = 0 },
+  sentinel = { lookups = 0, role_mismatches = 0, master_changes = 0, events = 0, watch_failures = 0 },
 }
 _M.counts = counts
 

@@ -1,0 +1,145 @@
+-- sentinel_watch inside a real nginx, against the real sentinel group
+-- (spec/support/with-sentinels.sh): with every sentinel's events followed, cosocket
+-- calls reuse a lookup's answer until a sentinel publishes an event or a
+-- subscription is lost, then look up again; sentinel_watch = false looks up on
+-- every call; a sentinel that refuses the subscription leaves the lookups on,
+-- with a warning. TLS sentinels: spec/nginx/sentinel_tls_spec.lua. Failovers under writers (the watch on by default):
+-- spec/sentinel/failover_spec.lua.
+local h = require "helpers"
+local nginx = require "nginx"
+local group = require "sentinel_group"
+
+if not group.available then
+    describe("sentinel watch in nginx", function()
+        pending(group.why_absent)
+    end)
+    return
+end
+
+-- In a content handler: `n` sequential gets on the storage labelled ARGS.label,
+-- and the sentinel counters' change over them.
+local CALLS = [[
+    local s = H.storage(ARGS.cfg, ARGS.label)
+    local before = H.hiredis.stats().sentinel
+    local values = {}
+    for i = 1, ARGS.n do
+        local v, err = s:get(ARGS.name, "k")
+        values[i] = v or tostring(err)
+    end
+    local after = H.hiredis.stats().sentinel
+    local d = {}
+    for k, v in pairs(after) do d[k] = v - before[k] end
+    return { values = values, delta = d }
+]]
+
+describe("sentinel watch in nginx", function()
+    local srv, name
+
+    lazy_setup(function()
+        srv = nginx.start_kit({ workers = 1 })
+        local master = group.wait_stable(30, true)
+        name = h.unique("watch")
+        local r = group.raw_server(master)
+        assert.equal("OK", r:call("SET", name .. ":k", "v"))
+        r:close()
+    end)
+
+    lazy_teardown(function()
+        if srv then
+            assert.same({}, srv:shutdown())
+        end
+    end)
+
+    local function calls(cfg, label, n)
+        local res = srv:run("content", CALLS, { cfg = cfg, label = label, name = name, n = n })
+        assert.is_true(res.ok, tostring(res[1]))
+        for i = 1, n do
+            assert.equal("v", res[1].values[i])
+        end
+        return res[1].delta
+    end
+
+    -- Polls until a call of the storage makes no lookup: every subscription
+    -- confirmed, and an answer kept since.
+    local function until_followed(cfg, label)
+        assert.is_true(h.wait_until(function()
+            return calls(cfg, label, 1).lookups == 0
+        end, 10000), "calls never stopped looking up")
+    end
+
+    it("reuses a lookup's answer while no sentinel publishes an event", function()
+        local cfg, label = group.config(), h.unique("followed")
+        assert.equal(1, calls(cfg, label, 1).lookups)  -- the first call looks up
+        until_followed(cfg, label)
+        local d = calls(cfg, label, 50)
+        assert.equal(0, d.lookups)
+        assert.equal(0, d.events)
+    end)
+
+    it("looks up again after an event, once, then reuses the new answer", function()
+        local cfg, label = group.config(), h.unique("event")
+        calls(cfg, label, 1)
+        until_followed(cfg, label)
+        local function events()
+            return srv:run("content", "return H.hiredis.stats().sentinel.events")[1]
+        end
+        local before = events()
+        -- an event of sentinel 3: SENTINEL SET publishes +set
+        local s = group.raw_sentinel(3)
+        assert.equal("OK", s:call("SENTINEL", "SET", "mymaster", "down-after-milliseconds", "2000"))
+        s:close()
+        assert.is_true(h.wait_until(function() return events() > before end, 5000),
+                       "the event never reached the worker")
+        -- the next call looks up; the ones after it reuse its answer
+        assert.equal(1, calls(cfg, label, 1).lookups)
+        assert.equal(0, calls(cfg, label, 20).lookups)
+    end)
+
+    it("looks up on every call while a subscription is lost, until it is made again", function()
+        local cfg, label = group.config(), h.unique("lost")
+        calls(cfg, label, 1)
+        until_followed(cfg, label)
+        local before = srv:run("content", "return H.hiredis.stats().sentinel")[1]
+        -- the sentinel drops its subscribers (this worker's subscription among them)
+        local s = group.raw_sentinel(1)
+        assert.is_true(s:call("CLIENT", "KILL", "TYPE", "pubsub") >= 1)
+        s:close()
+        assert.is_true(h.wait_until(function()
+            return calls(cfg, label, 1).lookups == 1
+        end, 5000), "calls kept the answer after a subscription was lost")
+        local d = calls(cfg, label, 3)
+        if d.lookups ~= 3 then
+            -- (made again in between: the 2 s pause is over only on a very slow run)
+            assert.is_true(srv:run("content", "return H.hiredis.stats().sentinel")[1].watch_failures
+                           > before.watch_failures)
+        end
+        until_followed(cfg, label)
+        local after = srv:run("content", "return H.hiredis.stats().sentinel")[1]
+        assert.equal(before.watch_failures + 1, after.watch_failures)
+        assert.matches("events not followed %(closed%)", srv:error_log())
+    end)
+
+    it("looks up on every call with sentinel_watch = false", function()
+        local cfg, label = group.config({ sentinel_watch = false }), h.unique("off")
+        calls(cfg, label, 1)
+        local d = calls(cfg, label, 10)
+        assert.equal(10, d.lookups)
+    end)
+
+    it("looks up on every call when a sentinel refuses the subscription, with a warning", function()
+        local master = group.wait_stable(30, true)
+        -- a fake sentinel (answers PSUBSCRIBE `-ERR unknown command`) naming the master
+        local fake_port, stop = h.fake_server("sentinel:" .. master .. ":1")
+        local list = group.sentinels()
+        list[#list + 1] = { host = "127.0.0.1", port = fake_port }
+        local cfg, label = group.config({ sentinels = list }), h.unique("refused")
+        calls(cfg, label, 1)
+        assert.is_true(h.wait_until(function()
+            return srv:error_log():find("events not followed (ERR unknown command)", 1, true) ~= nil
+        end, 5000), "no warning")
+        local d = calls(cfg, label, 10)
+        stop()
+        assert.equal(10, d.lookups)
+        assert.is_true(d.watch_failures <= 1)
+    end)
+end)
