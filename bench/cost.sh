@@ -18,6 +18,8 @@
 # COST_STRACE=1 one more run per path under strace -c for the system calls per request
 # (traced, the worker runs slower and more calls share a flight or a lookup: counts of
 # the socket calls are of that run, not of the timed ones).
+# COST_LOOKUP=1 adds the paths sentinel_lookup/<op>: the Sentinel storage with
+# sentinel_watch = false (a lookup per call, shared by concurrent calls).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -78,6 +80,10 @@ http {
       sentinel = hiredis.new({ sentinels = $sentinels, master = "mymaster",
                                sentinel_password = "$HIREDIS_SENTINEL_PASSWORD",
                                password = "$HIREDIS_SENTINEL_MASTER_PASSWORD" }),
+      -- COST_LOOKUP=1: the same with a lookup per call (no sentinel_watch)
+      sentinel_lookup = hiredis.new({ sentinels = $sentinels, master = "mymaster",
+                                      sentinel_password = "$HIREDIS_SENTINEL_PASSWORD",
+                                      password = "$HIREDIS_SENTINEL_MASTER_PASSWORD", sentinel_watch = false }),
       noop = {},
     }
     -- make bench's keys: 200 sessions, 50 subjects, set_meta = set + old_key + 2 metadata
@@ -97,7 +103,7 @@ http {
   }
   server {
     listen 127.0.0.1:$HTTP_PORT;
-    location ~ ^/(single|cluster|sentinel|noop)/(\w+)$ {
+    location ~ ^/(single|cluster|sentinel|sentinel_lookup|noop)/(\w+)$ {
       content_by_lua_block {
         I = I + 1
         local ok, err = OPS[ngx.var[2]](STORAGES[ngx.var[1]], I)
@@ -145,7 +151,10 @@ done
 
 paths=()
 IFS=, read -ra ops <<< "$OPS"
-for op in "${ops[@]}"; do paths+=("single/$op" "cluster/$op" "sentinel/$op"); done
+for op in "${ops[@]}"; do
+    paths+=("single/$op" "cluster/$op" "sentinel/$op")
+    [[ "${COST_LOOKUP:-0}" == 1 ]] && paths+=("sentinel_lookup/$op")
+done
 
 # Instructions per request of a path under wrk, from a callgrind dump; a failed request fails.
 measure() { # $1: path
@@ -237,4 +246,11 @@ for op in "${ops[@]}"; do
     awk -v op="$op" -v s="$s" -v c="$c" -v t="$t" \
         'BEGIN { printf "%-14s %12d %12d %12d %9.2fx %9.2fx\n", op, s, c, t, c / s, t / s }'
 done
+if [[ "${COST_LOOKUP:-0}" == 1 ]]; then
+    for op in "${ops[@]}"; do
+        s=${storage[single/$op]} l=${storage[sentinel_lookup/$op]}
+        awk -v op="$op" -v s="$s" -v l="$l" \
+            'BEGIN { printf "%-14s sentinel_lookup %12d %9.2fx single\n", op, l, l / s }'
+    done
+fi
 echo "cost: storage instructions per request (minus a no-op request's, $noop); dumps in $STATE"

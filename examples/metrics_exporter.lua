@@ -54,6 +54,8 @@ local COUNTERS = {
     { "sentinel", "lookups", "Master or replica lookups asked of the sentinels." },
     { "sentinel", "role_mismatches", "Servers refused for answering another role than the sentinels said." },
     { "sentinel", "master_changes", "Times a storage's master moved to another address." },
+    { "sentinel", "events", "Events the sentinels published to the worker's subscriptions." },
+    { "sentinel", "watch_failures", "Subscriptions to a sentinel lost or refused." },
 }
 
 local prom, dict, stats

@@ -29,6 +29,8 @@ describe("sentinel (native)", function()
         assert.equal("master", s.role)
         assert.equal("p", s.prefix)
         assert.equal(0, s.sentinel_cache_ttl)
+        assert.is_true(s.sentinel_watch)
+        assert.is_false(hiredis.new(group.config({ sentinel_watch = false })).sentinel_watch)
         assert.equal(#group.sentinel_ports, #s.sentinels)
         assert.has_error(function() s.prefix = "q" end, "attempt to update a read-only table")
         -- nodes route elsewhere (cluster); sentinels alone route here
@@ -48,6 +50,8 @@ describe("sentinel (native)", function()
             "invalid connect_timeout: must be a number of milliseconds from 0 to 2147483647 (0: the default)")
         assert.has_error(function() sentinel.new(group.config({ sentinel_cache_ttl = -1 })) end,
             "invalid sentinel_cache_ttl: must be a non-negative number of seconds")
+        assert.has_error(function() sentinel.new(group.config({ sentinel_watch = "yes" })) end,
+            "invalid sentinel_watch: must be a boolean")
         -- numeric strings, as configurations from environment variables have them
         assert.equal(26379, sentinel.new({ sentinels = { { port = "26379" } } }).sentinels[1].port)
     end)

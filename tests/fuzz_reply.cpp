@@ -5,7 +5,9 @@
 // the harness allocate much (fast, bounded memory).
 // The same bytes, as a sentinel's answer to SENTINEL MASTER, must give the same
 // answer (or the same ProtocolError) on the query's in-place fast path as
-// through the reader (the path of a query after AUTH).
+// through the reader (the path of a query after AUTH). And as what a sentinel
+// sends a subscription (sentinel_watch): only ProtocolError or WatchRefused come
+// out, and the events and PING answers counted do not depend on the fragments.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -15,6 +17,7 @@
 #include "errors.hpp"
 #include "resp.hpp"
 #include "sentinel.hpp"
+#include "sentinel_watch.hpp"
 
 // A broken invariant: says which, then crashes (libFuzzer saves the input).
 #define BUG() (std::fprintf(stderr, "invariant broken at %s:%d\n", __FILE__, __LINE__), __builtin_trap())
@@ -100,6 +103,33 @@ void fuzz_sentinel_master(const char* data, std::size_t size, std::size_t piece)
     }
 }
 
+// Feeds data in pieces to a subscription: "fails" on an exception allowed out
+// of it (the connection is then closed: which one may depend on the pieces, as
+// the reader checks all the bytes fed at once), else the counts and the state.
+std::string feed_watch(const char* data, std::size_t size, std::size_t piece) {
+    SentinelWatch watch;
+    watch.subscribe(std::nullopt, std::string("pw"));
+    std::size_t events = 0, pongs = 0;
+    try {
+        for (std::size_t at = 0; at < size; at += piece) {
+            const std::size_t n = size - at < piece ? size - at : piece;
+            const SentinelWatch::Progress p = watch.feed(data + at, n);
+            events += p.events;
+            pongs += p.pongs;
+            if ((p.events || p.pongs) && !watch.subscribed()) BUG();  // counted only once subscribed
+        }
+    } catch (const ProtocolError&) {
+        return "fails";
+    } catch (const WatchRefused&) {
+        return "fails";
+    }
+    return std::to_string(events) + "/" + std::to_string(pongs) + (watch.subscribed() ? "+" : "-");
+}
+
+void fuzz_sentinel_watch(const char* data, std::size_t size, std::size_t piece) {
+    if (feed_watch(data, size, piece) != feed_watch(data, size, size ? size : 1)) BUG();
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t size) {
@@ -119,5 +149,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
     }
     fuzz_reader(data, size, piece, limits);
     fuzz_sentinel_master(data, size, piece);
+    fuzz_sentinel_watch(data, size, piece);
     return 0;
 }

@@ -56,7 +56,16 @@
 -- costs its timeout once, not on every call or retry. When no other sentinel
 -- answers, every sentinel is asked with its full timeouts.
 --
--- The master address is looked up on every call by default: after a failover the
+-- Inside nginx, the sentinels' events are followed (`sentinel_watch`, on by
+-- default; see sentinel_watch.lua): per worker, a subscription (`PSUBSCRIBE *`) to
+-- every sentinel. While all are confirmed, a lookup's answer routes the calls
+-- that follow it until any sentinel publishes any event or a subscription is
+-- lost; the next call then looks up again. A failover begins with `+try-failover`
+-- two sentinel timer ticks or more before the replica is promoted, so from then
+-- on calls are routed by lookups, which see the failover in progress.
+--
+-- Without it (`sentinel_watch = false`, or natively), the master address is looked
+-- up on every call: after a failover the
 -- old master keeps accepting writes for seconds (until the sentinels reconfigure
 -- it), and a client that cached its address would write to a dataset that is about
 -- to be discarded. Over cosockets, concurrent calls of a worker share lookups,
@@ -89,6 +98,8 @@
 -- * `force_auth` (added): `AUTH` on every call, on the data and sentinel connections.
 -- * Methods, results and error handling as `resty.session.hiredis` (`true` from
 --   `set`/`delete`; errors inside a transaction are errors).
+-- * Inside nginx, no round trip to the sentinels while they publish no event
+--   (`sentinel_watch`); upstream asks a sentinel on every call.
 -- * Works in every nginx phase and outside nginx (upstream needs cosockets).
 -- * TLS to the sentinels as upstream: `ssl`, `ssl_verify` and `server_name` (and
 --   `ssl_trusted_certificate`, `ssl_client_cert`, `ssl_client_priv_key`) apply to the
@@ -154,6 +165,10 @@
 -- @tfield[opt] number sentinel_cache_ttl *Extension.* Seconds a master (or replica)
 -- address is reused without asking a sentinel, per worker (default `0`: ask on every
 -- call). Errors that suggest a failover drop it at once.
+-- @tfield[opt] boolean sentinel_watch *Extension.* Inside nginx, follow the sentinels'
+-- events (a subscription per sentinel and worker) and route cosocket calls by the last
+-- lookup's answer until a sentinel publishes an event or a subscription is lost
+-- (default `true`; `false`: a lookup per call).
 -- @tfield[opt] string transport *Extension.* As in `resty.session.hiredis`.
 -- @tfield[opt] boolean pipelining *Extension.* As in `resty.session.hiredis`.
 -- @tfield[opt] number max_reply_size *Extension.* As in `resty.session.hiredis`
