@@ -63,6 +63,7 @@ local series = {}     -- { read = function(stats) -> number, emit = function(del
 local last = {}       -- series[i]'s value at the last push
 local ops, le = {}, {}  -- op names (sorted); the histogram's le values, "+Inf" last
 local max_calls_gauge, max_calls_key
+local subscriptions_gauge, subscriptions_key
 
 local function sorted_keys(t)
     local keys = {}
@@ -126,6 +127,9 @@ local function register(first)
     max_calls_gauge = prom:gauge(NAME .. "pipeline_max_calls",
                                  "Most calls one auto-pipeline write carried, in any worker, since nginx started.")
     max_calls_key = KEY .. "max_calls|"
+    subscriptions_gauge = prom:gauge(NAME .. "sentinel_subscriptions",
+                                     "Subscriptions to the sentinels' events confirmed now, all workers.")
+    subscriptions_key = KEY .. "subscriptions|"
 end
 
 -- Each worker keeps its own largest batch in the dict; the gauge is the largest of them
@@ -141,6 +145,16 @@ local function push_max_calls(s)
         largest = max(largest, dict:get(max_calls_key .. id) or 0)
     end
     max_calls_gauge:set(largest)
+end
+
+-- Each worker keeps its own count in the dict; the gauge is their sum.
+local function push_subscriptions(s)
+    dict:set(subscriptions_key .. ngx.worker.id(), s.sentinel.subscriptions)
+    local total = 0
+    for id = 0, ngx.worker.count() - 1 do
+        total = total + (dict:get(subscriptions_key .. id) or 0)
+    end
+    subscriptions_gauge:set(total)
 end
 
 ---
@@ -161,6 +175,7 @@ function _M.push()
         last[i] = values[i]
     end
     push_max_calls(s)
+    push_subscriptions(s)
 end
 
 local function push_timer(premature)
@@ -207,6 +222,7 @@ function _M.init(opts)
         series[i].emit(0)
     end
     push_max_calls(first)
+    push_subscriptions(first)
 
     local ok, err = ngx.timer.every(interval, push_timer)
     if not ok then

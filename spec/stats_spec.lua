@@ -34,7 +34,7 @@ describe("stats()", function()
             connections = { "opened", "reused", "failed" },
             pipeline = { "batches", "calls", "max_calls" },
             cluster = { "moved", "ask", "retries", "refreshes" },
-            sentinel = { "lookups", "role_mismatches", "master_changes", "events", "watch_failures" },
+            sentinel = { "lookups", "role_mismatches", "master_changes", "events", "watch_failures", "subscriptions" },
         }) do
             for _, f in ipairs(fields) do
                 assert.is_number(s[group][f], group .. "." .. f)

@@ -205,6 +205,8 @@ local function expected(flats)
                 add(N .. 'errors_by_class_total{class="' .. name .. '"}', v)
             elseif key == "pipeline.max_calls" then
                 e[N .. "pipeline_max_calls"] = math.max(e[N .. "pipeline_max_calls"] or 0, v)
+            elseif key == "sentinel.subscriptions" then
+                e[N .. "sentinel_subscriptions"] = (e[N .. "sentinel_subscriptions"] or 0) + v
             elseif group and GROUPS[group] then
                 add(N .. group .. "_" .. name .. "_total", v)
             else

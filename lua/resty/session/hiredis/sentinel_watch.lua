@@ -183,9 +183,11 @@ local function follow(premature, watch, i)
     if sock then
       failures = 0
       watch.live = watch.live + 1
+      counts.sentinel_subscriptions = counts.sentinel_subscriptions + 1
       changed(watch)
       err = listen(watch, state, sock)
       watch.live = watch.live - 1
+      counts.sentinel_subscriptions = counts.sentinel_subscriptions - 1
       changed(watch)
       sock:close()
     end

@@ -39,6 +39,9 @@ local counts = {
   connections = { opened = 0, reused = 0, failed = 0 },   -- cosocket side
   pipeline = { batches = 0, calls = 0, max_calls = 0 },
   sentinel = { lookups = 0, role_mismatches = 0, master_changes = 0, events = 0, watch_failures = 0 },
+  -- a gauge (never zeroed by reset, counted whatever `step`): the sentinels'
+  -- subscriptions confirmed now (sentinel_watch)
+  sentinel_subscriptions = 0,
 }
 _M.counts = counts
 
@@ -79,6 +82,8 @@ function _M.snapshot()
     }
   end
   local cosocket = counts.connections
+  local sentinel = copy(counts.sentinel)
+  sentinel.subscriptions = counts.sentinel_subscriptions
   return {
     ops = ops,
     errors = native.errors,
@@ -94,7 +99,7 @@ function _M.snapshot()
       retries = native["cluster.retries"],
       refreshes = native["cluster.refreshes"],
     },
-    sentinel = copy(counts.sentinel),
+    sentinel = sentinel,
   }
 end
 
