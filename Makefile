@@ -77,7 +77,7 @@ spec:
 STRESS_RUNS ?= 10
 # (a+b: both in one busted under the same servers, in make spec's order)
 STRESS_SPECS ?= spec/cluster/failover_spec.lua spec/sentinel/failover_spec.lua spec/sentinel_spec.lua \
-	spec/nginx/sentinel_spec.lua spec/cluster/native_spec.lua spec/cluster/nginx_spec.lua \
+	spec/nginx/sentinel_spec.lua spec/nginx/sentinel_watch_spec.lua spec/cluster/native_spec.lua spec/cluster/nginx_spec.lua \
 	spec/cluster/reshard_spec.lua spec/cluster/tls_spec.lua spec/cluster/nginx_tls_spec.lua \
 	spec/nginx/sentinel_spec.lua+spec/sentinel/failover_spec.lua+spec/sentinel_spec.lua
 stress: deps build
@@ -124,7 +124,7 @@ SERVERS ?= redis6 redis8 valkey8
 SERVERS_FAILOVER ?= $(SERVERS)
 SERVERS_BUILD ?= build-servers
 SERVERS_SPECS = $(NATIVE_SPECS) $(filter-out $(NATIVE_SPECS),$(wildcard spec/cluster/*_spec.lua)) spec/nginx/sentinel_spec.lua \
-	spec/nginx/sentinel_tls_spec.lua spec/sentinel/failover_spec.lua
+	spec/nginx/sentinel_tls_spec.lua spec/nginx/sentinel_watch_spec.lua spec/sentinel/failover_spec.lua
 servers: deps build
 	LUAJIT=$(LUAJIT) BUSTED=$(BUSTED) SERVERS_DIR=$(SERVERS_BUILD) \
 		.ci/servers.sh --failover "$(SERVERS_FAILOVER)" $(SERVERS) -- $(SERVERS_SPECS)

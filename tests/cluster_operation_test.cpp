@@ -3,6 +3,8 @@
 // CLUSTERDOWN and node failures lead to.
 #include <gtest/gtest.h>
 
+#include "resp_text.hpp"
+
 #include <initializer_list>
 #include <string>
 #include <vector>
@@ -16,12 +18,7 @@ using rsh::ClusterOperation;
 using rsh::NodeAddress;
 using rsh::Result;
 using std::string;
-
-string cmd(std::initializer_list<string> args) {
-    string out = "*" + std::to_string(args.size()) + "\r\n";
-    for (const auto& a : args) out += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
-    return out;
-}
+using rsh_test::cmd;
 
 std::vector<rsh::ReplyPtr> replies(const string& bytes) {
     rsh::ReplyReader reader;

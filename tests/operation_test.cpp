@@ -2,6 +2,8 @@
 // as RESP bytes in fragments, and the Result each call ends with.
 #include <gtest/gtest.h>
 
+#include "resp_text.hpp"
+
 #include <algorithm>
 #include <functional>
 #include <initializer_list>
@@ -25,15 +27,11 @@ using rsh::ReadMetadataArgs;
 using rsh::Result;
 using rsh::SetArgs;
 using std::string;
+using rsh_test::cmd;
+using rsh_test::bulk;
 
 // Our own RESP encoder, independent of CommandBuffer.
-string cmd(std::initializer_list<string> args) {
-    string out = "*" + std::to_string(args.size()) + "\r\n";
-    for (const auto& a : args) out += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
-    return out;
-}
 
-string bulk(const string& s) { return "$" + std::to_string(s.size()) + "\r\n" + s + "\r\n"; }
 const string kOk = "+OK\r\n";
 const string kQueued = "+QUEUED\r\n";
 string queued(int n) {

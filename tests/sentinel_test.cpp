@@ -4,6 +4,8 @@
 // ROLE checked in a handshake.
 #include <gtest/gtest.h>
 
+#include "resp_text.hpp"
+
 #include <algorithm>
 #include <initializer_list>
 #include <stdexcept>
@@ -19,14 +21,8 @@ namespace {
 using rsh::SentinelAnswer;
 using rsh::SentinelQuery;
 using std::string;
-
-string cmd(std::initializer_list<string> args) {
-    string out = "*" + std::to_string(args.size()) + "\r\n";
-    for (const auto& a : args) out += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
-    return out;
-}
-
-string bulk(const string& s) { return "$" + std::to_string(s.size()) + "\r\n" + s + "\r\n"; }
+using rsh_test::cmd;
+using rsh_test::bulk;
 
 string array(std::initializer_list<string> items) {
     string out = "*" + std::to_string(items.size()) + "\r\n";

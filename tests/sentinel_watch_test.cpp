@@ -2,6 +2,8 @@
 // confirmation, events and PING answers fed in fragments, refusals.
 #include <gtest/gtest.h>
 
+#include "resp_text.hpp"
+
 #include <initializer_list>
 #include <string>
 
@@ -12,12 +14,7 @@ namespace {
 
 using rsh::SentinelWatch;
 using std::string;
-
-string cmd(std::initializer_list<string> args) {
-    string out = "*" + std::to_string(args.size()) + "\r\n";
-    for (const auto& a : args) out += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
-    return out;
-}
+using rsh_test::cmd;
 
 const string kConfirmed = "*3\r\n$10\r\npsubscribe\r\n$1\r\n*\r\n:1\r\n";
 

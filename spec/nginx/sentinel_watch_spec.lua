@@ -1,13 +1,15 @@
 -- sentinel_watch inside a real nginx, against the real sentinel group
 -- (spec/support/with-sentinels.sh): with every sentinel's events followed, cosocket
 -- calls reuse a lookup's answer until a sentinel publishes an event or a
--- subscription is lost, then look up again; sentinel_watch = false looks up on
--- every call; a sentinel that refuses the subscription leaves the lookups on,
--- with a warning. TLS sentinels: spec/nginx/sentinel_tls_spec.lua. Failovers under writers (the watch on by default):
--- spec/sentinel/failover_spec.lua.
+-- subscription is lost (closed by the sentinel, or a stalled sentinel's PING
+-- unanswered), then look up again; sentinel_watch = false looks up on every call;
+-- a sentinel that refuses the subscription leaves the lookups on, with a warning.
+-- TLS sentinels: spec/nginx/sentinel_tls_spec.lua. Failovers under writers (the
+-- watch on by default): spec/sentinel/failover_spec.lua.
 local h = require "helpers"
 local nginx = require "nginx"
 local group = require "sentinel_group"
+local files = require "files"
 
 if not group.available then
     describe("sentinel watch in nginx", function()
@@ -61,12 +63,17 @@ describe("sentinel watch in nginx", function()
         return res[1].delta
     end
 
+    -- The worker's sentinel counters now.
+    local function sentinel_stats()
+        return srv:run("content", "return H.hiredis.stats().sentinel")[1]
+    end
+
     -- Polls until a call of the storage makes no lookup: every subscription
     -- confirmed, and an answer kept since.
-    local function until_followed(cfg, label)
+    local function until_followed(cfg, label, timeout_ms)
         assert.is_true(h.wait_until(function()
             return calls(cfg, label, 1).lookups == 0
-        end, 10000), "calls never stopped looking up")
+        end, timeout_ms or 10000), "calls never stopped looking up")
     end
 
     it("reuses a lookup's answer while no sentinel publishes an event", function()
@@ -76,21 +83,27 @@ describe("sentinel watch in nginx", function()
         local d = calls(cfg, label, 50)
         assert.equal(0, d.lookups)
         assert.equal(0, d.events)
+        -- quiet for longer than a subscription may carry nothing (3 s): the PINGs keep
+        -- every one, and nginx logs no cosocket read timeout for them
+        local before = sentinel_stats()
+        h.sleep(3500)
+        local after = sentinel_stats()
+        assert.equal(before.subscriptions, after.subscriptions)
+        assert.equal(before.watch_failures, after.watch_failures)
+        assert.equal(0, calls(cfg, label, 5).lookups)
+        assert.is_nil(srv:error_log():find("timed out", 1, true))
     end)
 
     it("looks up again after an event, once, then reuses the new answer", function()
         local cfg, label = group.config(), h.unique("event")
         calls(cfg, label, 1)
         until_followed(cfg, label)
-        local function events()
-            return srv:run("content", "return H.hiredis.stats().sentinel.events")[1]
-        end
-        local before = events()
+        local before = sentinel_stats().events
         -- an event of sentinel 3: SENTINEL SET publishes +set
         local s = group.raw_sentinel(3)
         assert.equal("OK", s:call("SENTINEL", "SET", "mymaster", "down-after-milliseconds", "2000"))
         s:close()
-        assert.is_true(h.wait_until(function() return events() > before end, 5000),
+        assert.is_true(h.wait_until(function() return sentinel_stats().events > before end, 5000),
                        "the event never reached the worker")
         -- the next call looks up; the ones after it reuse its answer
         assert.equal(1, calls(cfg, label, 1).lookups)
@@ -101,9 +114,6 @@ describe("sentinel watch in nginx", function()
         local cfg, label = group.config(), h.unique("lost")
         calls(cfg, label, 1)
         until_followed(cfg, label)
-        local function sentinel_stats()
-            return srv:run("content", "return H.hiredis.stats().sentinel")[1]
-        end
         local before = sentinel_stats()
         assert.is_true(before.subscriptions >= #group.sentinels())
         -- the sentinel drops its subscribers (this worker's subscription among them)
@@ -124,6 +134,36 @@ describe("sentinel watch in nginx", function()
         assert.equal(before.subscriptions, after.subscriptions)
         assert.equal(before.watch_failures + 1, after.watch_failures)
         assert.matches("events not followed %(closed%)", srv:error_log())
+    end)
+
+    it("looks up while a stalled sentinel leaves its PING unanswered, follows again once it answers", function()
+        local cfg = group.config({ connect_timeout = 300, send_timeout = 300, read_timeout = 300 })
+        local label = h.unique("stalled")
+        calls(cfg, label, 1)
+        until_followed(cfg, label)
+        local before = sentinel_stats()
+        local f = assert(io.open(group.dir .. "/sentinel2.pid"))
+        local pid = assert(f:read("*n"))
+        f:close()
+        assert.is_true(files.sh("kill -STOP " .. pid))
+        local ok, err = pcall(function()
+            -- its connection stays open and quiet: a PING, unanswered by the next quiet second
+            assert.is_true(h.wait_until(function()
+                return sentinel_stats().subscriptions < before.subscriptions
+            end, 5000), "the stalled sentinel's subscription was never seen lost")
+            -- calls go on (the stalled sentinel costs a lookup its read timeout once), each
+            -- looking up while the subscription stays lost
+            local d = calls(cfg, label, 3)
+            if d.subscriptions_after == d.subscriptions_before then
+                assert.equal(3, d.lookups)
+            end
+        end)
+        files.sh("kill -CONT " .. pid)
+        assert(ok, err)
+        -- made again at its next try (2 s after the loss, then 4 s)
+        until_followed(cfg, label, 15000)
+        assert.matches("events not followed %(no answer to PING", srv:error_log())
+        group.wait_stable(30)
     end)
 
     it("looks up on every call with sentinel_watch = false", function()

@@ -19,9 +19,9 @@
 -- blind spot for both (its events, or its answers, are missing); any
 -- subscription not confirmed makes calls look up again.
 --
--- A connection that stays quiet for PING_SECONDS gets a PING; one whose PING is
--- unanswered by the next quiet period counts as lost (a hung sentinel, a
--- silently dropped connection). A subscription that cannot be made (refused,
+-- Each subscribed connection gets a PING every PING_SECONDS; one that carries
+-- nothing, not even the answers, for QUIET_LIMIT_SECONDS counts as lost (a hung
+-- sentinel, a silently dropped connection). A subscription that cannot be made (refused,
 -- unreachable) is tried again after 2 s, doubling up to 60 s, with a warning
 -- in the error log on the first failure of a series. Each sentinel's
 -- subscription runs in a timer of its own, which ends once no call consulted the
@@ -50,11 +50,13 @@ local now = ngx.now
 local log = ngx.log
 local WARN = ngx.WARN
 local sleep = ngx.sleep
+local spawn, kill = ngx.thread.spawn, ngx.thread.kill
 
 local _M = {}
 
 local RECEIVE_SIZE = 4096
 local PING_SECONDS = 1
+local QUIET_LIMIT_SECONDS = 3
 local IDLE_SECONDS = 60
 local RETRY_AFTER, RETRY_AFTER_MAX = 2, 60
 
@@ -123,40 +125,62 @@ local function subscribe(state, target)
   return nil, err
 end
 
--- Reads the subscribed connection until it fails (returns why) or the watch
--- stops (returns nil).
-local function listen(watch, state, sock)
-  sock:settimeout(PING_SECONDS * 1000)
-  local pinged = false
-  while true do
-    local data, err = sock:receiveany(RECEIVE_SIZE)
-    if data then
-      local subscribed, events, pongs = state:feed(data)
-      if subscribed == nil then
-        return events
-      end
-      if events > 0 then
-        changed(watch)
-        counted_sentinel.events = counted_sentinel.events + events * counts.step
-      end
-      if pongs > 0 then
-        pinged = false
-      end
-    elseif err ~= "timeout" then
-      return err
-    elseif pinged then
-      return "no answer to PING within " .. PING_SECONDS .. " s"
-    elseif stopping(watch) then
-      return nil
-    else
-      local sent
-      sent, err = sock:send(state:ping())
-      if not sent then
-        return err
-      end
-      pinged = true
+-- Sends a PING every PING_SECONDS while the reader (listen) waits: a light
+-- thread of its own, as a cosocket is full-duplex. (A read timeout per quiet
+-- second would do it in one thread, but nginx logs each cosocket read timeout
+-- at error level.) Once the watch stops, it sends a last PING and asks the
+-- reader to end at its answer.
+local function ping_loop(watch, state, sock, link)
+  while not link.done do
+    sleep(PING_SECONDS)
+    if link.done then
+      return
+    end
+    link.stop = stopping(watch)
+    local sent, err = sock:send(state:ping())
+    if not sent then
+      link.err = err  -- (the reader sees the connection fail too)
+      return
+    end
+    if link.stop then
+      return
     end
   end
+end
+
+-- Reads the subscribed connection until it fails (returns why) or the watch
+-- stops (returns nil). A connection that carried nothing, not even a PING's
+-- answer, for QUIET_LIMIT_SECONDS is lost (a hung sentinel, a dropped link).
+local function listen(watch, state, sock)
+  sock:settimeout(QUIET_LIMIT_SECONDS * 1000)
+  local link = { done = false, stop = false, err = nil }
+  local pinger = spawn(ping_loop, watch, state, sock, link)
+  local err
+  while true do
+    local data
+    data, err = sock:receiveany(RECEIVE_SIZE)
+    if not data then
+      if err == "timeout" then
+        err = "no answer to PING within " .. QUIET_LIMIT_SECONDS .. " s"
+      end
+      break
+    end
+    local subscribed, events, pongs = state:feed(data)
+    if subscribed == nil then
+      err = events
+      break
+    end
+    if events > 0 then
+      changed(watch)
+      counted_sentinel.events = counted_sentinel.events + events * counts.step
+    end
+    if link.stop and pongs > 0 then
+      break  -- (err: nil)
+    end
+  end
+  link.done = true
+  kill(pinger)  -- (asleep, or done)
+  return link.err or err
 end
 
 -- Waits `seconds`, or less once the watch stops (checked every PING_SECONDS).
@@ -191,7 +215,7 @@ local function follow(premature, watch, i)
       changed(watch)
       sock:close()
     end
-    if err then
+    if err and not stopping(watch) then
       counted_sentinel.watch_failures = counted_sentinel.watch_failures + counts.step
       if failures == 0 then
         log(WARN, "sentinel ", target.host, ":", target.port, ": events not followed (",
