@@ -132,6 +132,20 @@ local function register(first)
     subscriptions_key = KEY .. "subscriptions|"
 end
 
+-- The values every worker keeps in the dict under `prefix` .. its id, folded by
+-- `combine` from 0.
+local function across_workers(prefix, combine)
+    local acc = 0
+    for id = 0, ngx.worker.count() - 1 do
+        acc = combine(acc, dict:get(prefix .. id) or 0)
+    end
+    return acc
+end
+
+local function add(a, b)
+    return a + b
+end
+
 -- Each worker keeps its own largest batch in the dict; the gauge is the largest of them
 -- (a read-then-set of one shared value would lose a race between two workers).
 local function push_max_calls(s)
@@ -140,21 +154,13 @@ local function push_max_calls(s)
     if mine > (dict:get(own) or 0) then
         dict:set(own, mine)
     end
-    local largest = 0
-    for id = 0, ngx.worker.count() - 1 do
-        largest = max(largest, dict:get(max_calls_key .. id) or 0)
-    end
-    max_calls_gauge:set(largest)
+    max_calls_gauge:set(across_workers(max_calls_key, max))
 end
 
 -- Each worker keeps its own count in the dict; the gauge is their sum.
 local function push_subscriptions(s)
     dict:set(subscriptions_key .. ngx.worker.id(), s.sentinel.subscriptions)
-    local total = 0
-    for id = 0, ngx.worker.count() - 1 do
-        total = total + (dict:get(subscriptions_key .. id) or 0)
-    end
-    subscriptions_gauge:set(total)
+    subscriptions_gauge:set(across_workers(subscriptions_key, add))
 end
 
 ---

@@ -1,7 +1,5 @@
 #include "sentinel_watch.hpp"
 
-#include "errors.hpp"
-
 namespace rsh {
 namespace {
 
@@ -28,8 +26,7 @@ std::string_view SentinelWatch::subscribe(const std::optional<std::string>& user
     }
     commands_.add({"PSUBSCRIBE", "*"});
     subscribed_ = false;
-    reader_.reset();
-    reader_.emplace();
+    reader_.emplace();  // (a new one: the old may hold bytes, or have failed)
     return commands_.bytes();
 }
 

@@ -7,19 +7,20 @@
 
 #include <cstddef>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 
 #include "commands.hpp"
+#include "errors.hpp"
 #include "resp.hpp"
 
 namespace rsh {
 
 // An error reply to AUTH or PSUBSCRIBE (a wrong password, an ACL user without
-// the channel permission): the subscription cannot be made on this connection.
-struct WatchRefused : std::runtime_error {
-    using std::runtime_error::runtime_error;
+// the channel permission): the subscription cannot be made on this connection,
+// which is to be closed.
+struct WatchRefused : IoError {
+    using IoError::IoError;
 };
 
 class SentinelWatch {

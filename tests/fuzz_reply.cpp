@@ -48,14 +48,20 @@ void encode(const Reply& r, std::string& out, bool& has_nil) {
     }
 }
 
+// Calls feed(at, n) for each piece of the input, in order: [at, at + n) of at
+// most `piece` bytes.
+template <typename Feed>
+void in_pieces(std::size_t size, std::size_t piece, Feed feed) {
+    for (std::size_t at = 0; at < size; at += piece) feed(at, size - at < piece ? size - at : piece);
+}
+
 // Canonical numbers and CRLFs are enforced, so each reply handed out re-encodes
 // to exactly the bytes it came from (a nil, "$-1" or "*-1", to as many bytes).
 void fuzz_reader(const char* data, std::size_t size, std::size_t piece, const ReaderLimits& limits) {
     ReplyReader reader(limits);
     std::size_t consumed = 0;  // input bytes of the replies handed out
     try {
-        for (std::size_t at = 0; at < size; at += piece) {
-            const std::size_t n = size - at < piece ? size - at : piece;
+        in_pieces(size, piece, [&](std::size_t at, std::size_t n) {
             reader.feed(data + at, n);
             while (ReplyPtr reply = reader.next()) {
                 std::string wire;
@@ -65,7 +71,7 @@ void fuzz_reader(const char* data, std::size_t size, std::size_t piece, const Re
                 if (!has_nil && wire.compare(0, wire.size(), data + consumed, wire.size()) != 0) BUG();
                 consumed += wire.size();
             }
-        }
+        });
         if (reader.between_replies() && (consumed != size || reader.has_pending_bytes())) BUG();
     } catch (const ProtocolError&) {
     }
@@ -76,10 +82,7 @@ void fuzz_reader(const char* data, std::size_t size, std::size_t piece, const Re
 std::string feed_query(SentinelQuery& query, const char* data, std::size_t size, std::size_t piece) {
     try {
         bool done = false;
-        for (std::size_t at = 0; at < size; at += piece) {
-            const std::size_t n = size - at < piece ? size - at : piece;
-            done = query.feed(data + at, n);
-        }
+        in_pieces(size, piece, [&](std::size_t at, std::size_t n) { done = query.feed(data + at, n); });
         return done ? "done" : "pending";
     } catch (const ProtocolError&) {
         return "throws";
@@ -111,13 +114,12 @@ std::string feed_watch(const char* data, std::size_t size, std::size_t piece) {
     watch.subscribe(std::nullopt, std::string("pw"));
     std::size_t events = 0, pongs = 0;
     try {
-        for (std::size_t at = 0; at < size; at += piece) {
-            const std::size_t n = size - at < piece ? size - at : piece;
+        in_pieces(size, piece, [&](std::size_t at, std::size_t n) {
             const SentinelWatch::Progress p = watch.feed(data + at, n);
             events += p.events;
             pongs += p.pongs;
             if ((p.events || p.pongs) && !watch.subscribed()) BUG();  // counted only once subscribed
-        }
+        });
     } catch (const ProtocolError&) {
         return "fails";
     } catch (const WatchRefused&) {

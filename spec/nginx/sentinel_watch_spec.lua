@@ -94,6 +94,17 @@ describe("sentinel watch in nginx", function()
         assert.is_nil(srv:error_log():find("timed out", 1, true))
     end)
 
+    it("reuses a lookup's replicas with role = \"slave\" (a replica picked per call)", function()
+        local cfg, label = group.config({ role = "slave" }), h.unique("replicas")
+        -- (the session written on the master in setup, once on the replica)
+        local r = group.raw_server(group.replica_port())
+        assert.is_true(h.wait_until(function() return r:call("GET", name .. ":k") == "v" end, 5000))
+        r:close()
+        assert.equal(1, calls(cfg, label, 1).lookups)  -- the first call looks up
+        until_followed(cfg, label)
+        assert.equal(0, calls(cfg, label, 20).lookups)
+    end)
+
     it("looks up again after an event, once, then reuses the new answer", function()
         local cfg, label = group.config(), h.unique("event")
         calls(cfg, label, 1)

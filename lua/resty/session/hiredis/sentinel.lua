@@ -794,27 +794,42 @@ end
 -- A call parked on a lookup that did not end in time looks up on its own.
 local ALONE = {}
 
--- The server to use: host, port, promoted, or nil, err. `flight`: an ended
--- lookup that began after the call arrived (it parked there), whose answer
--- routes it, or ALONE.
-local function resolve(self, over_cosocket, flight)
+-- A healthy replica of a lookup's answer, at random: host, port, or nil, err.
+local function pick_replica(replicas)
+  if #replicas == 0 then
+    return nil, "no slaves available"
+  end
+  local pick = replicas[random(#replicas)]
+  return pick.host, pick.port
+end
+
+-- The address an earlier lookup left that still routes calls: the one cached for
+-- sentinel_cache_ttl, else sentinel_watch's answer while no sentinel published an
+-- event. host, port; nil, err (role "slave": no replica in it); nothing when the
+-- call is to be routed by a lookup.
+local function kept_address(self)
   local cached = self.cached
   if cached and now() < cached.expires then
     return cached.host, cached.port
   end
-  local host, port, promoted
   local watched = self.watched
   if watched and sentinel_watch.current(self.watch, watched.generation) then
     if self.role == "master" then
       return watched.a, watched.b
     end
-    local replicas = watched.a
-    if #replicas == 0 then
-      return nil, "no slaves available"
-    end
-    local pick = replicas[random(#replicas)]
-    return pick.host, pick.port
+    return pick_replica(watched.a)
   end
+end
+
+-- The server to use: host, port, promoted, or nil, err. `flight`: an ended
+-- lookup that began after the call arrived (it parked there), whose answer
+-- routes it, or ALONE.
+local function resolve(self, over_cosocket, flight)
+  local host, port = kept_address(self)
+  if host or port then
+    return host, port  -- (nil, err: no replica in the answer kept)
+  end
+  local promoted
   if self.role == "master" then
     if flight == ALONE then
       host, port, promoted = ask_counted(self, "master", over_cosocket)
@@ -831,11 +846,10 @@ local function resolve(self, over_cosocket, flight)
     if not replicas then
       return nil, err
     end
-    if #replicas == 0 then
-      return nil, "no slaves available"
+    host, port = pick_replica(replicas)
+    if not host then
+      return nil, port
     end
-    local pick = replicas[random(#replicas)]
-    host, port = pick.host, pick.port
   end
   if self.cache_ttl > 0 and not promoted then
     self.cached = { host = host, port = port, expires = now() + self.cache_ttl }
@@ -961,13 +975,8 @@ local function parked_call(self, method, a, b, c, d, e, f, g, h, j)
   if not entry or entry.suspect or self.role ~= "master" or not pipelines(entry.view) then
     return
   end
-  local cached = self.cached
-  if cached and now() < cached.expires then
-    return
-  end
-  local watched = self.watched
-  if watched and sentinel_watch.current(self.watch, watched.generation) then
-    return  -- routed by the answer kept (see resolve)
+  if kept_address(self) then
+    return  -- routed without a lookup (see resolve)
   end
   local flight = next_flight(self)
   if not flight then
