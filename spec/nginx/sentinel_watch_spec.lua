@@ -76,10 +76,18 @@ describe("sentinel watch in nginx", function()
         end, timeout_ms or 10000), "calls never stopped looking up")
     end
 
-    it("reuses a lookup's answer while no sentinel publishes an event", function()
-        local cfg, label = group.config(), h.unique("followed")
-        assert.equal(1, calls(cfg, label, 1).lookups)  -- the first call looks up
+    -- A storage on cfg (labelled tag) routed by a kept answer: its first call looks
+    -- up, then its calls are polled until they stop looking up. Its label.
+    local function followed(cfg, tag)
+        local label = h.unique(tag)
+        assert.equal(1, calls(cfg, label, 1).lookups)
         until_followed(cfg, label)
+        return label
+    end
+
+    it("reuses a lookup's answer while no sentinel publishes an event", function()
+        local cfg = group.config()
+        local label = followed(cfg, "followed")
         local d = calls(cfg, label, 50)
         assert.equal(0, d.lookups)
         assert.equal(0, d.events)
@@ -95,20 +103,18 @@ describe("sentinel watch in nginx", function()
     end)
 
     it("reuses a lookup's replicas with role = \"slave\" (a replica picked per call)", function()
-        local cfg, label = group.config({ role = "slave" }), h.unique("replicas")
+        local cfg = group.config({ role = "slave" })
         -- (the session written on the master in setup, once on the replica)
         local r = group.raw_server(group.replica_port())
         assert.is_true(h.wait_until(function() return r:call("GET", name .. ":k") == "v" end, 5000))
         r:close()
-        assert.equal(1, calls(cfg, label, 1).lookups)  -- the first call looks up
-        until_followed(cfg, label)
+        local label = followed(cfg, "replicas")
         assert.equal(0, calls(cfg, label, 20).lookups)
     end)
 
     it("looks up again after an event, once, then reuses the new answer", function()
-        local cfg, label = group.config(), h.unique("event")
-        calls(cfg, label, 1)
-        until_followed(cfg, label)
+        local cfg = group.config()
+        local label = followed(cfg, "event")
         local before = sentinel_stats().events
         -- an event of sentinel 3: SENTINEL SET publishes +set
         local s = group.raw_sentinel(3)
@@ -122,9 +128,8 @@ describe("sentinel watch in nginx", function()
     end)
 
     it("looks up on every call while a subscription is lost, until it is made again", function()
-        local cfg, label = group.config(), h.unique("lost")
-        calls(cfg, label, 1)
-        until_followed(cfg, label)
+        local cfg = group.config()
+        local label = followed(cfg, "lost")
         local before = sentinel_stats()
         assert.is_true(before.subscriptions >= #group.sentinels())
         -- the sentinel drops its subscribers (this worker's subscription among them)
@@ -149,9 +154,7 @@ describe("sentinel watch in nginx", function()
 
     it("looks up while a stalled sentinel leaves its PING unanswered, follows again once it answers", function()
         local cfg = group.config({ connect_timeout = 300, send_timeout = 300, read_timeout = 300 })
-        local label = h.unique("stalled")
-        calls(cfg, label, 1)
-        until_followed(cfg, label)
+        local label = followed(cfg, "stalled")
         local before = sentinel_stats()
         local f = assert(io.open(group.dir .. "/sentinel2.pid"))
         local pid = assert(f:read("*n"))
