@@ -154,7 +154,7 @@ describe("durability (native)", function()
             return
         end
         it("every node a write touches waits for its replica", function()
-            assert.is_true(kit.wait_stable(15000))
+            assert(kit.wait_stable(15000))
             local s = hiredis.new(kit.config({ prefix = "durable", wait_replicas = 1, wait_timeout = 2000 }))
             local name = h.unique("cdurable")
             local now = os.time()

@@ -65,7 +65,8 @@ describe("cluster failover: write loss", function()
     -- Runs one scenario: trigger(master, replica), recover(master) once the
     -- replica accepts writes; opts.outage: every writer must see failed calls.
     local function scenario(title, trigger, recover, opts)
-        assert.is_true(kit.wait_stable(60000, nil, true), "cluster not stable with linked replicas")
+        local stable, why = kit.wait_stable(60000, nil, true)
+        assert(stable, "cluster not stable with linked replicas: " .. tostring(why))
         local tag = "fo" .. math.random(1e9)
         local slot = core.key_slot("{" .. tag .. "}")
         local master = kit.owner(slot)
@@ -79,8 +80,8 @@ describe("cluster failover: write loss", function()
             recover = function() recover(master) end,
             on_tick = opts.on_tick and function(elapsed) opts.on_tick(elapsed, replica) end,
             wait_stable = function()
-                assert(kit.wait_stable(60000, nil, true),
-                       title .. ": cluster not stable (every node ok, agreeing, replicas linked) within 60 s")
+                local stable, why = kit.wait_stable(60000, nil, true)
+                assert(stable, title .. ": cluster not stable within 60 s: " .. tostring(why))
                 assert.equal(replica, kit.owner(slot))
                 assert.equal("slave", (kit.call(master, "ROLE") or {})[1])
                 return replica

@@ -33,7 +33,7 @@ end
 
 describe("cluster resharding", function()
     after_each(function()
-        assert.is_true(kit.wait_stable(10000))
+        assert(kit.wait_stable(10000))
     end)
 
     it("follows MOVED after a live reshard and patches the slot map (counted in stats)", function()

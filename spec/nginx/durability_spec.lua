@@ -164,7 +164,7 @@ describe("durability in nginx", function()
                 pending(kit.skip_reason)
                 return
             end
-            assert.is_true(kit.wait_stable(15000))
+            assert(kit.wait_stable(15000))
             local name = h.unique("ngx-cdurable")
             local res = srv:run(case.phase, EVERY_METHOD, {
                 cfg = config(kit.config({ prefix = "ndurable", wait_replicas = 1, wait_timeout = 2000 }), case),

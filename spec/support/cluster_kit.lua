@@ -83,32 +83,40 @@ function _M.key_call(key, ...)
     return _M.call(_M.owner(slot), ...)
 end
 
--- True when the master on port has a replica whose link is up and synced.
-local function has_linked_replica(port)
-    local role = _M.call(port, "ROLE")
-    if type(role) ~= "table" or role[1] ~= "master" then return false end
+-- nil when the master on port has a replica whose link is up and synced, else why not.
+local function replica_problem(port)
+    local role, err = _M.call(port, "ROLE")
+    if type(role) ~= "table" then return string.format("master %d: ROLE: %s", port, tostring(err)) end
+    if role[1] ~= "master" then return string.format("master %d: ROLE says %s", port, tostring(role[1])) end
+    local seen = {}
     for _, replica in ipairs(role[3] or {}) do
         local info = _M.call(tonumber(replica[2]), "INFO", "replication")
         if info and info:find("master_link_status:up", 1, true)
            and info:find("master_sync_in_progress:0", 1, true)
            and info:find("master_port:" .. port .. "\r", 1, true) then
-            return true
+            return nil
         end
+        seen[#seen + 1] = string.format("%s (%s, %s)", tostring(replica[2]),
+            info and info:match("master_link_status:%w+") or "no INFO",
+            info and info:match("master_port:%d+") or "?")
     end
-    return false
+    return string.format("master %d: no linked, synced replica among [%s]", port, table.concat(seen, ", "))
 end
 
--- One look at the cluster: every node in ports (default: all) says
--- cluster_state:ok and names the same owner for every slot; with
--- want_replicas, every master also has a linked, synced replica.
-function _M.is_stable(ports, want_replicas)
+-- One look at the cluster: nil when every node in ports (default: all) says
+-- cluster_state:ok and names the same owner for every slot and, with
+-- want_replicas, every master also has a linked, synced replica; else why not.
+function _M.unstable_reason(ports, want_replicas)
     ports = ports or _M.ports
-    local reference, masters
+    local reference, reference_port, masters
     for _, port in ipairs(ports) do
-        local info = _M.call(port, "CLUSTER", "INFO")
-        if not info or not info:find("cluster_state:ok", 1, true) then return false end
-        local slots = _M.call(port, "CLUSTER", "SLOTS")
-        if type(slots) ~= "table" then return false end
+        local info, err = _M.call(port, "CLUSTER", "INFO")
+        if not info then return string.format("node %d: CLUSTER INFO: %s", port, tostring(err)) end
+        if not info:find("cluster_state:ok", 1, true) then
+            return string.format("node %d: %s", port, info:match("cluster_state:%w+") or "no cluster_state")
+        end
+        local slots, serr = _M.call(port, "CLUSTER", "SLOTS")
+        if type(slots) ~= "table" then return string.format("node %d: CLUSTER SLOTS: %s", port, tostring(serr)) end
         local sig, seen = {}, {}
         for _, range in ipairs(slots) do
             sig[#sig + 1] = range[1] .. "-" .. range[2] .. "@" .. range[3][2]
@@ -116,25 +124,64 @@ function _M.is_stable(ports, want_replicas)
         end
         table.sort(sig)
         sig = table.concat(sig, ",")
-        if reference and sig ~= reference then return false end
-        reference, masters = sig, seen
+        if reference and sig ~= reference then
+            return string.format("nodes %d and %d disagree on the slots: %s | %s", reference_port, port,
+                                 reference, sig)
+        end
+        reference, reference_port, masters = sig, port, seen
     end
     if want_replicas then
         for port in pairs(masters or {}) do
-            if not has_linked_replica(port) then return false end
+            local problem = replica_problem(port)
+            if problem then return problem end
         end
     end
-    return true
+    return nil
 end
 
--- Polls is_stable; true, or false after timeout_ms (default 10 s).
+function _M.is_stable(ports, want_replicas)
+    return _M.unstable_reason(ports, want_replicas) == nil
+end
+
+-- What each node says of the cluster (CLUSTER NODES, INFO replication) and the
+-- end of its log: written to stderr when the cluster does not settle.
+function _M.describe(log_lines)
+    local out = {}
+    for _, port in ipairs(_M.ports) do
+        out[#out + 1] = string.format("--- node %d", port)
+        local nodes, err = _M.call(port, "CLUSTER", "NODES")
+        out[#out + 1] = type(nodes) == "string" and nodes or ("CLUSTER NODES: " .. tostring(err))
+        local repl = _M.call(port, "INFO", "replication")
+        if type(repl) == "string" then
+            out[#out + 1] = (repl:gsub("\r\n", " "):gsub("slave_read_repl_offset[^ ]*", ""))
+        end
+        local f = _M.dir and io.open(string.format("%s/%d.log", _M.dir, port))
+        if f then
+            local lines = {}
+            for line in f:lines() do
+                lines[#lines + 1] = line
+                if #lines > (log_lines or 25) then table.remove(lines, 1) end
+            end
+            f:close()
+            out[#out + 1] = table.concat(lines, "\n")
+        end
+    end
+    return table.concat(out, "\n")
+end
+
+-- Polls unstable_reason: true, or false and the last reason after timeout_ms
+-- (default 10 s), having written describe() to stderr.
 function _M.wait_stable(timeout_ms, ports, want_replicas)
     local deadline = _M.now() + (timeout_ms or 10000) / 1000
+    local reason
     repeat
-        if _M.is_stable(ports, want_replicas) then return true end
+        reason = _M.unstable_reason(ports, want_replicas)
+        if not reason then return true end
         _M.sleep(50)
     until _M.now() > deadline
-    return false
+    io.stderr:write(string.format("\n[cluster_kit] not stable within %d ms: %s\n%s\n", timeout_ms or 10000,
+                                  reason, _M.describe()))
+    return false, reason
 end
 
 -- The pid of the node on port (its pid file).
