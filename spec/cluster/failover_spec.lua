@@ -80,8 +80,8 @@ describe("cluster failover: write loss", function()
             recover = function() recover(master) end,
             on_tick = opts.on_tick and function(elapsed) opts.on_tick(elapsed, replica) end,
             wait_stable = function()
-                local stable, why = kit.wait_stable(60000, nil, true)
-                assert(stable, title .. ": cluster not stable within 60 s: " .. tostring(why))
+                local settled, reason = kit.wait_stable(60000, nil, true)
+                assert(settled, title .. ": cluster not stable within 60 s: " .. tostring(reason))
                 assert.equal(replica, kit.owner(slot))
                 assert.equal("slave", (kit.call(master, "ROLE") or {})[1])
                 return replica
