@@ -366,7 +366,7 @@ TEST(ClusterOperation, RedirectionsAreCapped) {
     args.name = "session";
     args.key = "abc";
     ClusterOperation op;
-    op.start(loaded, naming, three_masters(), {2, 3});
+    op.start(loaded, naming, three_masters(), {2, 3, {}});
     for (int i = 0; i < 3; ++i) {
         ASSERT_TRUE(op.plan_round());
         auto moved = replies(i % 2 ? "-MOVED 8350 b:2\r\n" : "-MOVED 8350 c:3\r\n");
@@ -428,7 +428,7 @@ TEST(ClusterOperation, NodeFailuresRetryUpToMaxConnectionAttempts) {
     args.name = "session";
     args.key = "abc";
     ClusterOperation op;
-    op.start(loaded, naming, three_masters(), {5, 2});
+    op.start(loaded, naming, three_masters(), {5, 2, {}});
     ASSERT_TRUE(op.plan_round());
     op.node_failed(0, "connection refused", true);
     auto outcome = op.end_round();
