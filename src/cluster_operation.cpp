@@ -139,7 +139,9 @@ void ClusterOperation::build() {
     last_retry_error_.clear();
     retrying_ = false;
     finished_ = false;
-    result_ = Result{};
+    result_.kind = Result::Kind::Ok;
+    result_.text.clear();
+    result_.version = 0;  // (the map keeps its pairs for the next read_metadata: see read_score_map)
     answer_ = Answer::Ok;
 
     if (const SetArgs* set = loaded.set_args()) {
@@ -331,15 +333,8 @@ void ClusterOperation::take_value(Reply& reply) {
         result_.kind = Result::Kind::String;
         result_.text.swap(reply.str);
     } else if (reply.type == Reply::Type::Array && reply.elements.size() % 2 == 0) {
+        if (!read_score_map(reply, result_.map)) return fail("unexpected reply to ZRANGEBYSCORE");
         result_.kind = Result::Kind::Map;
-        for (std::size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
-            const Reply& member = *reply.elements[i];
-            const Reply& score = *reply.elements[i + 1];
-            if (member.type != Reply::Type::String || score.type != Reply::Type::String) {
-                return fail("unexpected reply to ZRANGEBYSCORE");
-            }
-            result_.map.emplace_back(member.str, score.str);
-        }
     } else {
         fail("unexpected reply");
     }
@@ -496,6 +491,7 @@ void ClusterOperation::trim() noexcept {
     }
     for (NodeBatch& batch : batches_) batch.commands.trim(Operation::kKeep);
     if (result_.text.capacity() > Operation::kKeep) std::string().swap(result_.text);
+    if (result_.map.capacity() > kKeepMapPairs) decltype(result_.map)().swap(result_.map);
 }
 
 }  // namespace rsh

@@ -75,8 +75,7 @@ void Operation::begin(Kind kind, const KeyNaming* naming) {
     learned_version_ = 0;
     result_.kind = Result::Kind::Ok;
     result_.text.clear();
-    result_.map.clear();
-    result_.version = 0;
+    result_.version = 0;  // (the map keeps its pairs for the next read_metadata: see read_score_map)
 }
 
 SetArgs& Operation::start_set(const KeyNaming& naming) {
@@ -351,6 +350,7 @@ void Operation::trim() noexcept {
     raw_.trim(kKeep);
     replies_.clear();  // back to the spare replies, which free the large ones
     if (result_.text.capacity() > kKeep) std::string().swap(result_.text);
+    if (result_.map.capacity() > kKeepMapPairs) decltype(result_.map)().swap(result_.map);
     if (set_.value.capacity() > kKeep) std::string().swap(set_.value);
     if (reader_.buffered_capacity() > kKeep) {
         try {
@@ -366,12 +366,29 @@ void Operation::set_reader_limits(const ReaderLimits& limits) {
     if (!reader_.set_limits(limits_)) reader_ = ReplyReader{limits_};
 }
 
+bool read_score_map(const Reply& reply, std::vector<std::pair<std::string, std::string>>& map) {
+    if (reply.type != Reply::Type::Array || reply.elements.size() % 2 != 0) return false;
+    const std::size_t pairs = reply.elements.size() / 2;
+    if (map.size() > pairs) map.resize(pairs);  // (no default pair is made: no allocation)
+    for (std::size_t i = 0; i < pairs; ++i) {
+        const Reply& member = *reply.elements[2 * i];
+        const Reply& score = *reply.elements[2 * i + 1];
+        if (member.type != Reply::Type::String || score.type != Reply::Type::String) return false;
+        if (i < map.size()) {
+            map[i].first.assign(member.str);
+            map[i].second.assign(score.str);
+        } else {
+            map.emplace_back(member.str, score.str);
+        }
+    }
+    return true;
+}
+
 // Copies the text into the kept result's buffer (it keeps its capacity for the
-// next call); the map, rare, is moved.
+// next call); a map is filled in place (read_score_map), never through here.
 void Operation::finish(Result result) {
     result_.kind = result.kind;
     result_.text.assign(result.text);
-    result_.map = std::move(result.map);
     result_.version = result.version;
     finished_ = true;
 }
@@ -440,19 +457,12 @@ void Operation::complete_round() {
     case Kind::ReadMetadata:
         if (first.is_error()) {
             result = Result::error(first.str);
-        } else if (first.type != Reply::Type::Array || first.elements.size() % 2 != 0) {
+        } else if (!read_score_map(first, result_.map)) {
             result = Result::error("unexpected reply to ZRANGEBYSCORE");
         } else {
-            result.kind = Result::Kind::Map;
-            for (std::size_t i = 0; i + 1 < first.elements.size(); i += 2) {
-                const Reply& member = *first.elements[i];
-                const Reply& score = *first.elements[i + 1];
-                if (member.type != Reply::Type::String || score.type != Reply::Type::String) {
-                    result = Result::error("unexpected reply to ZRANGEBYSCORE");
-                    break;
-                }
-                result.map.emplace_back(member.str, score.str);
-            }
+            result_.kind = Result::Kind::Map;  // (the map filled in place, as a value is)
+            finished_ = true;
+            return;
         }
         break;
     case Kind::Handshake: {

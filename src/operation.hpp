@@ -101,6 +101,7 @@ struct HandshakeArgs {
 
 struct Result {
     enum class Kind { Ok, Nil, String, Map, Version, Error };
+
     Kind kind = Kind::Ok;
     std::string text;                                       // String value or error message
     std::vector<std::pair<std::string, std::string>> map;  // read_metadata: key -> score
@@ -113,6 +114,13 @@ struct Result {
         return r;
     }
 };
+
+// The (member, score) pairs of a ZRANGEBYSCORE ... WITHSCORES reply into map, whose
+// pairs' buffers from earlier calls are reused (a steady read_metadata allocates
+// nothing); false, map unspecified, when the reply has another shape.
+bool read_score_map(const Reply& reply, std::vector<std::pair<std::string, std::string>>& map);
+// Past this many pairs, trim() frees a kept map.
+inline constexpr std::size_t kKeepMapPairs = 256;
 
 // Appends WAIT to a write's round trip (nothing when durability is off).
 void add_wait(CommandBuffer& out, const Durability& durability);

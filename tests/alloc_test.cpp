@@ -4,11 +4,14 @@
 // parts and node batches. Counted by replacing the global operator new.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cstdlib>
 #include <new>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "cluster_operation.hpp"
 #include "operation.hpp"
@@ -200,6 +203,145 @@ TEST(SteadyState, ClusterGetAndPlainSetAllocateNothing) {
         ASSERT_EQ(call.result().kind, Result::Kind::Ok);
         call.trim();
     });
+    EXPECT_EQ(n, 0);
+}
+
+// read_metadata fills its result's map in place: the pairs' buffers of the last
+// call are reused (two 43-byte keys, past the short-string buffer).
+TEST(SteadyState, ReadMetadataAllocatesNothing) {
+    KeyNaming naming;
+    Operation op;
+    const string reply = "*4\r\n" + bulk(kKey) + bulk("4600") + bulk(string(43, 'j')) + bulk("4700");
+    const long n = allocations_per_call_after_warm_up([&] {
+        auto& read = op.start_read_metadata(naming);
+        read.name.assign("session");
+        read.audience.assign("web");
+        read.subject.assign("alice");
+        read.current_time = 1000;
+        ASSERT_TRUE(op.next_request(70000).has_value());
+        ASSERT_TRUE(op.feed(reply.data(), reply.size()));
+        ASSERT_EQ(op.result().kind, Result::Kind::Map);
+        ASSERT_EQ(op.result().map.size(), 2u);
+        ASSERT_EQ(op.result().map[1].second, "4700");
+        op.trim();
+    });
+    EXPECT_EQ(n, 0);
+}
+
+// Runs f with the counter off: loading a set's old_key and metadata strings is the
+// binding's work (it builds them per call, single node and cluster alike), not the call's.
+template <class F>
+void uncounted(F&& f) {
+    const bool was = g_counting.exchange(false);
+    f();
+    g_counting = was;
+}
+
+// What a master answers to a batch's commands (those a session call sends):
+// +QUEUED inside MULTI, and EXEC's array of the queued commands' replies.
+string master_answer(const string& commands) {
+    rsh::ReplyReader reader;
+    reader.feed(commands.data(), commands.size());
+    string out, queued;
+    int queued_count = 0;
+    bool in_multi = false;
+    while (auto command = reader.next()) {
+        string name = command->elements.at(0)->str;
+        for (auto& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        if (name == "MULTI") {
+            out += "+OK\r\n";
+            in_multi = true;
+            continue;
+        }
+        if (name == "EXEC") {
+            out += "*" + std::to_string(queued_count) + "\r\n" + queued;
+            queued.clear();
+            queued_count = 0;
+            in_multi = false;
+            continue;
+        }
+        string reply = ":1\r\n";
+        if (name == "SET" || name == "PING") reply = "+OK\r\n";
+        if (name.rfind("ZRANGE", 0) == 0) reply = "*4\r\n" + bulk(kKey) + bulk("4600") + bulk(kKey) + bulk("4700");
+        if (in_multi) {
+            out += "+QUEUED\r\n";
+            queued += reply;
+            ++queued_count;
+        } else {
+            out += reply;
+        }
+    }
+    return out;
+}
+
+// A cluster set + old_key + 2 metadata over three masters (two phases, a batch per
+// node) and a cluster read_metadata, as the drivers run them: the call's
+// ClusterOperation and one reused round trip per batch. The masters' answers are
+// made during the warm-up, per round and batch (the same call plans the same batches).
+// Only the call is counted: its phases, batches, replies and result.
+TEST(SteadyState, ClusterSetWithMetadataAndReadMetadataAllocateNothing) {
+    KeyNaming naming;
+    naming.prefix = "sessions";
+    auto topology = std::make_shared<rsh::ClusterTopology>();
+    rsh::SlotMap map;
+    map.assign(0, 5460, rsh::NodeAddress{"127.0.0.1", 7000});
+    map.assign(5461, 10922, rsh::NodeAddress{"127.0.0.1", 7001});
+    map.assign(10923, 16383, rsh::NodeAddress{"127.0.0.1", 7002});
+    topology->replace(map);
+    Operation loaded;
+    std::vector<Operation> round_trips(3);
+    rsh::ClusterOperation call;
+    std::vector<std::vector<string>> answers;  // [round][batch]
+    std::size_t most_batches = 0;
+    auto run = [&](std::size_t first_round) {
+        call.start(loaded, naming, topology, {});
+        for (std::size_t round = first_round;; ++round) {
+            ASSERT_TRUE(call.plan_round());
+            auto& batches = call.batches();
+            ASSERT_LE(batches.size(), round_trips.size());
+            most_batches = std::max(most_batches, batches.size());
+            if (answers.size() <= round) answers.emplace_back();
+            for (std::size_t i = 0; i < batches.size(); ++i) {
+                if (answers[round].size() <= i) answers[round].push_back(master_answer(batches[i].commands.bytes()));
+                auto& trip = round_trips[i];
+                trip.start_raw(batches[i].commands);
+                ASSERT_TRUE(trip.next_request(0).has_value());
+                const string& reply = answers[round][i];
+                ASSERT_TRUE(trip.feed(reply.data(), reply.size()));
+                call.node_replies(i, trip.raw_replies());
+                trip.trim();
+            }
+            if (call.end_round().finished) break;
+        }
+    };
+    const long n = allocations_per_call_after_warm_up([&] {
+        auto& set = loaded.start_set(naming);
+        set.name.assign("session");
+        set.key.assign(kKey);
+        set.value.assign(kValue);
+        set.ttl = 3600;
+        set.current_time = 1000;
+        set.stale_ttl = 10;
+        uncounted([&] {
+            set.old_key.emplace(kKey.size(), 'o');
+            set.metadata = rsh::Metadata{{{"web", "alice"}, {"api", "bob"}}};
+        });
+        run(0);
+        ASSERT_EQ(call.result().kind, Result::Kind::Ok);
+        ASSERT_EQ(call.phase_count(), 2);
+        call.trim();
+
+        auto& read = loaded.start_read_metadata(naming);
+        read.name.assign("session");
+        read.audience.assign("web");
+        read.subject.assign("alice");
+        read.current_time = 1000;
+        run(2);
+        ASSERT_EQ(call.result().kind, Result::Kind::Map);
+        ASSERT_EQ(call.result().map.size(), 2u);
+        call.trim();
+    });
+    EXPECT_GE(most_batches, 2u) << "the set's rounds reach several masters";
     EXPECT_EQ(n, 0);
 }
 

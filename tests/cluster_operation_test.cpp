@@ -587,6 +587,35 @@ TEST(ClusterOperation, ReadMetadataAndMissingValues) {
     EXPECT_EQ(op.result().kind, Result::Kind::Nil);
 }
 
+// A reused cluster operation: each read_metadata's map is its own reply's pairs.
+TEST(ClusterOperation, ReusedReadMetadataGivesEachCallItsOwnMap) {
+    using Map = std::vector<std::pair<string, string>>;
+    auto naming = prefix("sessions");
+    rsh::Operation loaded;
+    ClusterOperation op;
+    auto topology = three_masters();
+    auto read = [&](const string& reply) -> const Result& {
+        auto& args = loaded.start_read_metadata(naming);
+        args.name = "session";
+        args.audience = "web";
+        args.subject = "alice";
+        args.current_time = 1000;
+        op.start(loaded, naming, topology, {});
+        EXPECT_TRUE(op.plan_round());
+        auto r = replies(reply);
+        op.node_replies(0, r);
+        EXPECT_TRUE(op.end_round().finished);
+        return op.result();
+    };
+    EXPECT_EQ(read("*4\r\n$3\r\nabc\r\n$4\r\n1060\r\n$3\r\ndef\r\n$4\r\n1070\r\n").map,
+              (Map{{"abc", "1060"}, {"def", "1070"}}));
+    EXPECT_EQ(read("*2\r\n$3\r\ndef\r\n$4\r\n1071\r\n").map, (Map{{"def", "1071"}}));
+    EXPECT_EQ(read("*2\r\n$3\r\nabc\r\n:5\r\n").kind, Result::Kind::Error);
+    const Result& empty = read("*0\r\n");
+    EXPECT_EQ(empty.kind, Result::Kind::Map);
+    EXPECT_TRUE(empty.map.empty());
+}
+
 }  // namespace
 
 namespace {

@@ -472,6 +472,40 @@ TEST(OperationReadMetadata, Errors) {
     EXPECT_KIND(run(read_op(), 70000, {{kRead, "$-1\r\n"}}), Error);
 }
 
+// One operation reused, as the drivers reuse theirs: each call's map is exactly
+// its own reply's pairs (the pairs kept from a larger one are dropped), across a
+// get and an error in between.
+TEST(OperationReadMetadata, ReusedOperationGivesEachCallItsOwnMap) {
+    using Map = std::vector<std::pair<string, string>>;
+    const rsh::KeyNaming keys = naming();
+    Operation op;
+    auto read = [&](const string& reply) -> const Result& {
+        auto& a = op.start_read_metadata(keys);
+        a.name = "session";
+        a.audience = "aud";
+        a.subject = "sub";
+        a.current_time = 1700000000;
+        EXPECT_TRUE(op.next_request(70000).has_value());
+        EXPECT_TRUE(op.feed(reply.data(), reply.size()));
+        return op.result();
+    };
+    const string k1(43, '1'), k2(43, '2'), k3(43, '3');
+    EXPECT_EQ(read("*6\r\n" + bulk(k1) + bulk("10") + bulk(k2) + bulk("20") + bulk(k3) + bulk("30")).map,
+              (Map{{k1, "10"}, {k2, "20"}, {k3, "30"}}));
+    EXPECT_EQ(read("*2\r\n" + bulk(k2) + bulk("21")).map, (Map{{k2, "21"}}));
+    EXPECT_KIND(read("*2\r\n" + bulk(k1) + ":5\r\n"), Error);  // a score that is no string
+    auto& get = op.start_get(keys);
+    get.name = "session";
+    get.key = "k";
+    ASSERT_TRUE(op.next_request(70000).has_value());
+    ASSERT_TRUE(op.feed("$-1\r\n", 5));
+    EXPECT_KIND(op.result(), Nil);
+    const Result& empty = read("*0\r\n");
+    EXPECT_KIND(empty, Map);
+    EXPECT_TRUE(empty.map.empty());
+    EXPECT_EQ(read("*4\r\n" + bulk(k3) + bulk("31") + bulk(k1) + bulk("11")).map, (Map{{k3, "31"}, {k1, "11"}}));
+}
+
 // ------------------------------------------------- durability (WAIT)
 
 rsh::Durability wait_for(int replicas, long long timeout_ms) {
