@@ -8,9 +8,12 @@
 #include <atomic>
 #include <cctype>
 #include <cstdlib>
+#include <initializer_list>
+#include <memory>
 #include <new>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cluster_operation.hpp"
@@ -160,15 +163,22 @@ TEST(SteadyState, DurableSetAndDeleteAllocateNothing) {
     EXPECT_EQ(n, 0);
 }
 
+// A slot map whose masters (127.0.0.1:7000, 7001, ...) own the given slot ranges.
+std::shared_ptr<rsh::ClusterTopology> masters_owning(std::initializer_list<std::pair<int, int>> ranges) {
+    auto topology = std::make_shared<rsh::ClusterTopology>();
+    rsh::SlotMap map;
+    int port = 7000;
+    for (const auto& [first, last] : ranges) map.assign(first, last, rsh::NodeAddress{"127.0.0.1", port++});
+    topology->replace(map);
+    return topology;
+}
+
 // A cluster get and a plain cluster set, each to one node, as the drivers run
 // them: the call's ClusterOperation and the node's raw round trip, both reused.
 TEST(SteadyState, ClusterGetAndPlainSetAllocateNothing) {
     KeyNaming naming;
     naming.prefix = "sessions";
-    auto topology = std::make_shared<rsh::ClusterTopology>();
-    rsh::SlotMap map;
-    map.assign(0, 16383, rsh::NodeAddress{"127.0.0.1", 7000});
-    topology->replace(map);
+    auto topology = masters_owning({{0, 16383}});
     Operation loaded;
     Operation round_trip;
     rsh::ClusterOperation call;
@@ -282,12 +292,7 @@ string master_answer(const string& commands) {
 TEST(SteadyState, ClusterSetWithMetadataAndReadMetadataAllocateNothing) {
     KeyNaming naming;
     naming.prefix = "sessions";
-    auto topology = std::make_shared<rsh::ClusterTopology>();
-    rsh::SlotMap map;
-    map.assign(0, 5460, rsh::NodeAddress{"127.0.0.1", 7000});
-    map.assign(5461, 10922, rsh::NodeAddress{"127.0.0.1", 7001});
-    map.assign(10923, 16383, rsh::NodeAddress{"127.0.0.1", 7002});
-    topology->replace(map);
+    auto topology = masters_owning({{0, 5460}, {5461, 10922}, {10923, 16383}});
     Operation loaded;
     std::vector<Operation> round_trips(3);
     rsh::ClusterOperation call;
