@@ -101,7 +101,6 @@ struct HandshakeArgs {
 
 struct Result {
     enum class Kind { Ok, Nil, String, Map, Version, Error };
-
     Kind kind = Kind::Ok;
     std::string text;                                       // String value or error message
     std::vector<std::pair<std::string, std::string>> map;  // read_metadata: key -> score

@@ -83,6 +83,12 @@ function _M.key_call(key, ...)
     return _M.call(_M.owner(slot), ...)
 end
 
+-- True when a replica's INFO replication says its link is up and no sync runs.
+local function synced(info)
+    return info and info:find("master_link_status:up", 1, true)
+       and info:find("master_sync_in_progress:0", 1, true) and true or false
+end
+
 -- nil when the master on port has a replica whose link is up and synced, else why not.
 local function replica_problem(port)
     local role, err = _M.call(port, "ROLE")
@@ -91,9 +97,7 @@ local function replica_problem(port)
     local seen = {}
     for _, replica in ipairs(role[3] or {}) do
         local info = _M.call(tonumber(replica[2]), "INFO", "replication")
-        if info and info:find("master_link_status:up", 1, true)
-           and info:find("master_sync_in_progress:0", 1, true)
-           and info:find("master_port:" .. port .. "\r", 1, true) then
+        if synced(info) and info:find("master_port:" .. port .. "\r", 1, true) then
             return nil
         end
         seen[#seen + 1] = string.format("%s (%s, %s)", tostring(replica[2]),
@@ -137,10 +141,6 @@ function _M.unstable_reason(ports, want_replicas)
         end
     end
     return nil
-end
-
-function _M.is_stable(ports, want_replicas)
-    return _M.unstable_reason(ports, want_replicas) == nil
 end
 
 -- What each node says of the cluster (CLUSTER NODES, INFO replication) and the
@@ -245,8 +245,7 @@ function _M.replica_of(port)
             for _, replica in ipairs(role[3] or {}) do
                 local p = tonumber(replica[2])
                 local info = tonumber(replica[3]) and tonumber(replica[3]) > 0 and _M.call(p, "INFO", "replication")
-                if info and info:find("master_link_status:up", 1, true)
-                   and info:find("master_sync_in_progress:0", 1, true) then
+                if synced(info) then
                     return p
                 end
             end
