@@ -199,9 +199,10 @@ bench-cost: deps build
 
 # Where CPU time goes that instructions do not show: the same worker and paths without
 # valgrind, per request: rps, user and system CPU, pipeline flights, calls per flight,
-# sentinel lookups (medians of COST_REPS interleaved runs); COST_STRACE=1 adds system calls.
+# sentinel lookups (medians of COST_REPS interleaved runs); COST_STRACE=1 adds system calls,
+# COST_PERF=1 a perf profile per path (kernel included).
 bench-flights: build
-	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) strace"
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) strace linux-perf"
 	COST_MODE=flights bench/cost.sh $(COST)
 
 # The latest bench/results/results.md and chart into README.md.

@@ -18,6 +18,10 @@
 # COST_STRACE=1 one more run per path under strace -c for the system calls per request
 # (traced, the worker runs slower and more calls share a flight or a lookup: counts of
 # the socket calls are of that run, not of the timed ones).
+# COST_PERF=1 (flights mode): one more run per path under `perf record -g` (cpu-clock, kernel
+# included); the reports stay in the printed directory (`perf report -i <path>.perf`).
+# nginx logs at its default level, error (COST_LOG_LEVEL to change it: at warn or lower,
+# stock nginx's auto-pipelines do not linger, see pipeline.lua).
 # COST_LOOKUP=1 adds the paths sentinel_lookup/<op>: the Sentinel storage with
 # sentinel_watch = false (a lookup per call, shared by concurrent calls).
 set -euo pipefail
@@ -59,7 +63,7 @@ cat > "$STATE/nginx.conf" <<CONF
 daemon off;
 master_process off;
 worker_processes 1;
-error_log $STATE/error.log warn;
+error_log $STATE/error.log ${COST_LOG_LEVEL:-error};
 pid $STATE/nginx.pid;
 load_module $MODULES/ndk_http_module.so;
 load_module $MODULES/ngx_http_lua_module.so;
@@ -208,6 +212,15 @@ syscalls_run() { # $1: path
     echo
 }
 
+# One run of a path under perf record (cpu-clock samples of the worker, kernel included).
+perf_run() { # $1: path
+    local name=${1//\//_}
+    perf record -q -e cpu-clock -F 4999 -g -p "$NGINX_PID" -o "$STATE/$name.perf" \
+        -- sleep "$SECONDS_PER_PATH" >/dev/null 2>&1 &
+    wrk -t1 -c"$CONNS" -d"${SECONDS_PER_PATH}s" "http://127.0.0.1:$HTTP_PORT/$1" >/dev/null
+    wait $!
+}
+
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 if [[ "$MODE" == flights ]]; then
@@ -227,8 +240,13 @@ if [[ "$MODE" == flights ]]; then
             command -v strace >/dev/null || { echo "cost: COST_STRACE needs strace" >&2; exit 1; }
             echo "    syscalls/req: $(syscalls_run "$path")"
         fi
+        if [[ -n "${COST_PERF:-}" ]]; then
+            command -v perf >/dev/null || { echo "cost: COST_PERF needs perf (linux-perf)" >&2; exit 1; }
+            perf_run "$path"
+        fi
     done
     echo "cost: per request; user and system CPU of the one worker, not less the no-op row's"
+    [[ -z "${COST_PERF:-}" ]] || echo "cost: perf profiles in $STATE (perf report -i $STATE/<path>.perf)"
     exit 0
 fi
 

@@ -322,7 +322,7 @@ local function start_nginx(workers)
   end
   local srv = nginx.start({
     workers = workers,
-    log_level = "warn",
+    log_level = "error",  -- nginx's default (at warn, stock nginx's pipelines do not linger)
     vars = { port = REDIS_PORT, path = ROOT .. "/bench/?.lua;" .. UPSTREAM_PATH .. ";",
              with_upstream = WITH_UPSTREAM, cluster = cluster, sentinel = sentinel,
              durability = DURABILITY and runs_at(DURABILITY_PLAN, workers) and DURABILITY_PLAN.wait or nil },

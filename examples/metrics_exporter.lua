@@ -47,6 +47,7 @@ local COUNTERS = {
     { "connections", "failed", "Connections that failed to open (connect, TLS, AUTH/SELECT/HELLO)." },
     { "pipeline", "batches", "Writes of the cosocket auto-pipeline, each with one or more concurrent calls." },
     { "pipeline", "calls", "Calls sent by the cosocket auto-pipeline (divided by batches: the mean batch)." },
+    { "pipeline", "lingers", "Auto-pipeline writes held for one more poll of the event loop, for the calls it reads." },
     { "cluster", "moved", "Redis Cluster MOVED redirections followed." },
     { "cluster", "ask", "Redis Cluster ASK redirections followed." },
     { "cluster", "retries", "Redis Cluster calls run again (redirection, TRYAGAIN, CLUSTERDOWN, node failure)." },

@@ -32,7 +32,7 @@ describe("stats()", function()
         assert.same({ "closed", "config", "connect", "protocol", "server", "timeout" }, classes)
         for group, fields in pairs({
             connections = { "opened", "reused", "failed" },
-            pipeline = { "batches", "calls", "max_calls" },
+            pipeline = { "batches", "calls", "max_calls", "lingers" },
             cluster = { "moved", "ask", "retries", "refreshes" },
             sentinel = { "lookups", "role_mismatches", "master_changes", "events", "watch_failures", "subscriptions" },
         }) do

@@ -64,6 +64,70 @@ local SETS = [[
     return out, require("resty.session.hiredis").stats().pipeline.calls
 ]]
 
+-- Lingering (see pipeline.lua): call A goes direct and call B out on the pipeline,
+-- both behind a proxy that delays every reply; call C is queued behind B's round
+-- trip. When B's reply comes, C waits for the next poll only if B's caller is
+-- still there to resume (and end the wait); with ARGS.impatient, B's caller has
+-- timed out already, and C goes out at once.
+local LINGER = [[
+    local pipeline = require "resty.session.hiredis.pipeline"
+    local hiredis = require "resty.session.hiredis"
+    local patient = H.storage(ARGS.cfg, ARGS.storage)
+    local b_storage = ARGS.impatient and H.storage(ARGS.impatient, ARGS.storage .. "i") or patient
+    patient:get(ARGS.name, "warm-up")  -- proves the pool: the later calls may pipeline
+    local lingers, overruns = hiredis.stats().pipeline.lingers, pipeline.linger_overruns
+    local function get(s, key)
+        return ngx.thread.spawn(function() return { s:get(ARGS.name, key) } end)
+    end
+    local batches = hiredis.stats().pipeline.batches
+    local a = get(patient, "k1")
+    local b = get(b_storage, "k2")
+    while hiredis.stats().pipeline.batches == batches do  -- until B's write is out
+        ngx.sleep(0.005)
+    end
+    if ARGS.impatient then
+        ngx.sleep(0.15)  -- B's caller is gone (its bound: 50 + 50 ms), its reply not back
+    end
+    local c = get(patient, "k3")
+    local out = {}
+    for i, t in ipairs({ a, b, c }) do
+        local ok, res = ngx.thread.wait(t)
+        out[i] = ok and res or { "thread failed: " .. tostring(res) }
+    end
+    H.wait_pipelines_idle()
+    return out, hiredis.stats().pipeline.lingers - lingers, pipeline.linger_overruns - overruns
+]]
+
+-- Each of ARGS.threads light threads sets then reads back its own keys,
+-- ARGS.rounds times, so that calls keep arriving while round trips are in flight.
+-- Returns the calls whose results were not their own, and the lingers that went
+-- to their bound.
+local CHAINS = [[
+    local pipeline = require "resty.session.hiredis.pipeline"
+    local s = H.storage(ARGS.cfg, ARGS.storage)
+    s:get(ARGS.name, "warm-up")
+    local overruns = pipeline.linger_overruns
+    local threads, wrong = {}, {}
+    for t = 1, ARGS.threads do
+        threads[t] = ngx.thread.spawn(function()
+            for r = 1, ARGS.rounds do
+                local key, value = "t" .. t .. "r" .. r, string.rep(string.char(64 + t), t + r)
+                local ok, err = s:set(ARGS.name, key, value, 60, ngx.time())
+                local got, gerr = s:get(ARGS.name, key)
+                if not ok or got ~= value then
+                    wrong[#wrong + 1] = key .. ": " .. tostring(err or gerr or got)
+                end
+            end
+        end)
+    end
+    for t = 1, #threads do
+        local ok, err = ngx.thread.wait(threads[t])
+        if not ok then wrong[#wrong + 1] = "thread failed: " .. tostring(err) end
+    end
+    H.wait_pipelines_idle()
+    return wrong, pipeline.linger_overruns - overruns
+]]
+
 local function values(n)
     local out = {}
     for i = 1, n do
@@ -225,6 +289,68 @@ describe("nginx auto-pipelining", function()
         end)
         stop()
         assert(ok, err)
+    end)
+
+    describe("with calls queued behind a round trip", function()
+        local proxy_port, stop_proxy, name, quiet
+        lazy_setup(function()
+            proxy_port, stop_proxy = nginx.delay_proxy(h.host, h.port, 200)
+            name = h.unique("linger")
+            local r = h.raw()
+            for i = 1, 3 do r:call("SET", name .. ":k" .. i, "v" .. i) end
+            r:close()
+            -- ngx.sleep(0) waits for the next poll silently where warnings are not
+            -- logged (stock nginx; OpenResty's at any level): there, lanes linger
+            quiet = nginx.start_kit({ workers = 1, log_level = "error" })
+        end)
+        lazy_teardown(function()
+            if stop_proxy then stop_proxy() end
+            if quiet then assert.same({}, quiet:shutdown()) end
+        end)
+
+        local function linger(on, impatient)
+            local res = on:run("content", LINGER, {
+                cfg = { port = proxy_port, read_timeout = 3000 }, storage = h.unique("s"), name = name,
+                impatient = impatient and { port = proxy_port, connect_timeout = 50, read_timeout = 50 } or nil })
+            assert.is_true(res.ok, tostring(res[1]))
+            return res[1], res[2], res[3]
+        end
+
+        it("sends them after the next poll, woken by the answered caller", function()
+            local out, lingers, overruns = linger(quiet)
+            assert.same({ { "v1" }, { "v2" }, { "v3" } }, out)
+            assert.equal(1, lingers)
+            assert.equal(0, overruns)  -- never held to the bound
+        end)
+
+        it("sends them at once when the round trip answered nobody (its caller timed out)", function()
+            local out, lingers, overruns = linger(quiet, true)
+            assert.same({ { "v1" }, { nil, "timeout" }, { "v3" } }, out)
+            assert.equal(0, lingers)
+            assert.equal(0, overruns)
+        end)
+
+        it("sends them at once where ngx.sleep(0) would log a warning", function()
+            local out, lingers, overruns = linger(srv)  -- (info level, stock nginx)
+            assert.same({ { "v1" }, { "v2" }, { "v3" } }, out)
+            local patched = srv:run("content", [[
+                local ffi = require "ffi"
+                pcall(ffi.cdef, "extern int ngx_posted_delayed_events;")
+                return (pcall(function() return ffi.C.ngx_posted_delayed_events end))
+            ]])[1]
+            assert.equal(patched and 1 or 0, lingers)
+            assert.equal(0, overruns)
+        end)
+
+        it("hands every call of chained callers its own reply while lanes linger", function()
+            local res = quiet:run("content", CHAINS, { cfg = { port = h.port }, storage = h.unique("s"),
+                                                      name = h.unique("chains"), threads = 12, rounds = 20 })
+            assert.is_true(res.ok, tostring(res[1]))
+            local wrong, overruns = res[1], res[2]
+            assert.same({}, wrong)
+            assert.equal(0, overruns)
+            assert.is_nil(quiet:error_log():find("ngx.sleep(0)", 1, true))
+        end)
     end)
 
     -- A set's large value (128 bytes or more) goes

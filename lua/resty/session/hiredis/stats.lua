@@ -37,7 +37,7 @@ local METHODS = { "set", "get", "delete", "read_metadata" }
 local counts = {
   step = 1,
   connections = { opened = 0, reused = 0, failed = 0 },   -- cosocket side
-  pipeline = { batches = 0, calls = 0, max_calls = 0 },
+  pipeline = { batches = 0, calls = 0, max_calls = 0, lingers = 0 },
   sentinel = { lookups = 0, role_mismatches = 0, master_changes = 0, events = 0, watch_failures = 0 },
   -- a gauge (never zeroed by reset, counted whatever `step`): the sentinels'
   -- subscriptions confirmed now (sentinel_watch)

@@ -29,7 +29,7 @@ local IDLE_SECONDS = 3600
 -- Per worker: whether ngx.sleep(0) writes nothing to the error log (nil: not known yet).
 local quiet_sleep
 
-local function sleep_is_quiet()
+local function find_sleep_is_quiet()
   -- OpenResty's patch defines ngx_posted_delayed_events (nginx exports its
   -- symbols for dynamic modules)
   local ffi = require "ffi"
@@ -46,6 +46,16 @@ local function sleep_is_quiet()
   return got and type(level) == "number" and level < ngx.WARN
 end
 
+---
+-- Whether ngx.sleep(0) writes nothing to the error log (then it is the cheaper
+-- wait: no timer context is made).
+function _M.sleep_is_quiet()
+  if quiet_sleep == nil then
+    quiet_sleep = find_sleep_is_quiet()
+  end
+  return quiet_sleep
+end
+
 local function post_back(_, turns)
   turns.back:post(1)
 end
@@ -54,10 +64,7 @@ end
 -- Prepares the calling timer's turns.
 -- @return the turns
 function _M.start()
-  if quiet_sleep == nil then
-    quiet_sleep = sleep_is_quiet()
-  end
-  if quiet_sleep then
+  if _M.sleep_is_quiet() then
     return {}
   end
   return { back = new_semaphore() }
