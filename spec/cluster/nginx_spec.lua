@@ -134,6 +134,55 @@ describe("cluster in nginx", function()
         assert.equal(1, kit.key_call(zset, "ZCARD", zset))
     end)
 
+    -- Lingering node pipelines (pipeline.lua; only where ngx.sleep(0) is silent, so
+    -- an nginx at error level): chained callers whose calls span several masters (a
+    -- set with metadata and old_key, two phases) each get their own results.
+    it("hands every chained caller its own results while node pipelines linger", function()
+        local quiet = nginx.start_kit({ workers = 1, log_level = "error",
+                                        init = "H.cluster = require 'resty.session.hiredis.cluster'" })
+        local ok, err = pcall(function()
+            local res = quiet:run("content", [[
+                local pipeline = require "resty.session.hiredis.pipeline"
+                local stats = require("resty.session.hiredis").stats
+                local s = H.storage(ARGS.cfg, "chains")
+                assert(s:get("session", "warm-up") == nil)
+                local lingers, overruns = stats().pipeline.lingers, pipeline.linger_overruns
+                local threads, wrong = {}, {}
+                for t = 1, 8 do
+                    threads[t] = ngx.thread.spawn(function()
+                        local subject = ARGS.key .. "u" .. t
+                        local m = { audiences = { "web", "api" }, subjects = { subject, subject } }
+                        local old
+                        for r = 1, 10 do
+                            local key, value = ARGS.key .. t .. "-" .. r, string.rep(string.char(64 + t), r)
+                            local set, serr = s:set("session", key, value, 300, ARGS.now, old, 10, m)
+                            local got, gerr = s:get("session", key)
+                            local web, werr = s:read_metadata("session", "web", subject, ARGS.now)
+                            if not set or got ~= value or not (web and web[key]) then
+                                wrong[#wrong + 1] = key .. ": " .. tostring(serr or gerr or werr or got)
+                            end
+                            old = key
+                        end
+                    end)
+                end
+                for t = 1, #threads do
+                    local done, terr = ngx.thread.wait(threads[t])
+                    if not done then wrong[#wrong + 1] = "thread failed: " .. tostring(terr) end
+                end
+                H.wait_pipelines_idle()
+                return { wrong = wrong, lingers = stats().pipeline.lingers - lingers,
+                         overruns = pipeline.linger_overruns - overruns }
+            ]], { cfg = kit.config({ prefix = "chains" }), key = "c" .. math.random(1e9), now = NOW })
+            assert.is_true(res.ok, tostring(res[1]))
+            assert.same({}, res[1].wrong)
+            assert.equal(0, res[1].overruns)
+            io.stderr:write("cluster chains: ", res[1].lingers, " lingering writes\n")
+            assert.is_nil(quiet:error_log():find("ngx.sleep(0)", 1, true))
+        end)
+        assert.same({}, quiet:shutdown())
+        assert(ok, err)
+    end)
+
     it("runs every node of a call in parallel light threads and fails cleanly", function()
         local out = run("content", [[
             local s = H.hiredis.new(ARGS.cfg)
