@@ -144,9 +144,6 @@ end
 -- Lanes lingering (see the module's notes) whose callers have not resumed yet.
 local lingering, lingering_count = {}, 0
 
--- Whether ngx.sleep(0) waits for the next poll silently (nil: not known yet).
-local quiet_sleep
-
 -- A bound on a linger, should no caller resume: the lane then sends, late by at
 -- most this, but sends. (Counted: the specs expect none.)
 local LINGER_BOUND_SECONDS = 0.001
@@ -199,9 +196,7 @@ local function more_patient(ms, than)
 end
 
 local function run(premature, lane)
-  if quiet_sleep == nil then
-    quiet_sleep = turn.sleep_is_quiet()
-  end
+  local quiet_sleep = turn.sleep_is_quiet()  -- (lanes linger only then)
   local sock, reused, reader, view
   local requests = {}
   local send_timeout, read_timeout = false, false  -- applied to sock
