@@ -28,6 +28,10 @@
 -- single-node rows (bench/http_bench.lua writes them on the master beforehand):
 --   location = /sentinel/up/get { content_by_lua_block { B.run_sentinel("up", "get") } }
 --
+-- Both tables' "sc" is the single-node rows' "co" storage on the single Redis, under session
+-- name "sc" and the single-node keys (bench/http_bench.lua writes them before each pass):
+-- the reference their storage CPU is set against, measured in the same pass.
+--
 -- Durability rows (B.init's `durability` given): "co" / "na" as above, "cw" / "nw" the same
 -- with durability's wait_replicas / wait_timeout; session names and keys as above:
 --   location = /durability/cw/set { content_by_lua_block { B.run_durability("cw", "set") } }
@@ -208,7 +212,12 @@ _M.CLUSTER_OPS = CLUSTER_OPS
 ---
 -- One storage call on the Redis Cluster; errors counted under "cluster <impl> <op>".
 function _M.run_cluster(impl, op)
-  local ok, err = CLUSTER_OPS[op](cluster_storages[impl], "cl-" .. impl, next_index())
+  local ok, err
+  if impl == "sc" then
+    ok, err = OPS[op](storages.co, "sc", next_index())
+  else
+    ok, err = CLUSTER_OPS[op](cluster_storages[impl], "cl-" .. impl, next_index())
+  end
   if not ok then
     return fail("cluster " .. impl, op, err)
   end
@@ -218,7 +227,12 @@ end
 ---
 -- One storage call through the sentinel group; errors counted under "sentinel <impl> <op>".
 function _M.run_sentinel(impl, op)
-  local ok, err = OPS[op](sentinel_storages[impl], "se-" .. impl, next_index())
+  local ok, err
+  if impl == "sc" then
+    ok, err = OPS[op](storages.co, "sc", next_index())
+  else
+    ok, err = OPS[op](sentinel_storages[impl], "se-" .. impl, next_index())
+  end
   if not ok then
     return fail("sentinel " .. impl, op, err)
   end

@@ -77,15 +77,18 @@ local plan = {
 -- at these concurrencies, with these nginx worker counts (those BENCH_WORKERS has), these
 -- implementations (ratios to bases[impl]), served at /<name>/<impl>/<op> by B.<handler>.
 -- The Redis Cluster's (upstream's cluster storage against ours).
+-- Their `sc` is the single-node rows' co storage on the single Redis, run on the same
+-- rows of the same pass (`reference`): the no-op baseline drifts between passes, so a
+-- storage CPU is set against the single node's only within one pass.
 local CLUSTER_PLAN = { name = "cluster", ops = { "get", "set_meta", "read_metadata" },
                        conc = QUICK and { 32 } or { 32, 128 }, workers = { 1, 2 },
-                       impls = { "up", "co", "na" }, bases = { up = "up", co = "up", na = "up" },
-                       handler = "run_cluster" }
+                       impls = { "up", "co", "na", "sc" }, bases = { up = "up", co = "up", na = "up" },
+                       reference = "sc", handler = "run_cluster" }
 -- The Redis Sentinel group's (upstream's sentinel storage against ours), the same rows.
 local SENTINEL_PLAN = { name = "sentinel", ops = { "get", "set_meta", "read_metadata" },
                         conc = QUICK and { 32 } or { 32, 128 }, workers = { 1, 2 },
-                        impls = { "up", "co", "na" }, bases = { up = "up", co = "up", na = "up" },
-                        handler = "run_sentinel" }
+                        impls = { "up", "co", "na", "sc" }, bases = { up = "up", co = "up", na = "up" },
+                        reference = "sc", handler = "run_sentinel" }
 -- The durability rows: co and na as in the single-node rows, cw and nw the same with `wait`,
 -- all with a replica attached to the single Redis for these rows only, so that the other
 -- rows keep measuring a master without one (bench/replica.lua).
@@ -264,6 +267,11 @@ local function populate(op, names)
   for _, name in ipairs(names or IMPLS) do
     dataset.populate(call, op, name, os.time())
   end
+end
+
+-- What each of `ops` reads, for each of `names` (delete reads set_meta's).
+local function populate_all(ops, names)
+  for _, op in ipairs(ops) do populate(op == "delete" and "set_meta" or op, names) end
 end
 
 -- nginx ---------------------------------------------------------------------
@@ -560,6 +568,8 @@ end
 -- handler once, then per op the implementations back to back (each op warmed up on the
 -- first pass).
 local function side_pass(srv, side, workers, rep)
+  -- the single-node reference's sessions, on the single Redis (its rows flush it per op)
+  if side.reference then populate_all(side.ops, { side.reference }) end
   for i, conc in ipairs(side.conc) do
     measure_side(srv, side, workers, "noop", conc, "noop")
     for _, op in ipairs(side.ops) do
@@ -578,7 +588,7 @@ end
 -- Redis for these rows alone (started and in sync, then stopped and gone from the master).
 local function durability_pass(srv, workers, rep)
   flush()
-  for _, op in ipairs(DURABILITY_PLAN.ops) do populate(op, DURABILITY_PLAN.impls) end
+  populate_all(DURABILITY_PLAN.ops, DURABILITY_PLAN.impls)
   local r = replica.start(REDIS_PORT, call)
   local ok, err = pcall(side_pass, srv, DURABILITY_PLAN, workers, rep)
   if not ok then
@@ -592,7 +602,7 @@ end
 -- (the handler turns it off for cq and nq; the other rows count, as by default).
 local function stats_pass(srv, workers, rep)
   flush()
-  for _, op in ipairs(STATS_PLAN.ops) do populate(op, STATS_PLAN.impls) end
+  populate_all(STATS_PLAN.ops, STATS_PLAN.impls)
   local ok, err = pcall(side_pass, srv, STATS_PLAN, workers, rep)
   http_get(srv, "/bench/stats_on")
   if not ok then error(err, 0) end
@@ -619,7 +629,7 @@ local function sentinel_pass(srv, workers, rep)
     local function master_call(...) return master:call(...) end
     for _, op in ipairs(SENTINEL_PLAN.ops) do
       for _, impl in ipairs(side_impls(SENTINEL_PLAN)) do
-        dataset.populate(master_call, op, "se-" .. impl, os.time())
+        if impl ~= SENTINEL_PLAN.reference then dataset.populate(master_call, op, "se-" .. impl, os.time()) end
       end
     end
   end)
@@ -722,7 +732,9 @@ for _, workers in ipairs(plan.workers) do
         -- the cluster's get and read_metadata sessions, once per nginx: its rows only add
         -- to them (set_meta's keys cycle over a fixed set and expire), so the passes see
         -- the same data
-        for _, impl in ipairs(side_impls(CLUSTER_PLAN)) do http_get(srv, "/bench/cluster_fill?impl=" .. impl) end
+        for _, impl in ipairs(side_impls(CLUSTER_PLAN)) do
+          if impl ~= CLUSTER_PLAN.reference then http_get(srv, "/bench/cluster_fill?impl=" .. impl) end
+        end
       end
       if SENTINEL and runs_at(SENTINEL_PLAN, workers) and WITH_UPSTREAM_SENTINEL
           and not http_get(srv, "/bench/info"):find("upstream_sentinel\tyes", 1, true) then

@@ -186,7 +186,7 @@ end
 -- implementation impl's ratios are to; validity as for the other rows.
 function _M.side_rows(side, runs)
   local bases = side.bases
-  local rows = { name = side.name, impls = side.impls, bases = bases }
+  local rows = { name = side.name, impls = side.impls, bases = bases, reference = side.reference }
   for _, w in ipairs(side.workers) do
     local prefix = side.name .. "/" .. w .. "/"
     local noops = {}
@@ -201,6 +201,9 @@ function _M.side_rows(side, runs)
           local m, b = row.impl[impl], row.impl[bases[impl] or ""]
           if m and b then compare(m, b, bases[impl]) end
         end
+        -- co's storage CPU over the single-node reference's, both in the same passes
+        local co, ref = row.impl.co, side.reference and row.impl[side.reference]
+        if co and ref then row.reference_ratio = ratio(co.storage_us, ref.storage_us) end
         finish(row, side.impls)
         rows[#rows + 1] = row
       end
@@ -326,9 +329,12 @@ local function topology_table(add, intro, cimpls, crows)
   add(intro)
   add("")
   local names = table.concat(cimpls, " / ")
+  -- with a single-node reference (sc): co's storage CPU over its own, in a column of its own
+  local ref = crows.reference
   add("| workers | op | conns | rps " .. names .. " | p50 " .. names .. " | p99 " .. names .. " | CPU µs/req "
-      .. names .. " | no-op CPU | storage µs/req " .. names .. " | valid |")
-  add("|---|---|---|---|---|---|---|---|---|---|")
+      .. names .. " | no-op CPU | storage µs/req " .. names .. (ref and (" | storage co/" .. ref) or "")
+      .. " | valid |")
+  add("|---|---|---|---|---|---|---|---|---|---|" .. (ref and "---|" or ""))
   for _, row in ipairs(crows) do
     local up = row.impl.up
     local function fig(mm, text, r)
@@ -344,10 +350,10 @@ local function topology_table(add, intro, cimpls, crows)
       p99[i] = mm and string.format("%.2f", mm.p99_ms) or "-"
       cpu[i] = cpu_text(mm)
     end
-    add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s | %s |", row.workers,
+    add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s |%s %s |", row.workers,
       _M.OP_NAMES[row.op] or row.op, row.conc, table.concat(rps_cols, " / "), table.concat(p50, " / "),
       table.concat(p99, " / "), table.concat(cpu, " / "), cpu_text(row.noop), table.concat(st_cols, " / "),
-      validity(row)))
+      ref and (" " .. x(row.reference_ratio) .. " |") or "", validity(row)))
   end
 end
 
@@ -360,7 +366,9 @@ local function cluster_table(add, info, crows)
       .. "repetition's cluster rows right after its single-node rows with as many workers; storage CPU = CPU "
       .. "minus the no-op handler's measured in the same pass with the same workers and connections. A `set` "
       .. "with 2 metadata pairs touches 3 slots (session key, web and api metadata keys), mostly on different "
-      .. "masters.", info.cluster.impls, crows)
+      .. "masters. sc = the single-node rows' co storage on the single Redis, run on the same rows of the same "
+      .. "passes: storage co/sc = the cluster's storage CPU over one node's, with the same no-op baseline.",
+      info.cluster.impls, crows)
 end
 
 -- The Redis Sentinel table (`info.sentinel` = { upstream, impls }).
@@ -374,7 +382,9 @@ local function sentinel_table(add, info, srows)
       .. "The same wrk settings and repetitions, each repetition's sentinel rows after its single-node and "
       .. "cluster rows with as many workers, the master's sessions written before each pass; storage CPU = CPU "
       .. "minus the no-op handler's measured in the same pass with the same workers and connections; a run "
-      .. "after which the sentinels name another master invalidates its row.", info.sentinel.impls, srows)
+      .. "after which the sentinels name another master invalidates its row. sc = the single-node rows' co "
+      .. "storage on the single Redis, run on the same rows of the same passes: storage co/sc = the sentinel "
+      .. "storage's CPU over one node's, with the same no-op baseline.", info.sentinel.impls, srows)
 end
 
 -- A table of implementations against their bases (`rows.bases`: cw/co, nw/na...): per
