@@ -203,7 +203,10 @@ function _M.side_rows(side, runs)
         end
         -- co's storage CPU over the single-node reference's, both in the same passes
         local co, ref = row.impl.co, side.reference and row.impl[side.reference]
-        if co and ref then row.reference_ratio = ratio(co.storage_us, ref.storage_us) end
+        if co and ref then
+          row.reference_ratio = ratio(co.storage_us, ref.storage_us)
+          row.reference_extra = co.storage_us and ref.storage_us and co.storage_us - ref.storage_us
+        end
         finish(row, side.impls)
         rows[#rows + 1] = row
       end
@@ -353,7 +356,8 @@ local function topology_table(add, intro, cimpls, crows)
     add(string.format("| %d | %s | %d | %s | %s | %s | %s | %s | %s |%s %s |", row.workers,
       _M.OP_NAMES[row.op] or row.op, row.conc, table.concat(rps_cols, " / "), table.concat(p50, " / "),
       table.concat(p99, " / "), table.concat(cpu, " / "), cpu_text(row.noop), table.concat(st_cols, " / "),
-      ref and (" " .. x(row.reference_ratio) .. " |") or "", validity(row)))
+      ref and (" " .. x(row.reference_ratio) .. (row.reference_extra and string.format(" (%+.1f µs)",
+        row.reference_extra) or "") .. " |") or "", validity(row)))
   end
 end
 
@@ -367,7 +371,8 @@ local function cluster_table(add, info, crows)
       .. "minus the no-op handler's measured in the same pass with the same workers and connections. A `set` "
       .. "with 2 metadata pairs touches 3 slots (session key, web and api metadata keys), mostly on different "
       .. "masters. sc = the single-node rows' co storage on the single Redis, run on the same rows of the same "
-      .. "passes: storage co/sc = the cluster's storage CPU over one node's, with the same no-op baseline.",
+      .. "passes: storage co/sc = the cluster's storage CPU over one node's, with the same no-op baseline (and "
+      .. "in brackets their difference per request).",
       info.cluster.impls, crows)
 end
 
@@ -384,7 +389,8 @@ local function sentinel_table(add, info, srows)
       .. "minus the no-op handler's measured in the same pass with the same workers and connections; a run "
       .. "after which the sentinels name another master invalidates its row. sc = the single-node rows' co "
       .. "storage on the single Redis, run on the same rows of the same passes: storage co/sc = the sentinel "
-      .. "storage's CPU over one node's, with the same no-op baseline.", info.sentinel.impls, srows)
+      .. "storage's CPU over one node's, with the same no-op baseline (and in brackets their difference per "
+      .. "request).", info.sentinel.impls, srows)
 end
 
 -- A table of implementations against their bases (`rows.bases`: cw/co, nw/na...): per
