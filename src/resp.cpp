@@ -10,11 +10,24 @@
 
 namespace rsh {
 namespace {
+class SpareReplies;
+}  // namespace
+
+// What the callbacks of one reader share with its next(): set by next() per reply.
+struct ReplyParseState {
+    SpareReplies* spare = nullptr;  // this thread's
+    long long max_array_elements = 0;
+    int refused_type = 0;  // a RESP3 type seen by a callback
+    bool array_limit_hit = false;
+    bool too_deep = false;
+};
+
+namespace {
 
 // Callbacks run inside hiredis (C): they must not throw. A nullptr return makes
-// the reader fail, which next() turns into a ProtocolError.
-thread_local long long t_max_array_elements = 0;
-thread_local bool t_array_limit_hit = false;
+// the reader fail, which next() turns into a ProtocolError. What they share with
+// next() is the reader's ReplyParseState, which hiredis hands to every task it
+// creates (privdata): no thread-local lookup per reply.
 
 // --- hiredis 0.14 / 1.x compatibility ----------------------------------------
 // We speak RESP2 (never HELLO 3). hiredis 1.x also decodes RESP3 (doubles, booleans,
@@ -23,8 +36,6 @@ thread_local bool t_array_limit_hit = false;
 // refuse them too, so both versions accept exactly the same replies. 1.x also
 // dropped 0.14's nesting stop (arrays 8 deep) and takes multi-bulk lengths up to
 // 2^32-1 where 0.14 stops at INT_MAX: restored below with 0.14's own messages.
-thread_local int t_refused_type = 0;  // a RESP3 type seen by a callback
-thread_local bool t_too_deep = false;
 
 constexpr int kHiredis014MaxArrayDepth = 8;  // 0.14: "depth > 7" counts from 0
 
@@ -41,9 +52,11 @@ bool is_resp2(int type) {
     }
 }
 
+ReplyParseState& state_of(const redisReadTask* task) { return *static_cast<ReplyParseState*>(task->privdata); }
+
 bool refuse_resp3(const redisReadTask* task) {
     if (is_resp2(task->type)) return false;
-    t_refused_type = task->type;
+    state_of(task).refused_type = task->type;
     return true;
 }
 
@@ -102,10 +115,15 @@ public:
         return reply;
     }
 
+    // Takes the whole tree: the elements come back here too (one lookup of
+    // the thread's spares per reply, not per element).
     void give(Reply* reply) noexcept {
-        reply->elements.clear();  // the elements come back through their own deleters
+        for (ReplyPtr& element : reply->elements) {
+            if (element) give(element.release());
+        }
+        reply->elements.clear();
         const std::size_t bytes = kept(*reply);
-        if (t_spare_gone || spare_.size() == kMaxSpare || reply->str.capacity() > kMaxKeptBytes ||
+        if (spare_.size() == kMaxSpare || reply->str.capacity() > kMaxKeptBytes ||
             reply->elements.capacity() > kMaxKeptElements || kept_total_ + bytes > kMaxKeptTotal) {
             delete reply;
             return;
@@ -131,6 +149,7 @@ private:
 
 thread_local SpareReplies t_spare;
 
+
 Reply* attach(const redisReadTask* task, Reply* reply) {
     if (task->parent) {
         auto* parent = static_cast<Reply*>(task->parent->obj);
@@ -140,7 +159,7 @@ Reply* attach(const redisReadTask* task, Reply* reply) {
 }
 
 Reply* make(const redisReadTask* task, Reply::Type type) {
-    Reply* reply = t_spare.take();
+    Reply* reply = state_of(task).spare->take();
     if (!reply) return nullptr;
     reply->type = type;
     return attach(task, reply);
@@ -151,7 +170,7 @@ void* create_string(const redisReadTask* task, char* str, size_t len) {
     Reply::Type type = task->type == REDIS_REPLY_ERROR    ? Reply::Type::Error
                        : task->type == REDIS_REPLY_STATUS ? Reply::Type::Status
                                                           : Reply::Type::String;
-    Reply* reply = t_spare.take();
+    Reply* reply = state_of(task).spare->take();
     if (!reply) return nullptr;
     try {
         reply->str.assign(str, len);  // a spare reply's buffer is reused
@@ -165,15 +184,16 @@ void* create_string(const redisReadTask* task, char* str, size_t len) {
 
 void* create_array(const redisReadTask* task, unsigned long long elements) {
     if (refuse_resp3(task)) return nullptr;
+    ReplyParseState& state = state_of(task);
     if (array_depth(task) >= kHiredis014MaxArrayDepth) {
-        t_too_deep = true;
+        state.too_deep = true;
         return nullptr;
     }
-    if (elements > static_cast<unsigned long long>(t_max_array_elements)) {
-        t_array_limit_hit = true;
+    if (elements > static_cast<unsigned long long>(state.max_array_elements)) {
+        state.array_limit_hit = true;
         return nullptr;
     }
-    ReplyPtr owned(t_spare.take());
+    ReplyPtr owned(state.spare->take());
     if (!owned) return nullptr;
     try {
         owned->elements.resize(static_cast<std::size_t>(elements));
@@ -202,11 +222,11 @@ void free_object(void* obj) { ReplyRecycler()(static_cast<Reply*>(obj)); }
 #if HIREDIS_MAJOR >= 1
 void* create_array_1x(const redisReadTask* task, size_t elements) { return create_array(task, elements); }
 void* refuse_double(const redisReadTask* task, double, char*, size_t) {
-    t_refused_type = task->type;
+    state_of(task).refused_type = task->type;
     return nullptr;
 }
 void* refuse_bool(const redisReadTask* task, int) {
-    t_refused_type = task->type;
+    state_of(task).refused_type = task->type;
     return nullptr;
 }
 redisReplyObjectFunctions kReplyFunctions = {
@@ -233,13 +253,23 @@ redisReader* create_reader() {
 
 }  // namespace
 
-void ReplyRecycler::operator()(Reply* reply) const noexcept { t_spare.give(reply); }
+void ReplyRecycler::operator()(Reply* reply) const noexcept {
+    if (t_spare_gone) {
+        delete reply;  // this thread's spares are gone (its exit): each reply frees its elements
+        return;
+    }
+    t_spare.give(reply);
+}
 
 void ReplyReader::ReaderDeleter::operator()(redisReader* r) const { redisReaderFree(r); }
+void ReplyReader::StateDeleter::operator()(ReplyParseState* s) const { delete s; }
 
+// The state lives apart from the reader object, at an address that moving the
+// reader does not change: the tasks of a reply parsed in pieces keep it.
 ReplyReader::ReplyReader(ReaderLimits limits)
-    : reader_(create_reader()), limits_(limits), scanner_(limits) {
+    : reader_(create_reader()), state_(new ReplyParseState), limits_(limits), scanner_(limits) {
     if (!reader_) throw std::bad_alloc();
+    reader_->privdata = state_.get();
 }
 
 ReplyReader::~ReplyReader() = default;
@@ -262,21 +292,19 @@ void ReplyReader::feed(const char* data, std::size_t len) {
 ReplyPtr ReplyReader::next() {
     if (failed_) throw ProtocolError("protocol error: reader failed earlier");
     void* raw = nullptr;
-    t_max_array_elements = limits_.max_array_elements;
-    t_array_limit_hit = false;
-    t_refused_type = 0;
-    t_too_deep = false;
+    ReplyParseState& state = *state_;
+    state = ReplyParseState{&t_spare, limits_.max_array_elements};  // this thread's spares: one lookup
     int rc = redisReaderGetReply(reader_.get(), &raw);
     if (rc != REDIS_OK) {
         failed_ = true;
-        if (t_refused_type) {
-            throw ProtocolError(std::string("protocol error: RESP3 ") + resp3_type_name(t_refused_type) +
+        if (state.refused_type) {
+            throw ProtocolError(std::string("protocol error: RESP3 ") + resp3_type_name(state.refused_type) +
                                 " reply type on a RESP2 connection");
         }
-        if (t_too_deep) {
+        if (state.too_deep) {
             throw ProtocolError("protocol error: No support for nested multi bulk replies with depth > 7");
         }
-        if (t_array_limit_hit) {
+        if (state.array_limit_hit) {
             throw ProtocolError("protocol error: array of more than " +
                                 std::to_string(limits_.max_array_elements) + " elements");
         }

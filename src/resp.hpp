@@ -15,6 +15,7 @@ struct redisReader;
 namespace rsh {
 
 struct Reply;
+struct ReplyParseState;
 
 // Gives a reply (and its elements) back to this thread's spare replies, which
 // the next replies parsed reuse with their buffers: a steady stream of calls
@@ -63,7 +64,9 @@ public:
 
 private:
     struct ReaderDeleter { void operator()(redisReader* r) const; };
+    struct StateDeleter { void operator()(ReplyParseState* s) const; };
     std::unique_ptr<redisReader, ReaderDeleter> reader_;
+    std::unique_ptr<ReplyParseState, StateDeleter> state_;  // what its callbacks share (their privdata)
     ReaderLimits limits_;
     ReplyScanner scanner_;
     std::size_t peak_buffered_ = 0;

@@ -314,4 +314,22 @@ TEST(ReplyReader, MovedReaderKeepsWorking) {
     EXPECT_EQ(dump(*r), "+OK");
 }
 
+// hiredis keeps the tasks of a reply parsed in pieces, each holding what the
+// reader's callbacks share (its privdata): a move must not leave them pointing
+// into the reader it moved from (ASan sees such a use after free).
+TEST(ReplyReader, MovedMidArrayFinishesTheReply) {
+    ReaderLimits limits;
+    limits.max_array_elements = 4;  // (counted over the whole reply)
+    auto a = std::make_unique<ReplyReader>(limits);
+    a->feed("*2\r\n*2\r\n:1\r\n", 12);  // the outer array and half the inner one
+    EXPECT_EQ(a->next(), nullptr);
+    ReplyReader b(std::move(*a));
+    a.reset();
+    b.feed(":2\r\n$1\r\nx\r\n", 11);
+    ReplyPtr r = b.next();
+    ASSERT_NE(r, nullptr);
+    EXPECT_EQ(dump(*r), "[[:1,:2,],$1:x,]");
+    EXPECT_THROW(b.feed("*5\r\n", 4), ProtocolError);  // and its limits still hold
+}
+
 }  // namespace
