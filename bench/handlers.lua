@@ -209,34 +209,32 @@ local CLUSTER_OPS = {
 }
 _M.CLUSTER_OPS = CLUSTER_OPS
 
----
--- One storage call on the Redis Cluster; errors counted under "cluster <impl> <op>".
-function _M.run_cluster(impl, op)
+-- One storage call of a table of its own (`kind`: its ops, its storages, its session
+-- names' prefix); "sc" is the single-node co storage, the reference set against it.
+-- Errors counted under "<kind> <impl> <op>".
+local function run_side(kind, ops, side_storages, prefix, impl, op)
   local ok, err
   if impl == "sc" then
     ok, err = OPS[op](storages.co, "sc", next_index())
   else
-    ok, err = CLUSTER_OPS[op](cluster_storages[impl], "cl-" .. impl, next_index())
+    ok, err = ops[op](side_storages[impl], prefix .. impl, next_index())
   end
   if not ok then
-    return fail("cluster " .. impl, op, err)
+    return fail(kind .. " " .. impl, op, err)
   end
   ngx.print("ok")
 end
 
 ---
--- One storage call through the sentinel group; errors counted under "sentinel <impl> <op>".
+-- One storage call on the Redis Cluster.
+function _M.run_cluster(impl, op)
+  return run_side("cluster", CLUSTER_OPS, cluster_storages, "cl-", impl, op)
+end
+
+---
+-- One storage call through the sentinel group.
 function _M.run_sentinel(impl, op)
-  local ok, err
-  if impl == "sc" then
-    ok, err = OPS[op](storages.co, "sc", next_index())
-  else
-    ok, err = OPS[op](sentinel_storages[impl], "se-" .. impl, next_index())
-  end
-  if not ok then
-    return fail("sentinel " .. impl, op, err)
-  end
-  ngx.print("ok")
+  return run_side("sentinel", OPS, sentinel_storages, "se-", impl, op)
 end
 
 ---
