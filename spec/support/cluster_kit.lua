@@ -143,6 +143,36 @@ function _M.unstable_reason(ports, want_replicas)
     return nil
 end
 
+-- A node that does not answer: its process as the kernel sees it (state: R running,
+-- S sleeping, T stopped...; CPU seconds; where it sleeps), and its threads' stacks
+-- when gdb is there: whether the server is stopped, spinning or blocked.
+local function process_report(port)
+    local f = _M.dir and io.open(string.format("%s/%d.pid", _M.dir, port))
+    local pid = f and f:read("*n")
+    if f then f:close() end
+    if not pid then return "process: no pid file" end
+    local stat_file = io.open(string.format("/proc/%d/stat", pid))
+    local stat = stat_file and stat_file:read("*a")
+    if stat_file then stat_file:close() end
+    if not stat then return string.format("process %d: gone", pid) end
+    -- fields after the command's closing parenthesis: state, ..., utime (12th), stime (13th)
+    local fields = {}
+    for field in stat:match("%) (.*)"):gmatch("%S+") do fields[#fields + 1] = field end
+    local wchan_file = io.open(string.format("/proc/%d/wchan", pid))
+    local wchan = wchan_file and wchan_file:read("*a") or "?"
+    if wchan_file then wchan_file:close() end
+    local lines = { string.format("process %d: state %s, cpu %.2f s, wchan %s", pid, fields[1],
+                                  ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100, wchan) }
+    local has_gdb = os.execute("command -v gdb >/dev/null 2>&1")
+    if has_gdb == 0 or has_gdb == true then
+        local gdb = io.popen(string.format("timeout 20 gdb -p %d -batch -ex 'thread apply all bt' 2>&1 "
+                                           .. "| grep -E '^(Thread|#)' | head -40", pid))
+        lines[#lines + 1] = gdb:read("*a")
+        gdb:close()
+    end
+    return table.concat(lines, "\n")
+end
+
 -- What each node says of the cluster (CLUSTER NODES, INFO replication) and the
 -- end of its log: written to stderr when the cluster does not settle.
 function _M.describe(log_lines)
@@ -151,6 +181,7 @@ function _M.describe(log_lines)
         out[#out + 1] = string.format("--- node %d", port)
         local nodes, err = _M.call(port, "CLUSTER", "NODES")
         out[#out + 1] = type(nodes) == "string" and nodes or ("CLUSTER NODES: " .. tostring(err))
+        if type(nodes) ~= "string" then out[#out + 1] = process_report(port) end
         local repl = _M.call(port, "INFO", "replication")
         if type(repl) == "string" then
             out[#out + 1] = (repl:gsub("\r\n", " "):gsub("slave_read_repl_offset[^ ]*", ""))
