@@ -2,6 +2,7 @@
 -- + 3 replicas, requirepass on every node, ACL user): raw clients per node, who
 -- owns a slot, keys that land on a given master, live slot migrations, and node
 -- restarts. Independent of the module under test (raw_redis).
+local files = require "files"
 local raw = require "raw_redis"
 local socket = require "socket"
 
@@ -147,28 +148,19 @@ end
 -- S sleeping, T stopped...; CPU seconds; where it sleeps), and its threads' stacks
 -- when gdb is there: whether the server is stopped, spinning or blocked.
 local function process_report(port)
-    local f = _M.dir and io.open(string.format("%s/%d.pid", _M.dir, port))
-    local pid = f and f:read("*n")
-    if f then f:close() end
-    if not pid then return "process: no pid file" end
-    local stat_file = io.open(string.format("/proc/%d/stat", pid))
-    local stat = stat_file and stat_file:read("*a")
-    if stat_file then stat_file:close() end
+    local found, pid = pcall(_M.pid_of, port)
+    if not found then return "process: no pid file" end
+    local stat = files.read_file(string.format("/proc/%d/stat", pid))
     if not stat then return string.format("process %d: gone", pid) end
     -- fields after the command's closing parenthesis: state, ..., utime (12th), stime (13th)
     local fields = {}
     for field in stat:match("%) (.*)"):gmatch("%S+") do fields[#fields + 1] = field end
-    local wchan_file = io.open(string.format("/proc/%d/wchan", pid))
-    local wchan = wchan_file and wchan_file:read("*a") or "?"
-    if wchan_file then wchan_file:close() end
     local lines = { string.format("process %d: state %s, cpu %.2f s, wchan %s", pid, fields[1],
-                                  ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100, wchan) }
-    local has_gdb = os.execute("command -v gdb >/dev/null 2>&1")
-    if has_gdb == 0 or has_gdb == true then
-        local gdb = io.popen(string.format("timeout 20 gdb -p %d -batch -ex 'thread apply all bt' 2>&1 "
-                                           .. "| grep -E '^(Thread|#)' | head -40", pid))
-        lines[#lines + 1] = gdb:read("*a")
-        gdb:close()
+                                  ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / 100,
+                                  files.read_file(string.format("/proc/%d/wchan", pid)) or "?") }
+    if files.sh("command -v gdb >/dev/null 2>&1") then
+        lines[#lines + 1] = (files.run(string.format("timeout 20 gdb -p %d -batch -ex 'thread apply all bt' 2>&1 "
+                                                     .. "| grep -E '^(Thread|#)' | head -40", pid)))
     end
     return table.concat(lines, "\n")
 end
