@@ -262,16 +262,18 @@ local function flush()
   delete_refill = {}
 end
 
--- What `op` reads, for each of `names` (default: the implementations of the single-node rows).
+-- What `op` reads (delete: set_meta's sessions, whose metadata it cleans), for each of
+-- `names` (default: the implementations of the single-node rows).
 local function populate(op, names)
+  if op == "delete" then op = "set_meta" end
   for _, name in ipairs(names or IMPLS) do
     dataset.populate(call, op, name, os.time())
   end
 end
 
--- What each of `ops` reads, for each of `names` (delete reads set_meta's).
+-- What each of `ops` reads, for each of `names`.
 local function populate_all(ops, names)
-  for _, op in ipairs(ops) do populate(op == "delete" and "set_meta" or op, names) end
+  for _, op in ipairs(ops) do populate(op, names) end
 end
 
 -- nginx ---------------------------------------------------------------------
@@ -311,6 +313,16 @@ local function side_impls(side)
   local out = {}
   for _, impl in ipairs(side.impls) do
     if impl ~= "up" or side.upstream then out[#out + 1] = impl end
+  end
+  return out
+end
+
+-- Those whose sessions the table writes on its own servers: all but the single-node
+-- reference (side.reference), whose sessions side_pass writes on the single Redis.
+local function own_impls(side)
+  local out = {}
+  for _, impl in ipairs(side_impls(side)) do
+    if impl ~= side.reference then out[#out + 1] = impl end
   end
   return out
 end
@@ -628,8 +640,8 @@ local function sentinel_pass(srv, workers, rep)
     assert(master:call("FLUSHALL"))
     local function master_call(...) return master:call(...) end
     for _, op in ipairs(SENTINEL_PLAN.ops) do
-      for _, impl in ipairs(side_impls(SENTINEL_PLAN)) do
-        if impl ~= SENTINEL_PLAN.reference then dataset.populate(master_call, op, "se-" .. impl, os.time()) end
+      for _, impl in ipairs(own_impls(SENTINEL_PLAN)) do
+        dataset.populate(master_call, op, "se-" .. impl, os.time())
       end
     end
   end)
@@ -732,9 +744,7 @@ for _, workers in ipairs(plan.workers) do
         -- the cluster's get and read_metadata sessions, once per nginx: its rows only add
         -- to them (set_meta's keys cycle over a fixed set and expire), so the passes see
         -- the same data
-        for _, impl in ipairs(side_impls(CLUSTER_PLAN)) do
-          if impl ~= CLUSTER_PLAN.reference then http_get(srv, "/bench/cluster_fill?impl=" .. impl) end
-        end
+        for _, impl in ipairs(own_impls(CLUSTER_PLAN)) do http_get(srv, "/bench/cluster_fill?impl=" .. impl) end
       end
       if SENTINEL and runs_at(SENTINEL_PLAN, workers) and WITH_UPSTREAM_SENTINEL
           and not http_get(srv, "/bench/info"):find("upstream_sentinel\tyes", 1, true) then
@@ -748,7 +758,7 @@ for _, workers in ipairs(plan.workers) do
         log("bench: %d worker(s), pass %d of %d", workers, rep, REPS)
         for _, op in ipairs(plan.ops) do
           flush()
-          populate(op == "delete" and "set_meta" or op)
+          populate(op)
           if rep == 1 and WARMUP > 0 then warm_up(srv, op) end
           for _, conc in ipairs(plan.conc) do
             -- the no-op handler first: each row's baseline is measured in the same minute

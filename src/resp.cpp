@@ -149,7 +149,6 @@ private:
 
 thread_local SpareReplies t_spare;
 
-
 Reply* attach(const redisReadTask* task, Reply* reply) {
     if (task->parent) {
         auto* parent = static_cast<Reply*>(task->parent->obj);
