@@ -2,6 +2,7 @@
 -- + 3 replicas, requirepass on every node, ACL user): raw clients per node, who
 -- owns a slot, keys that land on a given master, live slot migrations, and node
 -- restarts. Independent of the module under test (raw_redis).
+local epochs = require "cluster_epochs"
 local files = require "files"
 local raw = require "raw_redis"
 local socket = require "socket"
@@ -217,8 +218,8 @@ end
 
 -- Moves slot from master `from` to master `to` the way redis-cli --cluster
 -- reshard does: IMPORTING/MIGRATING, MIGRATE of every key, then SETSLOT NODE
--- on both and on every other master. `between(step)` runs after the marks and
--- before the keys move, when given.
+-- on both and on every other master, once the nodes agree on the epochs
+-- (spec/support/cluster_epochs.lua says why).
 function _M.migrate_begin(slot, from, to)
     local _, masters = _M.view()
     assert(_M.call(to, "CLUSTER", "SETSLOT", slot, "IMPORTING", masters[from]))
@@ -235,6 +236,7 @@ function _M.migrate_keys(slot, from, to)
 end
 
 function _M.migrate_end(slot, from, to)
+    assert(epochs.wait_settled(_M.ports, _M.call))
     local _, masters = _M.view()
     local target_id = masters[to]
     assert(_M.call(to, "CLUSTER", "SETSLOT", slot, "NODE", target_id))
@@ -242,6 +244,35 @@ function _M.migrate_end(slot, from, to)
     for port in pairs(masters) do
         if port ~= from and port ~= to then _M.call(port, "CLUSTER", "SETSLOT", slot, "NODE", target_id) end
     end
+    -- The replicas learn the new owner from the target's pings alone: until they
+    -- have, a bump of the source's epoch (the next migration) would outrank the
+    -- target's claim for good.
+    assert(_M.wait_owner(slot, to))
+end
+
+-- The master that node `asked` says serves slot.
+local function owner_seen_by(asked, slot)
+    local slots = _M.call(asked, "CLUSTER", "SLOTS")
+    for _, range in ipairs(type(slots) == "table" and slots or {}) do
+        if range[1] <= slot and slot <= range[2] then return range[3][2] end
+    end
+end
+
+-- Waits until every node says slot belongs to port: true, or false and what
+-- each node says after timeout_ms (default 10 s).
+function _M.wait_owner(slot, port, timeout_ms)
+    local deadline = _M.now() + (timeout_ms or 10000) / 1000
+    local seen
+    repeat
+        seen = {}
+        for _, asked in ipairs(_M.ports) do
+            local owner = owner_seen_by(asked, slot)
+            if owner ~= port then seen[#seen + 1] = string.format("%d says %s", asked, tostring(owner)) end
+        end
+        if #seen == 0 then return true end
+        _M.sleep(50)
+    until _M.now() > deadline
+    return false, string.format("slot %d is not %d's on every node: %s", slot, port, table.concat(seen, ", "))
 end
 
 function _M.move_slot(slot, from, to)

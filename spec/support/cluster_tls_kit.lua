@@ -92,11 +92,13 @@ function _M.info_number(port, section, field)
 end
 
 -- Moves an empty slot from master `from` to master `to` (IMPORTING/MIGRATING
--- first so that the target bumps its config epoch, then SETSLOT NODE everywhere).
+-- first so that the target bumps its config epoch, then SETSLOT NODE everywhere once
+-- the nodes agree on the epochs: spec/support/cluster_epochs.lua).
 function _M.move_empty_slot(slot, from, to)
     local masters = _M.masters()
     assert(_M.cli(to, "CLUSTER", "SETSLOT", slot, "IMPORTING", masters[from]) == "OK")
     assert(_M.cli(from, "CLUSTER", "SETSLOT", slot, "MIGRATING", masters[to]) == "OK")
+    assert(require("cluster_epochs").wait_settled(_M.ports, _M.cli))
     assert(_M.cli(to, "CLUSTER", "SETSLOT", slot, "NODE", masters[to]) == "OK")
     assert(_M.cli(from, "CLUSTER", "SETSLOT", slot, "NODE", masters[to]) == "OK")
     for port in pairs(masters) do
