@@ -9,7 +9,8 @@
 -- the specs that move two slots back to back: one node named the old owner of a
 -- slot for the rest of the run. So a migration closes only once every node knows
 -- the same current epoch and the same, distinct, epochs of the masters: the
--- target's bump is then above every claim of the source.
+-- target's bump is then above every claim of the source. Also the kits' one poll
+-- loop (poll).
 local socket = require "socket"
 
 local _M = {}
@@ -56,17 +57,22 @@ function _M.problem(ports, call)
     return nil
 end
 
--- Polls problem() until it is nil (true), or false and the last reason after
--- timeout_ms (default 10 s).
-function _M.wait_settled(ports, call, timeout_ms)
+-- Polls check() every 50 ms until it returns nil (true), or false and its last
+-- answer (why not) after timeout_ms (default 10 s). (For the cluster kits' waits.)
+function _M.poll(check, timeout_ms)
     local deadline = socket.gettime() + (timeout_ms or 10000) / 1000
     local reason
     repeat
-        reason = _M.problem(ports, call)
+        reason = check()
         if not reason then return true end
         socket.sleep(0.05)
     until socket.gettime() > deadline
     return false, reason
+end
+
+-- Polls problem() until it is nil: true, or false and the last reason.
+function _M.wait_settled(ports, call, timeout_ms)
+    return _M.poll(function() return _M.problem(ports, call) end, timeout_ms)
 end
 
 return _M

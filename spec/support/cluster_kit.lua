@@ -196,13 +196,8 @@ end
 -- Polls unstable_reason: true, or false and the last reason after timeout_ms
 -- (default 10 s), having written describe() to stderr.
 function _M.wait_stable(timeout_ms, ports, want_replicas)
-    local deadline = _M.now() + (timeout_ms or 10000) / 1000
-    local reason
-    repeat
-        reason = _M.unstable_reason(ports, want_replicas)
-        if not reason then return true end
-        _M.sleep(50)
-    until _M.now() > deadline
+    local stable, reason = epochs.poll(function() return _M.unstable_reason(ports, want_replicas) end, timeout_ms)
+    if stable then return true end
     io.stderr:write(string.format("\n[cluster_kit] not stable within %d ms: %s\n%s\n", timeout_ms or 10000,
                                   reason, _M.describe()))
     return false, reason
@@ -259,20 +254,18 @@ local function owner_seen_by(asked, slot)
 end
 
 -- Waits until every node says slot belongs to port: true, or false and what
--- each node says after timeout_ms (default 10 s).
+-- the nodes that disagree say after timeout_ms (default 10 s).
 function _M.wait_owner(slot, port, timeout_ms)
-    local deadline = _M.now() + (timeout_ms or 10000) / 1000
-    local seen
-    repeat
-        seen = {}
+    return epochs.poll(function()
+        local seen = {}
         for _, asked in ipairs(_M.ports) do
             local owner = owner_seen_by(asked, slot)
             if owner ~= port then seen[#seen + 1] = string.format("%d says %s", asked, tostring(owner)) end
         end
-        if #seen == 0 then return true end
-        _M.sleep(50)
-    until _M.now() > deadline
-    return false, string.format("slot %d is not %d's on every node: %s", slot, port, table.concat(seen, ", "))
+        if #seen > 0 then
+            return string.format("slot %d is not %d's on every node: %s", slot, port, table.concat(seen, ", "))
+        end
+    end, timeout_ms)
 end
 
 function _M.move_slot(slot, from, to)

@@ -3,6 +3,8 @@
 -- requirepass on every node): redis-cli over TLS per node (the raw Lua client
 -- speaks plain TCP only), who owns a slot, keys per master, server counters and
 -- slot moves. Independent of the module under test.
+local epochs = require "cluster_epochs"
+
 local _M = {}
 
 local function env(name)
@@ -98,7 +100,7 @@ function _M.move_empty_slot(slot, from, to)
     local masters = _M.masters()
     assert(_M.cli(to, "CLUSTER", "SETSLOT", slot, "IMPORTING", masters[from]) == "OK")
     assert(_M.cli(from, "CLUSTER", "SETSLOT", slot, "MIGRATING", masters[to]) == "OK")
-    assert(require("cluster_epochs").wait_settled(_M.ports, _M.cli))
+    assert(epochs.wait_settled(_M.ports, _M.cli))
     assert(_M.cli(to, "CLUSTER", "SETSLOT", slot, "NODE", masters[to]) == "OK")
     assert(_M.cli(from, "CLUSTER", "SETSLOT", slot, "NODE", masters[to]) == "OK")
     for port in pairs(masters) do
@@ -106,19 +108,15 @@ function _M.move_empty_slot(slot, from, to)
     end
 end
 
--- Waits until every node says slot belongs to port (true), or timeout_ms.
+-- Waits until every node says slot belongs to port: true, or false and the first
+-- node that disagrees after timeout_ms.
 function _M.wait_owner(slot, port, timeout_ms)
-    local socket = require "socket"
-    local deadline = socket.gettime() + (timeout_ms or 5000) / 1000
-    repeat
-        local agreed = true
+    return epochs.poll(function()
         for _, asked in ipairs(_M.ports) do
-            if _M.owner(slot, asked) ~= port then agreed = false break end
+            local owner = _M.owner(slot, asked)
+            if owner ~= port then return string.format("node %d says %s", asked, tostring(owner)) end
         end
-        if agreed then return true end
-        socket.sleep(0.05)
-    until socket.gettime() > deadline
-    return false
+    end, timeout_ms or 5000)
 end
 
 return _M
