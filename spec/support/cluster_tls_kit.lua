@@ -95,7 +95,8 @@ end
 
 -- Moves an empty slot from master `from` to master `to` (IMPORTING/MIGRATING
 -- first so that the target bumps its config epoch, then SETSLOT NODE everywhere once
--- the nodes agree on the epochs: spec/support/cluster_epochs.lua).
+-- the nodes agree on the epochs: spec/support/cluster_epochs.lua); returns once
+-- every node, replicas included, names `to`.
 function _M.move_empty_slot(slot, from, to)
     local masters = _M.masters()
     assert(_M.cli(to, "CLUSTER", "SETSLOT", slot, "IMPORTING", masters[from]) == "OK")
@@ -106,6 +107,7 @@ function _M.move_empty_slot(slot, from, to)
     for port in pairs(masters) do
         if port ~= from and port ~= to then _M.cli(port, "CLUSTER", "SETSLOT", slot, "NODE", masters[to]) end
     end
+    assert(_M.wait_owner(slot, to))
 end
 
 -- Waits until every node says slot belongs to port: true, or false and the first
