@@ -24,6 +24,9 @@
 # stock nginx's auto-pipelines do not linger, see pipeline.lua).
 # COST_LOOKUP=1 adds the paths sentinel_lookup/<op>: the Sentinel storage with
 # sentinel_watch = false (a lookup per call, shared by concurrent calls).
+# COST_TAGGED=1 adds the paths cluster_tagged/<op>: the cluster storage with a hash-tagged
+# prefix, so that a call's keys share one slot (one node, one phase, one MULTI/EXEC):
+# what the cluster machinery costs without the fan-out of upstream's key layout.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -88,6 +91,9 @@ http {
       sentinel_lookup = hiredis.new({ sentinels = $sentinels, master = "mymaster",
                                       sentinel_password = "$HIREDIS_SENTINEL_PASSWORD",
                                       password = "$HIREDIS_SENTINEL_MASTER_PASSWORD", sentinel_watch = false }),
+      -- COST_TAGGED=1: every key of a call in one slot
+      cluster_tagged = require("resty.session.hiredis.cluster").new({ nodes = $nodes, prefix = "{t}",
+                                                                      password = "$HIREDIS_TEST_CLUSTER_PASSWORD" }),
       noop = {},
     }
     -- make bench's keys: 200 sessions, 50 subjects, set_meta = set + old_key + 2 metadata
@@ -107,7 +113,7 @@ http {
   }
   server {
     listen 127.0.0.1:$HTTP_PORT;
-    location ~ ^/(single|cluster|sentinel|sentinel_lookup|noop)/(\w+)$ {
+    location ~ ^/(single|cluster|cluster_tagged|sentinel|sentinel_lookup|noop)/(\w+)$ {
       content_by_lua_block {
         I = I + 1
         local ok, err = OPS[ngx.var[2]](STORAGES[ngx.var[1]], I)
@@ -122,7 +128,7 @@ http {
     }
     location = /fill {
       content_by_lua_block {
-        for _, kind in ipairs({ "single", "cluster", "sentinel" }) do
+        for _, kind in ipairs({ "single", "cluster", "cluster_tagged", "sentinel" }) do
           for i = 0, 199 do assert(OPS.fill(STORAGES[kind], i)) end
         end
         ngx.print("ok")
@@ -158,6 +164,7 @@ IFS=, read -ra ops <<< "$OPS"
 for op in "${ops[@]}"; do
     paths+=("single/$op" "cluster/$op" "sentinel/$op")
     [[ "${COST_LOOKUP:-0}" == 1 ]] && paths+=("sentinel_lookup/$op")
+    [[ "${COST_TAGGED:-0}" == 1 ]] && paths+=("cluster_tagged/$op")
 done
 
 # Instructions per request of a path under wrk, from a callgrind dump; a failed request fails.
@@ -269,6 +276,13 @@ if [[ "${COST_LOOKUP:-0}" == 1 ]]; then
         s=${storage[single/$op]} l=${storage[sentinel_lookup/$op]}
         awk -v op="$op" -v s="$s" -v l="$l" \
             'BEGIN { printf "%-14s sentinel_lookup %12d %9.2fx single\n", op, l, l / s }'
+    done
+fi
+if [[ "${COST_TAGGED:-0}" == 1 ]]; then
+    for op in "${ops[@]}"; do
+        s=${storage[single/$op]} t=${storage[cluster_tagged/$op]}
+        awk -v op="$op" -v s="$s" -v t="$t" \
+            'BEGIN { printf "%-14s cluster_tagged %13d %9.2fx single\n", op, t, t / s }'
     done
 fi
 echo "cost: storage instructions per request (minus a no-op request's, $noop); dumps in $STATE"
