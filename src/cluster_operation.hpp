@@ -60,6 +60,8 @@ struct RoundOutcome {
 class ClusterOperation {
 public:
     // Splits the call loaded into op (by load_operation) into slot groups and phases.
+    // `loaded` stays as it is (not trimmed) until the call is finished: a server
+    // refusing the Redis 7.0 forms makes the call build its commands again from it.
     void start(const Operation& loaded, const KeyNaming& naming, std::shared_ptr<ClusterTopology> topology,
                ClusterPolicy policy);
 

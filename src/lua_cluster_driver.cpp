@@ -183,7 +183,7 @@ int driver_op_begin(lua_State* L) {
     start_meter(self->meter, method);
     const int n = lua_barrier(L, OnError::ReturnNilErr, [&] {
         if (method < 1 || method > 4) throw ArgumentError("invalid method");
-        const TrimOnExit trim(self->loader);  // its arguments are in the cluster op once started
+        // (the loader is trimmed when the call ends: a rebuild reads its arguments again)
         load_operation(L, self->loader, static_cast<Method>(method), inst->naming, 5,
                        inst->client.config().base.reader_limits().max_reply_bytes);
         const SetArgs* set = self->loader.set_args();
@@ -202,7 +202,11 @@ int driver_op_begin(lua_State* L) {
         }
         return push_loaded(L, 3, *op, batches.front());
     });
-    return n == 2 && lua_isnil(L, -2) ? finish_meter(L, self->meter, n) : n;
+    if (n == 2 && lua_isnil(L, -2)) {
+        self->loader.trim();  // refused: the call ends here
+        return finish_meter(L, self->meter, n);
+    }
+    return n;
 }
 
 // cop:finish(op): after a round of one node batch whose replies op holds:
@@ -226,6 +230,7 @@ int driver_op_finish(lua_State* L) {
         lua_pushboolean(L, 1);
         const int n = push_result(L, self->op.result());
         self->op.trim();
+        self->loader.trim();
         return 1 + n;
     });
     if (n == 2 && lua_isnil(L, -2)) return finish_meter(L, self->meter, n);  // a broken reply
@@ -315,6 +320,7 @@ int driver_op_result(lua_State* L) {
     return finish_meter(L, self->meter, lua_barrier(L, OnError::ReturnNilErr, [&] {
         const int n = push_result(L, self->op.result());
         self->op.trim();
+        self->loader.trim();
         return n;
     }));
 }

@@ -62,34 +62,44 @@ MetadataSlots fetch_metadata(lua_State* L, int idx) {
     return slots;
 }
 
-// The strings of the array at stack index `slot` (metadata.<field>); reads that never raise.
-std::vector<std::string> string_array(lua_State* L, int slot, const char* field) {
+// The length of the array of strings at stack index `slot` (metadata.<field>);
+// reads that never raise.
+std::size_t string_array_length(lua_State* L, int slot, const char* field) {
     if (lua_type(L, slot) != LUA_TTABLE) invalid("metadata", std::string(field) + " must be an array of strings");
-    std::vector<std::string> out;
     const std::size_t n = lua_objlen(L, slot);
     for (std::size_t i = 1; i <= n; ++i) {
         lua_rawgeti(L, slot, static_cast<int>(i));
-        if (lua_type(L, -1) != LUA_TSTRING) {
-            lua_pop(L, 1);
-            invalid("metadata", std::string(field) + " must be an array of strings");
-        }
-        out.push_back(to_string(L, -1));
+        const bool is_string = lua_type(L, -1) == LUA_TSTRING;
         lua_pop(L, 1);
+        if (!is_string) invalid("metadata", std::string(field) + " must be an array of strings");
     }
-    return out;
+    return n;
 }
 
-std::optional<Metadata> metadata_arg(lua_State* L, const MetadataSlots& slots) {
-    if (!slots.argument) return std::nullopt;
+// Element i (from 1) of the array at `slot`, a string (checked), into `into`.
+void string_element(lua_State* L, int slot, std::size_t i, std::string& into) {
+    lua_rawgeti(L, slot, static_cast<int>(i));
+    std::size_t len = 0;
+    const char* s = lua_tolstring(L, -1, &len);
+    into.assign(s, len);
+    lua_pop(L, 1);
+}
+
+// The call's metadata (when given), into op's entries: their strings are the last
+// call's, so that a call like it allocates nothing.
+void metadata_arg(lua_State* L, const MetadataSlots& slots, Operation& op) {
+    if (!slots.argument) return;
     if (lua_type(L, slots.argument) != LUA_TTABLE) invalid("metadata", "must be a table");
-    auto audiences = string_array(L, slots.audiences, "audiences");
-    auto subjects = string_array(L, slots.subjects, "subjects");
-    if (audiences.size() != subjects.size()) invalid("metadata", "audiences and subjects differ in length");
-    Metadata metadata;
-    for (std::size_t i = 0; i < audiences.size(); ++i) {
-        metadata.entries.emplace_back(std::move(audiences[i]), std::move(subjects[i]));
+    const std::size_t n = string_array_length(L, slots.audiences, "audiences");
+    if (string_array_length(L, slots.subjects, "subjects") != n) {
+        invalid("metadata", "audiences and subjects differ in length");
     }
-    return metadata;
+    Metadata& metadata = op.emplace_metadata(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        auto& [audience, subject] = metadata.entries[i];
+        string_element(L, slots.audiences, i + 1, audience);
+        string_element(L, slots.subjects, i + 1, subject);
+    }
 }
 
 // The most arguments a method takes: set(name, key, value, ttl, current_time,
@@ -123,11 +133,10 @@ void load_operation(lua_State* L, Operation& op, Method method, const KeyNaming&
         }
         string_arg(L, first + 2, "value", args.value);
         args.ttl = integer_arg(L, first + 3, "ttl", 1);
-        args.metadata = metadata_arg(L, metadata);
+        metadata_arg(L, metadata, op);
         if (args.metadata || !lua_isnoneornil(L, first + 4)) args.current_time = time_arg(L, first + 4);
         if (!absent(L, first + 5)) {
-            args.old_key.emplace();
-            string_arg(L, first + 5, "old_key", *args.old_key);
+            string_arg(L, first + 5, "old_key", op.emplace_old_key());
             args.stale_ttl = integer_arg(L, first + 6, "stale_ttl", 0);
         }
         // first + 8, `remember`, is accepted and has no effect (as upstream).
@@ -144,7 +153,7 @@ void load_operation(lua_State* L, Operation& op, Method method, const KeyNaming&
         string_arg(L, first, "name", args.name);
         string_arg(L, first + 1, "key", args.key);
         // delete(name, key, current_time, metadata), or the documented delete(name, key, metadata).
-        args.metadata = metadata_arg(L, metadata);
+        metadata_arg(L, metadata, op);
         args.current_time = time_arg(L, short_delete ? first + 3 : first + 2);
         return;
     }

@@ -78,10 +78,32 @@ void Operation::begin(Kind kind, const KeyNaming* naming) {
     result_.version = 0;  // (the map keeps its pairs for the next read_metadata: see read_score_map)
 }
 
+void Operation::keep_old_key() {
+    if (set_.old_key) spare_old_key_.swap(*set_.old_key);
+    set_.old_key.reset();
+}
+
+void Operation::keep_metadata(std::optional<Metadata>& metadata) {
+    if (metadata) spare_metadata_.entries.swap(metadata->entries);
+    metadata.reset();
+}
+
+std::string& Operation::emplace_old_key() {
+    spare_old_key_.clear();
+    return set_.old_key.emplace(std::move(spare_old_key_));
+}
+
+Metadata& Operation::emplace_metadata(std::size_t count) {
+    auto& metadata = kind_ == Kind::Delete ? delete_.metadata : set_.metadata;
+    metadata.emplace(std::move(spare_metadata_));
+    metadata->entries.resize(count);
+    return *metadata;
+}
+
 SetArgs& Operation::start_set(const KeyNaming& naming) {
     begin(Kind::Set, &naming);
-    set_.old_key.reset();
-    set_.metadata.reset();
+    keep_old_key();
+    keep_metadata(set_.metadata);
     set_.current_time = 0;
     set_.stale_ttl = 0;
     return set_;
@@ -94,7 +116,7 @@ GetArgs& Operation::start_get(const KeyNaming& naming) {
 
 DeleteArgs& Operation::start_delete(const KeyNaming& naming) {
     begin(Kind::Delete, &naming);
-    delete_.metadata.reset();
+    keep_metadata(delete_.metadata);
     delete_.current_time = 0;
     return delete_;
 }
@@ -344,6 +366,21 @@ void Operation::restart() {
     reader_ = ReplyReader{limits_};
 }
 
+namespace {
+std::size_t held_bytes(const Metadata& metadata) {
+    std::size_t bytes = 0;
+    for (const auto& [audience, subject] : metadata.entries) bytes += audience.capacity() + subject.capacity();
+    return bytes;
+}
+
+// Frees the metadata of a call that had many entries or long ones.
+void trim_metadata(std::optional<Metadata>& metadata) noexcept {
+    if (metadata && (metadata->entries.capacity() > kKeepMapPairs || held_bytes(*metadata) > Operation::kKeep)) {
+        metadata.reset();
+    }
+}
+}  // namespace
+
 void Operation::trim() noexcept {
     commands_.trim(kKeep);
     prefixed_.trim(kKeep);
@@ -352,6 +389,13 @@ void Operation::trim() noexcept {
     if (result_.text.capacity() > kKeep) std::string().swap(result_.text);
     if (result_.map.capacity() > kKeepMapPairs) decltype(result_.map)().swap(result_.map);
     if (set_.value.capacity() > kKeep) std::string().swap(set_.value);
+    if (set_.old_key && set_.old_key->capacity() > kKeep) std::string().swap(*set_.old_key);
+    if (spare_old_key_.capacity() > kKeep) std::string().swap(spare_old_key_);
+    trim_metadata(set_.metadata);
+    trim_metadata(delete_.metadata);
+    if (spare_metadata_.entries.capacity() > kKeepMapPairs || held_bytes(spare_metadata_) > kKeep) {
+        spare_metadata_ = Metadata{};
+    }
     if (reader_.buffered_capacity() > kKeep) {
         try {
             reader_ = ReplyReader{limits_};

@@ -145,6 +145,14 @@ public:
     GetArgs& start_get(const KeyNaming& naming);
     DeleteArgs& start_delete(const KeyNaming& naming);
     ReadMetadataArgs& start_read_metadata(const KeyNaming& naming);
+    // After start_set: the set's old_key, present and empty, in the buffer of an
+    // earlier call's (a session key is longer than a string keeps in place: a new
+    // std::string would allocate per call).
+    std::string& emplace_old_key();
+    // After start_set or start_delete: the call's metadata, present, with `count`
+    // entries whose strings are an earlier call's (assign them: no allocation
+    // when as many entries as long came before).
+    Metadata& emplace_metadata(std::size_t count);
     // A ready-made round trip whose replies are kept as they are, for whoever
     // built it to read (a cluster node's share of a call: cluster_operation).
     void start_raw(const CommandBuffer& commands);
@@ -233,6 +241,11 @@ private:
     DeleteArgs delete_;
     ReadMetadataArgs read_;
     HandshakeArgs handshake_;
+    // The buffers of the last call's old_key and metadata, for the next one's.
+    std::string spare_old_key_;
+    Metadata spare_metadata_;
+    void keep_old_key();
+    void keep_metadata(std::optional<Metadata>& metadata);
     CommandBuffer raw_;               // Kind::Raw: the round trip as given
     CommandBuffer commands_;          // the round trip being built
     CommandBuffer prefixed_;          // handshake + commands_, when prefixed

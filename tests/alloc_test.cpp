@@ -238,13 +238,24 @@ TEST(SteadyState, ReadMetadataAllocatesNothing) {
     EXPECT_EQ(n, 0);
 }
 
-// Runs f with the counter off: loading a set's old_key and metadata strings is the
-// binding's work (it builds them per call, single node and cluster alike), not the call's.
+// Runs f with the counter off: the test's own work (a server's answers).
 template <class F>
 void uncounted(F&& f) {
     const bool was = g_counting.exchange(false);
     f();
     g_counting = was;
+}
+
+// The metadata as the Lua binding loads it (Operation::emplace_metadata, then each
+// string assigned): audiences and subjects past the short-string buffer.
+const string kAudience(20, 'a');
+const string kSubject(24, 's');
+void load_metadata(Operation& op) {
+    auto& metadata = op.emplace_metadata(2);
+    metadata.entries[0].first.assign(kAudience);
+    metadata.entries[0].second.assign(kSubject);
+    metadata.entries[1].first.assign(kAudience.size(), 'b');
+    metadata.entries[1].second.assign(kSubject.size(), 't');
 }
 
 // What a master answers to a batch's commands (those a session call sends):
@@ -282,6 +293,48 @@ string master_answer(const string& commands) {
         }
     }
     return out;
+}
+
+// A set with old_key and 2 metadata pairs, and a delete with them, on one node,
+// loaded as the Lua binding loads them (a 43-byte old_key, long metadata strings):
+// the strings go in the buffers of the call before.
+TEST(SteadyState, SetAndDeleteWithOldKeyAndMetadataAllocateNothing) {
+    KeyNaming naming;
+    naming.prefix = "sessions";
+    Operation op;
+    std::vector<string> set_answers, delete_answers;  // per round trip (the same each time)
+    auto run = [&](std::vector<string>& answers) {
+        for (std::size_t i = 0;; ++i) {
+            const auto request = op.next_request(70000);
+            if (!request) break;
+            if (answers.size() <= i) uncounted([&] { answers.push_back(master_answer(string(*request))); });
+            ASSERT_TRUE(op.feed(answers[i].data(), answers[i].size()));
+        }
+    };
+    const long n = allocations_per_call_after_warm_up([&] {
+        auto& set = op.start_set(naming);
+        set.name.assign("session");
+        set.key.assign(kKey);
+        set.value.assign(kValue);
+        set.ttl = 3600;
+        set.current_time = 1000;
+        set.stale_ttl = 10;
+        op.emplace_old_key().assign(kKey.size(), 'o');
+        load_metadata(op);
+        run(set_answers);
+        ASSERT_EQ(op.result().kind, Result::Kind::Ok);
+        op.trim();
+
+        auto& del = op.start_delete(naming);
+        del.name.assign("session");
+        del.key.assign(kKey);
+        del.current_time = 1000;
+        load_metadata(op);
+        run(delete_answers);
+        ASSERT_EQ(op.result().kind, Result::Kind::Ok);
+        op.trim();
+    });
+    EXPECT_EQ(n, 0);
 }
 
 // A cluster set + old_key + 2 metadata over three masters (two phases, a batch per
@@ -327,10 +380,8 @@ TEST(SteadyState, ClusterSetWithMetadataAndReadMetadataAllocateNothing) {
         set.ttl = 3600;
         set.current_time = 1000;
         set.stale_ttl = 10;
-        uncounted([&] {
-            set.old_key.emplace(kKey.size(), 'o');
-            set.metadata = rsh::Metadata{{{"web", "alice"}, {"api", "bob"}}};
-        });
+        loaded.emplace_old_key().assign(kKey.size(), 'o');
+        load_metadata(loaded);
         run(0);
         ASSERT_EQ(call.result().kind, Result::Kind::Ok);
         ASSERT_EQ(call.phase_count(), 2);
