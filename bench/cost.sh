@@ -271,18 +271,13 @@ for op in "${ops[@]}"; do
     awk -v op="$op" -v s="$s" -v c="$c" -v t="$t" \
         'BEGIN { printf "%-14s %12d %12d %12d %9.2fx %9.2fx\n", op, s, c, t, c / s, t / s }'
 done
-if [[ "${COST_LOOKUP:-0}" == 1 ]]; then
+# The paths of an optional storage ($1) against the single node's.
+against_single() {
     for op in "${ops[@]}"; do
-        s=${storage[single/$op]} l=${storage[sentinel_lookup/$op]}
-        awk -v op="$op" -v s="$s" -v l="$l" \
-            'BEGIN { printf "%-14s sentinel_lookup %12d %9.2fx single\n", op, l, l / s }'
+        awk -v op="$op" -v kind="$1" -v s="${storage[single/$op]}" -v o="${storage[$1/$op]}" \
+            'BEGIN { printf "%-14s %-15s %12d %9.2fx single\n", op, kind, o, o / s }'
     done
-fi
-if [[ "${COST_TAGGED:-0}" == 1 ]]; then
-    for op in "${ops[@]}"; do
-        s=${storage[single/$op]} t=${storage[cluster_tagged/$op]}
-        awk -v op="$op" -v s="$s" -v t="$t" \
-            'BEGIN { printf "%-14s cluster_tagged %13d %9.2fx single\n", op, t, t / s }'
-    done
-fi
+}
+[[ "${COST_LOOKUP:-0}" != 1 ]] || against_single sentinel_lookup
+[[ "${COST_TAGGED:-0}" != 1 ]] || against_single cluster_tagged
 echo "cost: storage instructions per request (minus a no-op request's, $noop); dumps in $STATE"

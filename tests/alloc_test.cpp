@@ -258,6 +258,19 @@ void load_metadata(Operation& op) {
     metadata.entries[1].second.assign(kSubject.size(), 't');
 }
 
+// A set + old_key (43 bytes) + 2 metadata pairs, loaded as the binding does.
+void load_set_with_old_key_and_metadata(Operation& op, const KeyNaming& naming) {
+    auto& set = op.start_set(naming);
+    set.name.assign("session");
+    set.key.assign(kKey);
+    set.value.assign(kValue);
+    set.ttl = 3600;
+    set.current_time = 1000;
+    set.stale_ttl = 10;
+    op.emplace_old_key().assign(kKey.size(), 'o');
+    load_metadata(op);
+}
+
 // What a master answers to a batch's commands (those a session call sends):
 // +QUEUED inside MULTI, and EXEC's array of the queued commands' replies.
 string master_answer(const string& commands) {
@@ -312,15 +325,7 @@ TEST(SteadyState, SetAndDeleteWithOldKeyAndMetadataAllocateNothing) {
         }
     };
     const long n = allocations_per_call_after_warm_up([&] {
-        auto& set = op.start_set(naming);
-        set.name.assign("session");
-        set.key.assign(kKey);
-        set.value.assign(kValue);
-        set.ttl = 3600;
-        set.current_time = 1000;
-        set.stale_ttl = 10;
-        op.emplace_old_key().assign(kKey.size(), 'o');
-        load_metadata(op);
+        load_set_with_old_key_and_metadata(op, naming);
         run(set_answers);
         ASSERT_EQ(op.result().kind, Result::Kind::Ok);
         op.trim();
@@ -373,15 +378,7 @@ TEST(SteadyState, ClusterSetWithMetadataAndReadMetadataAllocateNothing) {
         }
     };
     const long n = allocations_per_call_after_warm_up([&] {
-        auto& set = loaded.start_set(naming);
-        set.name.assign("session");
-        set.key.assign(kKey);
-        set.value.assign(kValue);
-        set.ttl = 3600;
-        set.current_time = 1000;
-        set.stale_ttl = 10;
-        loaded.emplace_old_key().assign(kKey.size(), 'o');
-        load_metadata(loaded);
+        load_set_with_old_key_and_metadata(loaded, naming);
         run(0);
         ASSERT_EQ(call.result().kind, Result::Kind::Ok);
         ASSERT_EQ(call.phase_count(), 2);
