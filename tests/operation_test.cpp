@@ -762,6 +762,42 @@ TEST(Operation, ReceivedBytesAfterFirstByte) {
     EXPECT_TRUE(op.received_bytes());
 }
 
+// The next call's old_key and metadata come in the buffers of the call before
+// (emplace_old_key, emplace_metadata), unless that call's were large: trim()
+// frees an old_key past kKeep and metadata past kKeepMapPairs entries.
+TEST(Operation, OldKeyAndMetadataBuffersAreKeptUnlessLarge) {
+    Operation op;
+    KeyNaming naming;
+    op.start_set(naming);
+    op.emplace_old_key().assign(43, 'o');
+    op.emplace_metadata(2).entries[1].second.assign(40, 's');
+    op.trim();
+    op.start_set(naming);
+    EXPECT_FALSE(op.set_args()->old_key.has_value());
+    EXPECT_FALSE(op.set_args()->metadata.has_value());
+    std::string& old_key = op.emplace_old_key();
+    EXPECT_TRUE(old_key.empty());
+    EXPECT_GE(old_key.capacity(), 43u);  // the last call's buffer
+    Metadata& metadata = op.emplace_metadata(2);
+    EXPECT_GE(metadata.entries[1].second.capacity(), 40u);
+    ASSERT_EQ(op.set_args()->metadata->entries.size(), 2u);
+
+    op.emplace_old_key().assign(Operation::kKeep * 4, 'o');
+    op.emplace_metadata(rsh::kKeepMapPairs * 2);
+    op.trim();
+    op.start_set(naming);
+    EXPECT_LE(op.emplace_old_key().capacity(), Operation::kKeep);
+    EXPECT_LE(op.emplace_metadata(1).entries.capacity(), rsh::kKeepMapPairs);
+
+    // a delete's metadata takes the same buffers
+    op.start_delete(naming);
+    EXPECT_FALSE(op.delete_args()->metadata.has_value());
+    op.emplace_metadata(1).entries[0].first.assign("web");
+    ASSERT_TRUE(op.delete_args()->metadata.has_value());
+    EXPECT_EQ(op.delete_args()->metadata->entries[0].first, "web");
+    EXPECT_FALSE(op.set_args());
+}
+
 // A reused operation keeps no large call's memory: trim() frees the value, the
 // request and the result past kKeep, and the operation serves the next call.
 TEST(Operation, TrimFreesALargeCall) {
