@@ -17,6 +17,13 @@ struct DriverOperation {
     ClusterOperation op;
     stats::CallMeter meter;
     bool holds_value = false;  // its environment holds the call's set value (hold_call_value)
+
+    // Once the call ended: neither keeps a large call's memory. (Not before: a
+    // call built again, see ClusterOperation::start, reads the loader's arguments.)
+    void trim() noexcept {
+        op.trim();
+        loader.trim();
+    }
 };
 
 DriverOperation* check_driver_op(lua_State* L, int idx) {
@@ -183,7 +190,7 @@ int driver_op_begin(lua_State* L) {
     start_meter(self->meter, method);
     const int n = lua_barrier(L, OnError::ReturnNilErr, [&] {
         if (method < 1 || method > 4) throw ArgumentError("invalid method");
-        // (the loader is trimmed when the call ends: a rebuild reads its arguments again)
+        // (the loader is trimmed when the call ends: see DriverOperation::trim)
         load_operation(L, self->loader, static_cast<Method>(method), inst->naming, 5,
                        inst->client.config().base.reader_limits().max_reply_bytes);
         const SetArgs* set = self->loader.set_args();
@@ -203,7 +210,7 @@ int driver_op_begin(lua_State* L) {
         return push_loaded(L, 3, *op, batches.front());
     });
     if (n == 2 && lua_isnil(L, -2)) {
-        self->loader.trim();  // refused: the call ends here
+        self->trim();  // refused: the call ends here
         return finish_meter(L, self->meter, n);
     }
     return n;
@@ -229,8 +236,7 @@ int driver_op_finish(lua_State* L) {
         }
         lua_pushboolean(L, 1);
         const int n = push_result(L, self->op.result());
-        self->op.trim();
-        self->loader.trim();
+        self->trim();
         return 1 + n;
     });
     if (n == 2 && lua_isnil(L, -2)) return finish_meter(L, self->meter, n);  // a broken reply
@@ -319,8 +325,7 @@ int driver_op_result(lua_State* L) {
     hold_call_value(L, self, 0);
     return finish_meter(L, self->meter, lua_barrier(L, OnError::ReturnNilErr, [&] {
         const int n = push_result(L, self->op.result());
-        self->op.trim();
-        self->loader.trim();
+        self->trim();
         return n;
     }));
 }

@@ -367,17 +367,16 @@ void Operation::restart() {
 }
 
 namespace {
-std::size_t held_bytes(const Metadata& metadata) {
+// Metadata a call had many entries or long strings in: not kept for the next call.
+bool large(const Metadata& metadata) {
+    if (metadata.entries.capacity() > kKeepMapPairs) return true;
     std::size_t bytes = 0;
     for (const auto& [audience, subject] : metadata.entries) bytes += audience.capacity() + subject.capacity();
-    return bytes;
+    return bytes > Operation::kKeep;
 }
 
-// Frees the metadata of a call that had many entries or long ones.
 void trim_metadata(std::optional<Metadata>& metadata) noexcept {
-    if (metadata && (metadata->entries.capacity() > kKeepMapPairs || held_bytes(*metadata) > Operation::kKeep)) {
-        metadata.reset();
-    }
+    if (metadata && large(*metadata)) metadata.reset();
 }
 }  // namespace
 
@@ -393,9 +392,7 @@ void Operation::trim() noexcept {
     if (spare_old_key_.capacity() > kKeep) std::string().swap(spare_old_key_);
     trim_metadata(set_.metadata);
     trim_metadata(delete_.metadata);
-    if (spare_metadata_.entries.capacity() > kKeepMapPairs || held_bytes(spare_metadata_) > kKeep) {
-        spare_metadata_ = Metadata{};
-    }
+    if (large(spare_metadata_)) spare_metadata_ = Metadata{};
     if (reader_.buffered_capacity() > kKeep) {
         try {
             reader_ = ReplyReader{limits_};

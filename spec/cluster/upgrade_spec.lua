@@ -6,6 +6,7 @@
 -- round, and wrote an empty value). Its own 3 masters on free loopback ports: two
 -- of the system's Redis >= 7.0 and one Redis 6.0 (make servers fetches it into
 -- build-servers/bin/redis6; or HIREDIS_REDIS6_SERVER).
+local epochs = require "cluster_epochs"
 local files = require "files"
 local raw = require "raw_redis"
 local socket = require "socket"
@@ -77,15 +78,10 @@ local function cluster_port(taken)
     error("no free port pair for a cluster node")
 end
 
+-- Polls check (nil: done, else why not) as the cluster kits do; fails with what and why.
 local function poll(what, timeout_ms, check)
-    local deadline = socket.gettime() + timeout_ms / 1000
-    local reason
-    repeat
-        reason = check()
-        if not reason then return end
-        socket.sleep(0.05)
-    until socket.gettime() > deadline
-    error(what .. ": " .. tostring(reason), 2)
+    local done, why = epochs.poll(check, timeout_ms)
+    assert(done, what .. ": " .. tostring(why))
 end
 
 describe("cluster being upgraded (a Redis 6.0 master among Redis 7 nodes)", function()
